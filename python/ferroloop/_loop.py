@@ -1,0 +1,86 @@
+"""``ferroloop.Loop``: the native core plus asyncio's once-per-call orchestration.
+
+The native ``LoopCore`` implements everything that runs per callback or per
+event: the ready queue, timers, epoll, ``call_soon``/``call_later``/
+``call_at``/``call_soon_threadsafe``, readers and writers. ``Loop`` also derives
+from ``asyncio.BaseEventLoop`` so the parts of the API that run once per call
+(``run_until_complete``, tasks and their factory, the exception handler,
+executors, DNS, async generator hooks, debug settings) are the interpreter's
+own code with the interpreter's own behaviour. The native methods come first
+in the MRO and replace their Python counterparts.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from asyncio import base_events, events
+from asyncio.log import logger
+from typing import Any
+
+from . import _ferroloop
+from ._signals import SignalHandlers
+from ._unsupported import UnsupportedAPI
+
+
+class Loop(_ferroloop.LoopCore, SignalHandlers, UnsupportedAPI, base_events.BaseEventLoop):
+    """An asyncio event loop whose core is native code. Create one with
+    :func:`ferroloop.new_event_loop`; it behaves as asyncio's default loop."""
+
+    def __init__(self) -> None:
+        base_events.BaseEventLoop.__init__(self)
+        SignalHandlers.__init__(self)
+
+    def run_forever(self) -> None:
+        """Run until :meth:`stop` is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_forever_core()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks, release its file descriptors
+        and shut down the default executor without waiting for it."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self._debug:
+            logger.debug("Close %r", self)
+        self._close_signal_handlers()
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is readable."""
+        self._add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for reading; ``True`` if it was watched."""
+        return self._remove_reader(fd)
+
+    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is writable."""
+        self._add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for writing; ``True`` if it was watched."""
+        return self._remove_writer(fd)

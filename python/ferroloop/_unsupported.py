@@ -1,0 +1,49 @@
+"""Parts of the asyncio API that ferroloop does not provide yet.
+
+Each raises ``NotImplementedError`` naming the method, instead of asyncio's
+bare one, so a program that needs it fails with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NOT_YET = (
+    "create_connection",
+    "create_server",
+    "create_unix_connection",
+    "create_unix_server",
+    "create_datagram_endpoint",
+    "connect_accepted_socket",
+    "connect_read_pipe",
+    "connect_write_pipe",
+    "subprocess_exec",
+    "subprocess_shell",
+    "sock_recv",
+    "sock_recv_into",
+    "sock_recvfrom",
+    "sock_recvfrom_into",
+    "sock_sendall",
+    "sock_sendto",
+    "sock_connect",
+    "sock_accept",
+    "sock_sendfile",
+    "sendfile",
+    "start_tls",
+)
+
+
+def _not_yet(name: str) -> Any:
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"ferroloop does not implement loop.{name}() yet")
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+class UnsupportedAPI:
+    """Mixin for ``ferroloop.Loop``: the methods still to come, each failing clearly."""
+
+
+for _name in _NOT_YET:
+    setattr(UnsupportedAPI, _name, _not_yet(_name))

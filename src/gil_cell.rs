@@ -1,0 +1,55 @@
+//! [`GilCell`]: interior mutability for state that is only touched while
+//! attached to the interpreter.
+//!
+//! The extension module does not declare itself free-threading safe, so CPython
+//! holds (or, on a free-threaded build, re-enables) the GIL for every call into
+//! it. A `RefCell` whose every access needs a `Python<'_>` token is therefore
+//! only ever used by one thread at a time. Re-entrancy (a Python callback that
+//! calls back into the loop while a borrow is live) is caught by `RefCell` as a
+//! panic, which PyO3 turns into an exception: never undefined behaviour. Code
+//! must not hold a borrow across a call into Python.
+
+use std::cell::{Ref, RefCell, RefMut};
+
+use pyo3::Python;
+
+/// A `RefCell` that can only be borrowed with proof of holding the GIL.
+#[derive(Debug, Default)]
+pub struct GilCell<T>(RefCell<T>);
+
+// SAFETY: every borrow takes a `Python<'_>` token and the module requires the GIL
+// (no `gil_used = false`), so no two threads access the RefCell at the same time;
+// the GIL hand-off orders their memory accesses. `T: Send` because the value may
+// be dropped or used on whichever thread holds the GIL.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    /// Wraps a value.
+    pub const fn new(value: T) -> Self {
+        GilCell(RefCell::new(value))
+    }
+
+    /// Borrows shared; panics (as a Python exception) on re-entrant mutation.
+    pub fn borrow<'a>(&'a self, _py: Python<'a>) -> Ref<'a, T> {
+        self.0.borrow()
+    }
+
+    /// Borrows exclusively; panics (as a Python exception) on re-entrancy.
+    pub fn borrow_mut<'a>(&'a self, _py: Python<'a>) -> RefMut<'a, T> {
+        self.0.borrow_mut()
+    }
+
+    /// Takes the value out for `__clear__`, which runs with the GIL held but
+    /// without a token; gives `None` if the cell is borrowed right now.
+    pub fn take_unguarded(&self) -> Option<T>
+    where
+        T: Default,
+    {
+        self.0.try_borrow_mut().ok().map(|mut v| std::mem::take(&mut *v))
+    }
+
+    /// Non-panicking shared borrow for the garbage collector's traversal.
+    pub fn try_borrow_unguarded(&self) -> Option<Ref<'_, T>> {
+        self.0.try_borrow().ok()
+    }
+}

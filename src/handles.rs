@@ -1,0 +1,269 @@
+//! `Handle` and `TimerHandle`: what `call_soon`, `call_later` and `add_reader`
+//! return, mirroring `asyncio.Handle` / `asyncio.TimerHandle`.
+//!
+//! A handle owns its callback, its arguments and the `contextvars.Context` it
+//! runs in. Cancelling drops the callback and arguments at once (as asyncio
+//! does) so a cancelled long timer does not keep them alive until it is purged.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::basic::CompareOp;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::gil_cell::GilCell;
+use crate::py::{call_in_context, helpers};
+
+/// State a loop shares with its handles. It holds no Python objects, so a
+/// handle does not keep its loop alive and there is no reference cycle.
+#[derive(Debug, Default)]
+pub struct LoopShared {
+    /// Mirrors `loop.get_debug()`; a cancelled handle keeps its repr in debug mode.
+    pub debug: AtomicBool,
+    /// Cancelled timers still in the heap (asyncio's `_timer_cancelled_count`).
+    pub cancelled_timers: AtomicUsize,
+}
+
+/// What a handle calls; `None` once cancelled.
+type Call = Option<(Py<PyAny>, Py<PyTuple>)>;
+
+/// A scheduled callback.
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
+pub struct Handle {
+    /// The callback and its positional arguments, dropped on cancel.
+    call: GilCell<Call>,
+    /// The `contextvars.Context` the callback runs in.
+    context: Py<PyAny>,
+    /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
+    cancelled: AtomicBool,
+    /// In debug mode, the repr taken at cancel time (asyncio's `_repr`).
+    repr: GilCell<Option<String>>,
+    /// In debug mode, where the handle was created.
+    source_traceback: Option<Py<PyAny>>,
+    /// Debug flag and timer bookkeeping of the owning loop.
+    shared: Arc<LoopShared>,
+}
+
+impl Handle {
+    /// Builds a handle. `source_traceback` is only given in debug mode.
+    pub fn new(
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Py<PyAny>,
+        source_traceback: Option<Py<PyAny>>,
+        shared: Arc<LoopShared>,
+    ) -> Self {
+        Handle {
+            call: GilCell::new(Some((callback, args))),
+            context,
+            cancelled: AtomicBool::new(false),
+            repr: GilCell::new(None),
+            source_traceback,
+            shared,
+        }
+    }
+
+    /// Whether `cancel()` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Runs the callback in its context. `Ok(None)` when it returned or the
+    /// handle was cancelled, `Ok(Some(err))` when it raised.
+    pub fn run(&self, py: Python<'_>) -> Option<PyErr> {
+        let (callback, args) = {
+            let call = self.call.borrow(py);
+            match call.as_ref() {
+                Some((cb, args)) => (cb.clone_ref(py), args.clone_ref(py)),
+                None => return None,
+            }
+        };
+        call_in_context(py, self.context.bind(py), callback.bind(py), args.bind(py)).err()
+    }
+
+    fn cancel_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        if this.cancelled.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if this.shared.debug.load(Ordering::Relaxed) {
+            // Keep what it was for "Executing <Handle...> took N seconds".
+            let text: String = helpers::handle_repr(py)?.call1((slf,))?.extract()?;
+            *this.repr.borrow_mut(py) = Some(text);
+        }
+        let dropped = this.call.borrow_mut(py).take();
+        drop(dropped);
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// Cancels the callback; it will not run. Cancelling twice does nothing.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::cancel_inner(slf)
+    }
+
+    /// Whether the handle was cancelled.
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    /// The `contextvars.Context` the callback runs in.
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.call.borrow(py).as_ref().map(|(cb, _)| cb.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.call.borrow(py).as_ref().map(|(_, args)| args.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        if let Some(text) = slf.get().repr.borrow(slf.py()).as_ref() {
+            return Ok(text.clone());
+        }
+        helpers::handle_repr(slf.py())?.call1((slf,))?.extract()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.context)?;
+        visit.call(&self.source_traceback)?;
+        if let Some(call) = self.call.try_borrow_unguarded() {
+            if let Some((cb, args)) = call.as_ref() {
+                visit.call(cb)?;
+                visit.call(args)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // Dropped after the borrow ends, since a decref can run arbitrary code.
+        let call = self.call.take_unguarded();
+        drop(call);
+    }
+}
+
+/// A callback scheduled for a point in time (`call_later`, `call_at`).
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen)]
+pub struct TimerHandle {
+    /// The deadline in `loop.time()` seconds, as a float for ordering.
+    when: f64,
+    /// The deadline object the caller gave (`when()` returns it unchanged).
+    when_obj: Py<PyAny>,
+    /// Whether the handle is still in the loop's timer heap (asyncio's `_scheduled`).
+    scheduled: AtomicBool,
+}
+
+impl TimerHandle {
+    /// Builds the timer part; the loop wraps it around a [`Handle`].
+    pub fn new(when: f64, when_obj: Py<PyAny>) -> Self {
+        TimerHandle { when, when_obj, scheduled: AtomicBool::new(true) }
+    }
+
+    /// The deadline used for ordering.
+    pub fn deadline(&self) -> f64 {
+        self.when
+    }
+
+    /// Marks the handle as taken out of the heap.
+    pub fn unschedule(&self) {
+        self.scheduled.store(false, Ordering::Relaxed);
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// Cancels the timer (and counts it for the loop's heap purge).
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let base = slf.as_super();
+        if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
+            base.get().shared.cancelled_timers.fetch_add(1, Ordering::Relaxed);
+        }
+        Handle::cancel_inner(base)
+    }
+
+    /// The absolute time, in `loop.time()` seconds, the callback is due.
+    fn when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_obj.clone_ref(py)
+    }
+
+    #[getter]
+    fn _when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when_obj.clone_ref(py)
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    fn __hash__(&self) -> u64 {
+        // Same hash for equal deadlines, like hash(self._when) in asyncio.
+        if self.when == 0.0 { 0 } else { self.when.to_bits() }
+    }
+
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a < b || slf.is(other) || a == b && handles_equal(slf, other)?,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a > b || slf.is(other) || a == b && handles_equal(slf, other)?,
+            CompareOp::Eq => slf.is(other) || a == b && handles_equal(slf, other)?,
+            CompareOp::Ne => !(slf.is(other) || a == b && handles_equal(slf, other)?),
+        };
+        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.when_obj)
+    }
+}
+
+/// asyncio compares equal-deadline timers by callback, args and cancelled state.
+fn handles_equal(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+    let py = a.py();
+    let (ha, hb) = (a.as_super().get(), b.as_super().get());
+    if ha.is_cancelled() != hb.is_cancelled() {
+        return Ok(false);
+    }
+    let (ca, cb) = (ha.call.borrow(py), hb.call.borrow(py));
+    match (ca.as_ref(), cb.as_ref()) {
+        (None, None) => Ok(true),
+        (Some((fa, aa)), Some((fb, ab))) => {
+            let (fa, aa, fb, ab) = (fa.clone_ref(py), aa.clone_ref(py), fb.clone_ref(py), ab.clone_ref(py));
+            drop((ca, cb));
+            Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+        }
+        _ => Ok(false),
+    }
+}

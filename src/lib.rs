@@ -1,0 +1,25 @@
+//! ferroloop's native core: a single-threaded epoll event loop that runs
+//! asyncio's callbacks, timers and I/O readiness handlers.
+//!
+//! The Python package (`python/ferroloop`) subclasses [`loop_core::LoopCore`]
+//! into `ferroloop.Loop`. Everything that runs per event, per callback or per
+//! byte is here; once-per-call orchestration is Python. See
+//! `docs/architecture.md`.
+
+mod errors;
+mod gil_cell;
+mod handles;
+mod loop_core;
+mod py;
+mod sys;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<loop_core::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

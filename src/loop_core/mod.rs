@@ -1,0 +1,466 @@
+//! The event loop core: ready queue, timer heap, poller and the iteration that
+//! drives them. Transports and servers live elsewhere; this module only knows
+//! handles.
+//!
+//! One iteration ([`LoopCore::run_once`]) mirrors asyncio's
+//! `BaseEventLoop._run_once`: compute the poll timeout (zero when callbacks are
+//! ready), wait for I/O with the GIL released, queue the handles of ready fds
+//! and of due timers, then run exactly the callbacks that were ready when the
+//! run phase began. Callbacks scheduled by those callbacks wait for the next
+//! iteration, so a callback that reschedules itself cannot starve I/O.
+
+pub mod readers;
+mod reader_api;
+mod schedule;
+pub mod timers;
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::errors::os_error;
+use crate::gil_cell::GilCell;
+use crate::handles::{Handle, LoopShared, TimerHandle};
+use crate::py::helpers;
+use crate::sys::epoll::{Epoll, READABLE};
+use crate::sys::eventfd::EventFd;
+use crate::sys::{monotonic, Errno};
+use readers::Registry;
+use timers::TimerHeap;
+
+/// epoll user data of the cross-thread waker; fd tokens never reach it
+/// because their generation half is below `u32::MAX`.
+const WAKER_TOKEN: u64 = u64::MAX;
+/// asyncio never sleeps longer than a day in one wait.
+const MAX_WAIT_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// Events taken from the kernel per wait.
+const EVENTS_PER_WAIT: usize = 256;
+/// `time.get_clock_info('monotonic').resolution` on Linux; timers due within
+/// it run now, as asyncio does.
+const CLOCK_RESOLUTION: f64 = 1e-9;
+
+/// Loop state touched only with the GIL held.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Handles to run, in order.
+    pub ready: VecDeque<Py<Handle>>,
+    /// Pending `call_later`/`call_at` timers.
+    pub timers: TimerHeap<Py<TimerHandle>>,
+    /// `add_reader`/`add_writer` registrations.
+    pub io: Registry<Py<Handle>>,
+    /// `threading.get_ident()` of the thread running the loop, if running.
+    pub thread_id: Option<Py<PyAny>>,
+    /// Reused buffer for epoll events.
+    events: Vec<libc::epoll_event>,
+}
+
+/// The kernel objects the loop owns; dropped (closed) by `close()`.
+pub(crate) struct Sys {
+    pub epoll: Epoll,
+    pub waker: EventFd,
+}
+
+/// The native half of `ferroloop.Loop`. The Python class adds the parts of
+/// asyncio's API that are not per-event (run_until_complete, executors, DNS,
+/// signals) on top of these methods.
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
+pub struct LoopCore {
+    /// Debug flag and timer bookkeeping, shared with handles.
+    pub(crate) shared: Arc<LoopShared>,
+    /// Queues and registries.
+    pub(crate) state: GilCell<State>,
+    /// epoll and the waker; `None` once the loop is closed.
+    pub(crate) sys: GilCell<Option<Sys>>,
+    /// `close()` was called.
+    pub(crate) closed: AtomicBool,
+    /// `stop()` was called; the loop stops after the current iteration.
+    pub(crate) stopping: AtomicBool,
+    /// The loop is about to wait or waiting in epoll: another thread that
+    /// queues a callback must write the waker.
+    pub(crate) polling: AtomicBool,
+    /// The waker was written and not yet drained; saves redundant writes.
+    pub(crate) woken: AtomicBool,
+}
+
+impl LoopCore {
+    /// Builds a handle for `callback(*args)` in `context` (a copy of the
+    /// current context when `None`), recording its origin in debug mode.
+    pub(crate) fn make_handle(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        let context = match context {
+            Some(ctx) if !ctx.is_none() => ctx.clone().unbind(),
+            _ => crate::py::copy_context(py)?,
+        };
+        let source_traceback = if self.shared.debug.load(Ordering::Relaxed) {
+            Some(helpers::source_traceback(py)?.call0()?.unbind())
+        } else {
+            None
+        };
+        Ok(Handle::new(callback.clone().unbind(), args.clone().unbind(), context, source_traceback, self.shared.clone()))
+    }
+
+    pub(crate) fn check_open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(crate::errors::loop_closed());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn debug(&self) -> bool {
+        self.shared.debug.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the loop if it is (about to be) blocked in epoll. Callers hold
+    /// the GIL, and the loop sets `polling` with the GIL held before it
+    /// computes its timeout, so a callback queued before that point is seen
+    /// by the timeout computation and one queued after it writes the waker.
+    pub(crate) fn wake(&self, py: Python<'_>) {
+        if self.polling.load(Ordering::SeqCst) && !self.woken.swap(true, Ordering::SeqCst) {
+            if let Some(sys) = self.sys.borrow(py).as_ref() {
+                sys.waker.notify();
+            }
+        }
+    }
+
+    /// Drops cancelled timers: all of them when they are the majority (the
+    /// heap is rebuilt), else only those at the top. Returns what to drop
+    /// once no borrow is held.
+    fn purge_timers(&self, py: Python<'_>, st: &mut State) -> Vec<Py<TimerHandle>> {
+        let cancelled_count = &self.shared.cancelled_timers;
+        let cancelled = |t: &Py<TimerHandle>| t.bind(py).as_super().get().is_cancelled();
+        let mut gone = Vec::new();
+        if timers::should_purge(st.timers.len(), cancelled_count.load(Ordering::Relaxed)) {
+            gone = st.timers.remove_where(cancelled);
+            cancelled_count.store(0, Ordering::Relaxed);
+        } else {
+            while st.timers.peek().is_some_and(|(_, t)| cancelled(t)) {
+                gone.extend(st.timers.pop());
+                let _ = cancelled_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
+        for t in &gone {
+            t.get().unschedule();
+        }
+        gone
+    }
+
+    /// How long the next wait may block: not at all when callbacks are ready
+    /// or a stop is pending, else until the earliest timer (rounded up to the
+    /// nanosecond, so it never fires early), else indefinitely.
+    fn wait_timeout(&self, st: &State) -> Option<u64> {
+        if !st.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
+            return Some(0);
+        }
+        let (when, _) = st.timers.peek()?;
+        let delay = when - monotonic();
+        if delay <= 0.0 {
+            Some(0)
+        } else if delay * 1e9 >= MAX_WAIT_NS as f64 {
+            Some(MAX_WAIT_NS)
+        } else {
+            Some((delay * 1e9).ceil() as u64)
+        }
+    }
+
+    /// Waits for I/O with the GIL released and queues the handles of ready fds.
+    fn poll(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
+        let (epfd, mut events) = {
+            let sys = self.sys.borrow(py);
+            let Some(sys) = sys.as_ref() else { return Err(crate::errors::loop_closed()) };
+            let mut st = self.state.borrow_mut(py);
+            let mut events = std::mem::take(&mut st.events);
+            events.resize(EVENTS_PER_WAIT, libc::epoll_event { events: 0, u64: 0 });
+            (sys.epoll.as_raw_fd(), events)
+        };
+        let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, &mut events, timeout));
+        self.polling.store(false, Ordering::SeqCst);
+        let n = match result {
+            Ok(n) => n,
+            Err(Errno(libc::EINTR)) => {
+                self.state.borrow_mut(py).events = events;
+                // A signal arrived: run Python-level handlers now, so SIGINT's
+                // KeyboardInterrupt leaves run_forever as it does on asyncio.
+                return py.check_signals();
+            }
+            Err(err) => {
+                self.state.borrow_mut(py).events = events;
+                return Err(os_error(err));
+            }
+        };
+        let mut stale: Vec<(i32, readers::Side)> = Vec::new();
+        {
+            let mut guard = self.state.borrow_mut(py);
+            let st = &mut *guard;
+            for ev in &events[..n] {
+                if ev.u64 == WAKER_TOKEN {
+                    if let Some(sys) = self.sys.borrow(py).as_ref() {
+                        sys.waker.drain();
+                    }
+                    self.woken.store(false, Ordering::SeqCst);
+                    continue;
+                }
+                let (reader, writer) = st.io.lookup(ev.u64, ev.events);
+                let fd = (ev.u64 & 0xffff_ffff) as u32 as i32;
+                for (handle, side) in [(reader, readers::Side::Read), (writer, readers::Side::Write)] {
+                    let Some(handle) = handle else { continue };
+                    if handle.get().is_cancelled() {
+                        stale.push((fd, side));
+                    } else {
+                        st.ready.push_back(handle.clone_ref(py));
+                    }
+                }
+            }
+            st.events = events;
+        }
+        if !stale.is_empty() {
+            let sys = self.sys.borrow(py);
+            let mut gone = Vec::new();
+            if let Some(sys) = sys.as_ref() {
+                let mut st = self.state.borrow_mut(py);
+                for (fd, side) in stale {
+                    gone.extend(st.io.remove(&sys.epoll, fd, side));
+                }
+            }
+            drop(sys);
+            drop(gone);
+        }
+        Ok(())
+    }
+
+    /// Moves due timers to the ready queue.
+    fn queue_due_timers(&self, py: Python<'_>) -> Vec<Py<TimerHandle>> {
+        let end = monotonic() + CLOCK_RESOLUTION;
+        let mut gone = Vec::new();
+        let mut guard = self.state.borrow_mut(py);
+        let st = &mut *guard;
+        while let Some((when, _)) = st.timers.peek() {
+            if when >= end {
+                break;
+            }
+            let Some(timer) = st.timers.pop() else { break };
+            timer.get().unschedule();
+            if timer.bind(py).as_super().get().is_cancelled() {
+                let _ = self.shared.cancelled_timers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                gone.push(timer);
+            } else {
+                st.ready.push_back(timer.into_bound(py).into_super().unbind());
+            }
+        }
+        gone
+    }
+
+    /// One iteration of the loop.
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (timeout, gone) = {
+            let mut st = this.state.borrow_mut(py);
+            let gone = this.purge_timers(py, &mut st);
+            this.polling.store(true, Ordering::SeqCst);
+            (this.wait_timeout(&st), gone)
+        };
+        drop(gone);
+        this.poll(py, timeout)?;
+        drop(this.queue_due_timers(py));
+
+        // Only the callbacks ready now run in this iteration; anything they
+        // schedule runs in the next one, after another poll for I/O.
+        let ntodo = this.state.borrow(py).ready.len();
+        let debug = this.debug();
+        for _ in 0..ntodo {
+            let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else { break };
+            if handle.get().is_cancelled() {
+                continue;
+            }
+            if debug {
+                run_handle_debug(slf, handle.bind(py))?;
+            } else {
+                run_handle(slf, handle.bind(py))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one handle; its exception goes to `call_exception_handler` unless it
+/// is `KeyboardInterrupt` or `SystemExit`, which propagate out of the loop.
+fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let py = slf.py();
+    let Some(err) = handle.get().run(py) else { return Ok(()) };
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    let context = helpers::callback_error_context(py)?.call1((handle, err.into_value(py), slf.get().debug()))?;
+    slf.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+/// [`run_handle`] plus debug mode's bookkeeping: `_current_handle` for the
+/// exception handler, and a warning for callbacks slower than
+/// `slow_callback_duration`.
+fn run_handle_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let py = slf.py();
+    let current = pyo3::intern!(py, "_current_handle");
+    slf.setattr(current, handle)?;
+    let start = monotonic();
+    let result = run_handle(slf, handle);
+    let took = monotonic() - start;
+    slf.setattr(current, py.None())?;
+    result?;
+    let limit: f64 = slf.getattr(pyo3::intern!(py, "slow_callback_duration"))?.extract()?;
+    if took >= limit {
+        helpers::warn_slow_callback(py)?.call1((handle, took))?;
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> PyResult<Self> {
+        let epoll = Epoll::new()?;
+        let waker = EventFd::new()?;
+        epoll.add(waker.as_raw_fd(), READABLE, WAKER_TOKEN)?;
+        Ok(LoopCore {
+            shared: Arc::new(LoopShared::default()),
+            state: GilCell::new(State::default()),
+            sys: GilCell::new(Some(Sys { epoll, waker })),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    /// Whether the loop is running (`run_forever` is active on some thread).
+    fn is_running(&self, py: Python<'_>) -> bool {
+        self.state.borrow(py).thread_id.is_some()
+    }
+
+    /// Whether `close()` was called.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loop after the current iteration.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed_attr(&self, value: bool) {
+        self.closed.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping_attr(&self, value: bool) {
+        self.stopping.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.shared.debug.store(value.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[getter]
+    fn _thread_id(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state.borrow(py).thread_id.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    #[setter(_thread_id)]
+    fn set_thread_id_attr(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.state.borrow_mut(py).thread_id, value);
+        drop(old);
+    }
+
+    /// Runs iterations until `stop()`. The Python `run_forever` sets up the
+    /// running-loop state around this call.
+    fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let result = loop {
+            if let Err(err) = LoopCore::run_once(slf) {
+                break Err(err);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        this.polling.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Releases what the loop owns: queued callbacks, timers, registrations,
+    /// and the epoll and eventfd descriptors.
+    fn _close_core(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::Relaxed);
+        let sys = self.sys.borrow_mut(py).take();
+        let (ready, timers, io) = {
+            let mut st = self.state.borrow_mut(py);
+            let ready = std::mem::take(&mut st.ready);
+            let timers: Vec<_> = st.timers.drain().collect();
+            let io = match sys.as_ref() {
+                Some(sys) => st.io.drain(&sys.epoll),
+                None => Vec::new(),
+            };
+            (ready, timers, io)
+        };
+        for t in &timers {
+            t.get().unschedule();
+        }
+        drop((ready, timers, io, sys));
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.state.try_borrow_unguarded() else { return Ok(()) };
+        for h in &st.ready {
+            visit.call(h)?;
+        }
+        for t in st.timers.iter() {
+            visit.call(t)?;
+        }
+        for h in st.io.handles() {
+            visit.call(h)?;
+        }
+        visit.call(&st.thread_id)?;
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let state = self.state.take_unguarded();
+        drop(state);
+    }
+}

@@ -1,0 +1,145 @@
+//! `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`.
+//!
+//! Same-thread `call_soon` only appends to the ready queue: it never touches
+//! the waker, because the loop is running this very code and will see the
+//! queue before it next waits.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pyclass_init::PyClassInitializer;
+use pyo3::types::{PyFloat, PyTuple};
+
+use super::LoopCore;
+use crate::handles::{Handle, TimerHandle};
+use crate::sys::monotonic;
+
+impl LoopCore {
+    /// Debug mode's checks, done by the stdlib's own helpers for identical
+    /// messages: `_check_thread` (when `thread_check`) and `_check_callback`.
+    fn debug_checks(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str, thread_check: bool) -> PyResult<()> {
+        if thread_check {
+            slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
+        }
+        slf.call_method1(pyo3::intern!(slf.py(), "_check_callback"), (callback, method))?;
+        Ok(())
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when_obj: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let when: f64 = when_obj.extract()?;
+        if this.debug() {
+            LoopCore::debug_checks(slf, callback, "call_at", true)?;
+        }
+        let handle = this.make_handle(py, callback, args, context)?;
+        let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when, when_obj.clone().unbind()));
+        let timer = Py::new(py, init)?;
+        this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
+        Ok(timer)
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    /// Schedules `callback(*args)` for the next iteration.
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.debug() {
+            LoopCore::debug_checks(slf, callback, "call_soon", true)?;
+        }
+        let handle = Py::new(py, this.make_handle(py, callback, args, context)?)?;
+        this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Like `call_soon`, callable from any thread; wakes the loop if it sleeps.
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.debug() {
+            LoopCore::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
+        }
+        let handle = Py::new(py, this.make_handle(py, callback, args, context)?)?;
+        this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
+        this.wake(py);
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` `delay` seconds from now.
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        if delay.is_none() && py.version_info() >= (3, 11) {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        // `loop.time() + delay` with Python's own addition, so odd numeric
+        // types behave (and fail) as they do on asyncio.
+        let now = PyFloat::new(py, monotonic());
+        let when = match delay.cast::<PyFloat>() {
+            Ok(d) => PyFloat::new(py, now.value() + d.value()).into_any(),
+            Err(_) => now.add(delay)?,
+        };
+        LoopCore::schedule_at(slf, &when, callback, args, context)
+    }
+
+    /// A handle for `callback(*args)` that is not queued yet (signal handlers).
+    #[pyo3(signature = (callback, *args))]
+    fn _make_handle(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        Py::new(py, slf.get().make_handle(py, callback, args, None)?)
+    }
+
+    /// Queues an existing handle, waking the loop if needed. Safe from a
+    /// signal-handling context, as asyncio's `_add_callback_signalsafe`.
+    fn _add_handle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        this.state.borrow_mut(py).ready.push_back(handle);
+        this.wake(py);
+        Ok(())
+    }
+
+    /// Schedules `callback(*args)` at loop time `when`.
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() && slf.py().version_info() >= (3, 11) {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        LoopCore::schedule_at(slf, when, callback, args, context)
+    }
+}

@@ -1,0 +1,57 @@
+//! PyO3 glue: cached Python helpers and the raw calls that must be fast.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+/// Calls `callback(*args)` with `context` (a `contextvars.Context`) entered, as
+/// `Context.run` does, and exits the context whether or not the call raised.
+pub fn call_in_context<'py>(
+    py: Python<'py>,
+    context: &Bound<'py, PyAny>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: `context` is a live object; PyContext_Enter type-checks it and sets
+    // an exception (returning -1) for anything that is not a Context.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `callback` and `args` are live; `args` is a tuple; kwargs may be null.
+    let raw = unsafe { ffi::PyObject_Call(callback.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
+    // SAFETY: `raw` is a new reference or null with an exception set.
+    let result = unsafe { Bound::from_owned_ptr_or_err(py, raw) };
+    // SAFETY: the context was entered above on this thread.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result.map(drop)
+}
+
+/// A copy of the calling thread's current context (`contextvars.copy_context()`).
+pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: always safe to call while attached; returns a new reference or null.
+    let raw = unsafe { ffi::PyContext_CopyCurrent() };
+    // SAFETY: `raw` is a new reference or null with an exception set.
+    Ok(unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.unbind())
+}
+
+/// A function from `ferroloop._format`, imported once.
+macro_rules! helper {
+    ($name:ident) => {
+        pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            CELL.import(py, "ferroloop._format", stringify!($name))
+        }
+    };
+}
+
+/// Cold-path helpers written in Python (formatting, logging), imported lazily.
+pub mod helpers {
+    use super::*;
+    helper!(callback_error_context);
+    helper!(handle_repr);
+    helper!(source_traceback);
+    helper!(warn_slow_callback);
+}

@@ -1,0 +1,50 @@
+//! The only place that makes raw system calls.
+//!
+//! Every call goes through [`syscall!`], which turns the C convention (`-1` and
+//! `errno`) into `Result<_, Errno>`. Callers convert an [`Errno`] into a Python
+//! exception with [`crate::errors::os_error`], which keeps `errno` intact.
+
+pub mod epoll;
+pub mod eventfd;
+
+use std::fmt;
+
+/// An `errno` value from a failed system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's current `errno`.
+    pub fn last() -> Self {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// Calls a libc function and maps a `-1` return to `Err(Errno::last())`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: each call site passes arguments that satisfy the libc
+        // function's contract; see the comment at the call site.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err($crate::sys::Errno::last())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Reads `CLOCK_MONOTONIC` in seconds, the clock behind `time.monotonic()`.
+pub fn monotonic() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}

@@ -182,7 +182,11 @@ pub struct TimerHandle {
 impl TimerHandle {
     /// Builds the timer part; the loop wraps it around a [`Handle`].
     pub fn new(when: f64, when_obj: Py<PyAny>) -> Self {
-        TimerHandle { when, when_obj, scheduled: AtomicBool::new(true) }
+        TimerHandle {
+            when,
+            when_obj,
+            scheduled: AtomicBool::new(true),
+        }
     }
 
     /// The deadline used for ordering.
@@ -224,7 +228,11 @@ impl TimerHandle {
 
     fn __hash__(&self) -> u64 {
         // Same hash for equal deadlines, like hash(self._when) in asyncio.
-        if self.when == 0.0 { 0 } else { self.when.to_bits() }
+        if self.when == 0.0 {
+            0
+        } else {
+            self.when.to_bits()
+        }
     }
 
     fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {

@@ -9,8 +9,8 @@
 //! run phase began. Callbacks scheduled by those callbacks wait for the next
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
-pub mod readers;
 mod reader_api;
+pub mod readers;
 mod schedule;
 pub mod timers;
 
@@ -107,7 +107,13 @@ impl LoopCore {
         } else {
             None
         };
-        Ok(Handle::new(callback.clone().unbind(), args.clone().unbind(), context, source_traceback, self.shared.clone()))
+        Ok(Handle::new(
+            callback.clone().unbind(),
+            args.clone().unbind(),
+            context,
+            source_traceback,
+            self.shared.clone(),
+        ))
     }
 
     pub(crate) fn check_open(&self) -> PyResult<()> {
@@ -177,7 +183,9 @@ impl LoopCore {
     fn poll(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
         let (epfd, mut events) = {
             let sys = self.sys.borrow(py);
-            let Some(sys) = sys.as_ref() else { return Err(crate::errors::loop_closed()) };
+            let Some(sys) = sys.as_ref() else {
+                return Err(crate::errors::loop_closed());
+            };
             let mut st = self.state.borrow_mut(py);
             let mut events = std::mem::take(&mut st.events);
             events.resize(EVENTS_PER_WAIT, libc::epoll_event { events: 0, u64: 0 });
@@ -251,7 +259,10 @@ impl LoopCore {
             let Some(timer) = st.timers.pop() else { break };
             timer.get().unschedule();
             if timer.bind(py).as_super().get().is_cancelled() {
-                let _ = self.shared.cancelled_timers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                let _ = self
+                    .shared
+                    .cancelled_timers
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
                 gone.push(timer);
             } else {
                 st.ready.push_back(timer.into_bound(py).into_super().unbind());
@@ -279,7 +290,9 @@ impl LoopCore {
         let ntodo = this.state.borrow(py).ready.len();
         let debug = this.debug();
         for _ in 0..ntodo {
-            let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else { break };
+            let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
+                break;
+            };
             if handle.get().is_cancelled() {
                 continue;
             }
@@ -445,7 +458,9 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let Some(st) = self.state.try_borrow_unguarded() else { return Ok(()) };
+        let Some(st) = self.state.try_borrow_unguarded() else {
+            return Ok(());
+        };
         for h in &st.ready {
             visit.call(h)?;
         }

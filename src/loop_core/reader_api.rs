@@ -16,13 +16,22 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
         obj.extract()?
     } else {
-        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", obj.repr().map(|r| r.to_string()).unwrap_or_default()));
+        let invalid = || {
+            PyValueError::new_err(format!(
+                "Invalid file object: {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        };
         let fileno = obj.call_method0(pyo3::intern!(obj.py(), "fileno")).map_err(|e| {
             let py = obj.py();
             let known = e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
                 || e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
                 || e.is_instance_of::<PyValueError>(py);
-            if known { invalid() } else { e }
+            if known {
+                invalid()
+            } else {
+                e
+            }
         })?;
         let as_int = obj.py().get_type::<PyInt>().call1((fileno,)).map_err(|_| invalid())?;
         as_int.extract()?
@@ -48,8 +57,13 @@ impl LoopCore {
         let handle = Py::new(py, this.make_handle(py, callback, args, None)?)?;
         let old = {
             let sys = this.sys.borrow(py);
-            let Some(sys) = sys.as_ref() else { return Err(crate::errors::loop_closed()) };
-            this.state.borrow_mut(py).io.add(&sys.epoll, fd, side, handle.clone_ref(py))?
+            let Some(sys) = sys.as_ref() else {
+                return Err(crate::errors::loop_closed());
+            };
+            this.state
+                .borrow_mut(py)
+                .io
+                .add(&sys.epoll, fd, side, handle.clone_ref(py))?
         };
         if let Some(old) = old {
             // asyncio cancels the handle it replaces.
@@ -84,13 +98,23 @@ impl LoopCore {
 impl LoopCore {
     /// Calls `callback(*args)` whenever `fd` is readable.
     #[pyo3(signature = (fd, callback, *args))]
-    fn _add_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<Py<Handle>> {
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         LoopCore::add_io(slf, fd, Side::Read, callback, args)
     }
 
     /// Calls `callback(*args)` whenever `fd` is writable.
     #[pyo3(signature = (fd, callback, *args))]
-    fn _add_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<Py<Handle>> {
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         LoopCore::add_io(slf, fd, Side::Write, callback, args)
     }
 

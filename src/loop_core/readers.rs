@@ -35,7 +35,10 @@ pub struct Registry<H> {
 
 impl<H> Default for Registry<H> {
     fn default() -> Self {
-        Registry { fds: HashMap::new(), next_generation: 1 }
+        Registry {
+            fds: HashMap::new(),
+            next_generation: 1,
+        }
     }
 }
 
@@ -81,7 +84,14 @@ impl<H> Registry<H> {
                     Side::Read => (Some(handle), None),
                     Side::Write => (None, Some(handle)),
                 };
-                self.fds.insert(fd, Entry { reader, writer, generation });
+                self.fds.insert(
+                    fd,
+                    Entry {
+                        reader,
+                        writer,
+                        generation,
+                    },
+                );
                 Ok(None)
             }
         }
@@ -110,14 +120,24 @@ impl<H> Registry<H> {
     /// when the event reports that side ready. Stale events give nothing.
     pub fn lookup(&self, data: u64, events: u32) -> (Option<&H>, Option<&H>) {
         let (fd, generation) = untoken(data);
-        let Some(entry) = self.fds.get(&fd) else { return (None, None) };
+        let Some(entry) = self.fds.get(&fd) else {
+            return (None, None);
+        };
         if entry.generation != generation {
             return (None, None);
         }
         // As selectors does: anything besides EPOLLOUT (hang-up, error) wakes
         // the reader, anything besides EPOLLIN wakes the writer.
-        let reader = if events & !WRITABLE != 0 { entry.reader.as_ref() } else { None };
-        let writer = if events & !READABLE != 0 { entry.writer.as_ref() } else { None };
+        let reader = if events & !WRITABLE != 0 {
+            entry.reader.as_ref()
+        } else {
+            None
+        };
+        let writer = if events & !READABLE != 0 {
+            entry.writer.as_ref()
+        } else {
+            None
+        };
         (reader, writer)
     }
 

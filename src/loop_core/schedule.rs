@@ -16,7 +16,12 @@ use crate::sys::monotonic;
 impl LoopCore {
     /// Debug mode's checks, done by the stdlib's own helpers for identical
     /// messages: `_check_thread` (when `thread_check`) and `_check_callback`.
-    fn debug_checks(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str, thread_check: bool) -> PyResult<()> {
+    fn debug_checks(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        thread_check: bool,
+    ) -> PyResult<()> {
         if thread_check {
             slf.call_method0(pyo3::intern!(slf.py(), "_check_thread"))?;
         }
@@ -112,7 +117,11 @@ impl LoopCore {
 
     /// A handle for `callback(*args)` that is not queued yet (signal handlers).
     #[pyo3(signature = (callback, *args))]
-    fn _make_handle(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<Py<Handle>> {
+    fn _make_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         Py::new(py, slf.get().make_handle(py, callback, args, None)?)
     }

@@ -46,7 +46,10 @@ pub struct TimerHeap<T> {
 
 impl<T> Default for TimerHeap<T> {
     fn default() -> Self {
-        TimerHeap { heap: BinaryHeap::new(), next_seq: 0 }
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
     }
 }
 
@@ -76,7 +79,9 @@ impl<T> TimerHeap<T> {
 
     /// Removes and returns the items `remove` picks; the rest keep their order.
     pub fn remove_where(&mut self, mut remove: impl FnMut(&T) -> bool) -> Vec<T> {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heap).into_iter().partition(|e| remove(&e.item));
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heap)
+            .into_iter()
+            .partition(|e| remove(&e.item));
         self.heap = kept.into();
         gone.into_iter().map(|e| e.item).collect()
     }

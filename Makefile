@@ -1,0 +1,75 @@
+# ferroloop's commands. `make demo` and `make test` are the two a newcomer needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements-dev.txt | cut -c1-12)
+# cargo test links libpython: use the venv's interpreter for it.
+export PYO3_PYTHON := $(abspath $(PY))
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
+.PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
+	conformance conformance-update lint format bench bench-quick clean
+
+$(STAMP): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+build-dev: $(STAMP)
+	$(VENV)/bin/maturin develop -q
+
+build-prod: $(STAMP)
+	$(VENV)/bin/maturin develop -q --release
+
+build-profiling: $(STAMP)
+	$(VENV)/bin/maturin develop -q --profile profiling
+
+## demo: fresh clone -> .venv, release build, run the examples, short benchmark.
+demo: build-prod
+	$(PY) examples/run_all.py
+	$(PY) bench/micro.py --quick --markdown
+
+## test: every test. Exit codes other than 0 fail, pytest's 5 (no tests) included.
+test: build-prod cargo-test pytest pytest-debug conformance
+
+cargo-test: $(STAMP)
+	cargo test --quiet
+
+pytest: build-prod
+	$(PYTEST) tests
+
+# The suite again in asyncio's debug mode, as uvloop does, plus -X dev once.
+pytest-debug: build-prod
+	PYTHONASYNCIODEBUG=1 $(PYTEST) tests
+	$(PY) -X dev -m pytest -q -p no:cacheprovider tests/test_debug.py
+
+conformance: build-prod
+	$(PY) tests/cpython/conformance.py --check
+
+conformance-update: build-prod
+	$(PY) tests/cpython/conformance.py --update
+
+lint: $(STAMP)
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests examples bench
+	$(VENV)/bin/ruff format --check python tests examples bench
+	$(PY) -m mypy.stubtest ferroloop._ferroloop
+
+format: $(STAMP)
+	cargo fmt
+	$(VENV)/bin/ruff format python tests examples bench
+	$(VENV)/bin/ruff check --fix python tests examples bench
+
+bench-quick: build-prod
+	$(PY) bench/micro.py --quick --markdown
+
+bench: build-prod
+	$(PY) bench/micro.py --markdown
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -191,7 +191,24 @@ impl LoopCore {
             events.resize(EVENTS_PER_WAIT, libc::epoll_event { events: 0, u64: 0 });
             (sys.epoll.as_raw_fd(), events)
         };
-        let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, &mut events, timeout));
+        let result = if timeout == Some(0) {
+            // A zero-timeout poll cannot block: releasing the GIL for it would
+            // only cost a hand-off. With no fd registered there is nothing it
+            // could report (a cross-thread callback is already in the queue),
+            // so the system call is skipped altogether.
+            if self.state.borrow(py).io.is_empty() {
+                if self.woken.swap(false, Ordering::SeqCst) {
+                    if let Some(sys) = self.sys.borrow(py).as_ref() {
+                        sys.waker.drain();
+                    }
+                }
+                Ok(0)
+            } else {
+                crate::sys::epoll::wait_fd(epfd, &mut events, timeout)
+            }
+        } else {
+            py.detach(|| crate::sys::epoll::wait_fd(epfd, &mut events, timeout))
+        };
         self.polling.store(false, Ordering::SeqCst);
         let n = match result {
             Ok(n) => n,
@@ -248,9 +265,12 @@ impl LoopCore {
 
     /// Moves due timers to the ready queue.
     fn queue_due_timers(&self, py: Python<'_>) -> Vec<Py<TimerHandle>> {
-        let end = monotonic() + CLOCK_RESOLUTION;
         let mut gone = Vec::new();
         let mut guard = self.state.borrow_mut(py);
+        if guard.timers.len() == 0 {
+            return gone;
+        }
+        let end = monotonic() + CLOCK_RESOLUTION;
         let st = &mut *guard;
         while let Some((when, _)) = st.timers.peek() {
             if when >= end {

@@ -152,6 +152,11 @@ impl<H> Registry<H> {
         out
     }
 
+    /// Whether no fd is registered.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
     /// Visits every handle (for the garbage collector).
     pub fn handles(&self) -> impl Iterator<Item = &H> {
         self.fds.values().flat_map(|e| e.reader.iter().chain(e.writer.iter()))

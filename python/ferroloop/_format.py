@@ -6,12 +6,16 @@ Python and reuse asyncio's own formatting to produce exactly asyncio's text.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from asyncio import base_events, format_helpers
 from asyncio.log import logger
 from typing import Any
 
-_FORMAT_TAKES_DEBUG = sys.version_info >= (3, 12)
+# The ``debug`` keyword arrived in a 3.12 point release; ask the function itself.
+_FORMAT_TAKES_DEBUG = (
+    "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+)
 
 
 def _callback_source(handle: Any, debug: bool) -> str:

@@ -20,6 +20,10 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """
     from . import new_event_loop
 
+    # Checked before a Runner exists, as asyncio.run does: the Runner's own
+    # clean-up would otherwise replace this error with another.
+    if events._get_running_loop() is not None:
+        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -28,8 +32,6 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
 
 def _run_310(main: Any, debug: bool | None, factory: Any) -> Any:
     # Python 3.10 has no asyncio.Runner: the same steps as its asyncio.run.
-    if events._get_running_loop() is not None:
-        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = factory()

@@ -181,6 +181,13 @@ impl LoopCore {
 
     /// Waits for I/O with the GIL released and queues the handles of ready fds.
     fn poll(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
+        // A signal that arrived while native code or a C callback ran (no
+        // bytecode, so the eval loop never noticed it) is handled here; once
+        // in epoll, only EINTR or the wakeup fd would surface it.
+        if let Err(err) = py.check_signals() {
+            self.polling.store(false, Ordering::SeqCst);
+            return Err(err);
+        }
         let (epfd, mut events) = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {

@@ -1,0 +1,496 @@
+"""Micro-benchmarks of event-loop primitives: asyncio vs ferroloop vs uvloop (and rloop).
+
+Method (details in bench/README.md): the loops take turns, benchmark by benchmark, in
+rounds (the starting loop rotates each round), and every measurement runs in a fresh
+subprocess pinned to one CPU, so one loop's garbage, caches or threads never affect
+another's figure. The report gives the median over rounds and the spread (min-max).
+
+    python bench/micro.py --quick              # < 60 s
+    python bench/micro.py --markdown --json bench/results/micro.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib
+import json
+import os
+import platform
+import queue
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+clock = time.perf_counter
+CHECK = 255  # round-trip loops look at the clock every CHECK + 1 iterations
+
+# ---------------------------------------------------------------- benchmarks (child side)
+# Each takes (loop, n, deadline) and returns {metric: value}, or a coroutine producing it.
+# Iteration stops at n or at the deadline, whichever comes first; figures are per operation.
+
+
+def per_op(t0, ops):
+    return (clock() - t0) / ops * 1e6
+
+
+def b_call_soon(loop, n, deadline):
+    """One callback schedules n no-op callbacks at once; the last one stops the loop."""
+
+    def start():
+        for _ in range(n - 1):
+            loop.call_soon(int)
+        loop.call_soon(loop.stop)
+
+    t0 = clock()
+    loop.call_soon(start)
+    loop.run_forever()
+    return {"call_soon": per_op(t0, n)}
+
+
+def b_call_soon_chain(loop, n, deadline):
+    """Each callback schedules the next: one callback per loop iteration."""
+    done = 0
+
+    def step():
+        nonlocal done
+        done += 1
+        if done < n and (done & CHECK or clock() < deadline):
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    t0 = clock()
+    loop.call_soon(step)
+    loop.run_forever()
+    return {"call_soon_chain": per_op(t0, done)}
+
+
+async def b_future_wake(loop, n, deadline):
+    """A task awaits a future that a callback resolves: set_result -> task wake-up."""
+    t0 = clock()
+    for i in range(1, n + 1):
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, None)
+        await fut
+        if not i & CHECK and clock() > deadline:
+            break
+    return {"future_wake": per_op(t0, i)}
+
+
+def b_timers(loop, n, deadline):
+    """n call_later timers with random delays < 1 ms, all scheduled from one callback.
+
+    Scheduling them takes longer than 1 ms, so the loop never idles: the figure is the
+    loop's cost per timer (schedule + heap + fire), not waiting time."""
+    delays = [random.Random(42).random() * 0.001 for _ in range(n)]
+    left = n
+
+    def fire():
+        nonlocal left
+        left -= 1
+        if not left:
+            loop.stop()
+
+    def start():
+        for d in delays:
+            loop.call_later(d, fire)
+
+    t0 = clock()
+    loop.call_soon(start)
+    loop.run_forever()
+    return {"timers": per_op(t0, n)}
+
+
+async def b_sleep0(loop, n, deadline):
+    """Two tasks ping-pong with `await asyncio.sleep(0)`."""
+
+    async def player():
+        for i in range(1, n + 1):
+            await asyncio.sleep(0)
+            if not i & CHECK and clock() > deadline:
+                break
+        return i
+
+    t0 = clock()
+    switches = sum(await asyncio.gather(player(), player()))
+    return {"sleep0": per_op(t0, switches)}
+
+
+async def b_tasks(loop, n, deadline):
+    """create_task + gather of n trivial coroutines, in batches of 10k."""
+
+    async def nop():
+        return None
+
+    t0, done = clock(), 0
+    while done < n:
+        batch = min(10_000, n - done)
+        await asyncio.gather(*[loop.create_task(nop()) for _ in range(batch)])
+        done += batch
+        if clock() > deadline:
+            break
+    return {"tasks": per_op(t0, done)}
+
+
+async def b_threadsafe(loop, n, deadline):
+    """Round trip: the loop hands a future to a worker thread (SimpleQueue), the thread
+    resolves it with call_soon_threadsafe, which must wake the sleeping loop."""
+    requests = queue.SimpleQueue()
+
+    def worker():
+        while (fut := requests.get()) is not None:
+            loop.call_soon_threadsafe(fut.set_result, None)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    t0 = clock()
+    for i in range(1, n + 1):
+        fut = loop.create_future()
+        requests.put(fut)
+        await fut
+        if not i & CHECK and clock() > deadline:
+            break
+    elapsed = per_op(t0, i)
+    requests.put(None)
+    thread.join()
+    return {"threadsafe": elapsed}
+
+
+async def b_executor(loop, n, deadline):
+    """Round trip through the default executor: `await loop.run_in_executor(None, f)`."""
+    await loop.run_in_executor(None, int)  # start the pool's thread outside the timing
+    t0 = clock()
+    for i in range(1, n + 1):
+        await loop.run_in_executor(None, int)
+        if not i & CHECK and clock() > deadline:
+            break
+    return {"executor": per_op(t0, i)}
+
+
+def b_add_reader(loop, n, deadline):
+    """1-byte ping-pong over a socketpair, both ends served by add_reader callbacks."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    done = 0
+
+    def echo():  # b's end: read the byte and send it back
+        b.send(b.recv(1))
+
+    def pong():  # a's end: one round trip completed; start the next one
+        nonlocal done
+        a.recv(1)
+        done += 1
+        if done < n and (done & CHECK or clock() < deadline):
+            a.send(b"x")
+        else:
+            loop.stop()
+
+    loop.add_reader(b.fileno(), echo)
+    loop.add_reader(a.fileno(), pong)
+    t0 = clock()
+    loop.call_soon(a.send, b"x")
+    loop.run_forever()
+    elapsed = per_op(t0, done)
+    loop.remove_reader(a.fileno())
+    loop.remove_reader(b.fileno())
+    a.close()
+    b.close()
+    return {"add_reader": elapsed}
+
+
+async def b_sleep_precision(loop, n, deadline):
+    """Actual duration of `await asyncio.sleep(0.0005)`; early = returned before 0.5 ms."""
+    ms = []
+    for _ in range(n):
+        t = clock()
+        await asyncio.sleep(0.0005)
+        ms.append((clock() - t) * 1e3)
+        if clock() > deadline:
+            break
+    ms.sort()
+    return {
+        "sleep_precision_median": statistics.median(ms),
+        "sleep_precision_p99": ms[max(0, -(-len(ms) * 99 // 100) - 1)],  # nearest rank
+        "sleep_precision_early": float(sum(x < 0.5 for x in ms)),
+    }
+
+
+async def b_idle(loop, n, deadline):
+    """The process sleeps n ms in `asyncio.sleep`: its voluntary context switches (each is a
+    blocking wait that returned, i.e. a wake-up; ideal is 1 per sleep) and the CPU it burns
+    (catches busy-polling, which has no switches), both per second."""
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), clock()
+    await asyncio.sleep(n / 1000)
+    r1, dt = resource.getrusage(resource.RUSAGE_SELF), clock() - t0
+    switches = r1.ru_nvcsw - r0.ru_nvcsw
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"idle_wakeups": switches / dt, "idle_cpu": cpu * 1e3 / dt}
+
+
+# name: (function, n full, n quick). Timing budget per measurement: 2 s full, 0.4 s quick.
+BENCHES = {
+    "call_soon": (b_call_soon, 200_000, 50_000),
+    "call_soon_chain": (b_call_soon_chain, 100_000, 20_000),
+    "future_wake": (b_future_wake, 100_000, 10_000),
+    "timers": (b_timers, 50_000, 20_000),
+    "sleep0": (b_sleep0, 50_000, 5_000),
+    "tasks": (b_tasks, 50_000, 10_000),
+    "threadsafe": (b_threadsafe, 20_000, 2_000),
+    "executor": (b_executor, 10_000, 1_000),
+    "add_reader": (b_add_reader, 50_000, 5_000),
+    "sleep_precision": (b_sleep_precision, 1_000, 200),
+    "idle": (b_idle, 1_000, 1_000),  # n = milliseconds asleep: sleep(1)
+}
+METRICS = {  # metric: (unit, ratio shown). Lower is better, except for sleep precision:
+    # there the ideal is just over 0.5 ms and never early, so a ratio would mislead.
+    "call_soon": ("µs/callback", True),
+    "call_soon_chain": ("µs/callback", True),
+    "future_wake": ("µs/round trip", True),
+    "timers": ("µs/timer", True),
+    "sleep0": ("µs/switch", True),
+    "tasks": ("µs/task", True),
+    "threadsafe": ("µs/round trip", True),
+    "executor": ("µs/round trip", True),
+    "add_reader": ("µs/round trip", True),
+    "sleep_precision_median": ("ms", False),
+    "sleep_precision_p99": ("ms", False),
+    "sleep_precision_early": ("count of n", False),
+    "idle_wakeups": ("wake-ups/s", True),
+    "idle_cpu": ("ms CPU/s", True),
+}
+
+
+def new_loop(name):
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    return importlib.import_module(name).new_event_loop()
+
+
+def child(spec):
+    """Run one measurement (after a 1/10-size warm-up) and print its metrics as JSON."""
+    if spec["cpu"] is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
+    fn, n, budget = BENCHES[spec["bench"]][0], spec["n"], spec["budget"]
+    loop = new_loop(spec["loop"])
+    errors = []
+
+    def on_error(loop, context):  # a failing callback must not leave run_forever hanging
+        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+        loop.stop()
+
+    loop.set_exception_handler(on_error)
+
+    def run(size):
+        result = fn(loop, size, clock() + budget)
+        return loop.run_until_complete(result) if asyncio.iscoroutine(result) else result
+
+    try:
+        if fn is not b_idle:
+            run(max(1, n // 10))
+        gc.collect()
+        result = run(n)
+    except Exception:
+        if not errors:  # else the handler's report below names the real cause
+            raise
+    finally:
+        loop.close()
+    if errors:
+        sys.exit("exception handler called: " + errors[0])
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- driver (parent side)
+
+
+def probe(name):
+    """(version, None) if `name` gives a working loop in a subprocess, else (None, reason)."""
+    code = (
+        f"import {name}; {name}.new_event_loop().close(); "
+        f"print(getattr({name}, '__version__', '?'))"
+    )
+    if name == "asyncio":
+        return platform.python_version(), None
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        return None, (proc.stderr.strip().splitlines() or ["failed"])[-1]
+    return proc.stdout.strip(), None
+
+
+def measure(loop, bench, n, budget, cpu):
+    """Run one measurement in a fresh interpreter; returns (metrics or None, error)."""
+    spec = json.dumps({"loop": loop, "bench": bench, "n": n, "budget": budget, "cpu": cpu})
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", spec]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 3 + 30)
+    except subprocess.TimeoutExpired:
+        return None, "timeout"
+    if proc.returncode:
+        return None, (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), None
+
+
+def fmt(v):
+    if v == int(v) and v < 1e5:  # counts and exact values
+        return str(int(v))
+    return (
+        f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+    )
+
+
+def summarize(samples, loops, target):
+    """Table rows: metric, unit, 'median (min-max)' per loop, then target/base ratios."""
+    bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
+    header = ["benchmark", "unit", *loops, *(f"{target}/{b}" for b in bases)]
+    rows, summary = [], {}
+    for metric, (unit, ratio) in METRICS.items():
+        med = {}
+        cells = [metric, unit]
+        for loop in loops:
+            vals = samples[loop].get(metric, [])
+            if not vals:
+                cells.append("-")
+                continue
+            med[loop] = statistics.median(vals)
+            summary.setdefault(metric, {})[loop] = {
+                "median": med[loop],
+                "min": min(vals),
+                "max": max(vals),
+                "n": len(vals),
+            }
+            cells.append(f"{fmt(med[loop])} ({fmt(min(vals))}-{fmt(max(vals))})")
+        if not med:
+            continue
+        for base in bases:
+            ok = ratio and med.get(target) is not None and med.get(base)
+            cells.append(f"{med[target] / med[base]:.2f}x" if ok else "-")
+        rows.append(cells)
+    return header, rows, summary
+
+
+def render(header, rows, markdown):
+    if markdown:
+        lines = [header, ["---"] * len(header), *rows]
+        return "\n".join("| " + " | ".join(r) + " |" for r in lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 rounds, small n: under a minute")
+    p.add_argument("--rounds", type=int, help="rounds (default 3 quick, 7 full)")
+    p.add_argument(
+        "--loops",
+        default="asyncio,ferroloop,uvloop,rloop",
+        help="comma-separated; loops that do not import are skipped",
+    )
+    p.add_argument("--bench", default=",".join(BENCHES), help="comma-separated subset")
+    p.add_argument("--target", default="ferroloop", help="loop whose ratios are reported")
+    p.add_argument("--cpu", type=int, help="CPU to pin children to (default: last allowed)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin children to one CPU")
+    p.add_argument("--json", metavar="OUT", help="write all samples and the summary here")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
+
+    benches = args.bench.split(",")
+    for b in benches:
+        if b not in BENCHES:
+            p.error(f"unknown benchmark {b!r}; choose from {', '.join(BENCHES)}")
+    loops, versions, notes = [], {}, []
+    for name in args.loops.split(","):
+        version, why = probe(name)
+        if version is None:
+            notes.append(f"{name} not importable, skipped ({why})")
+        else:
+            loops.append(name)
+            versions[name] = version
+    cpu = None
+    if not args.no_pin and hasattr(os, "sched_setaffinity"):
+        cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    target = args.target if args.target in loops else "uvloop" if "uvloop" in loops else None
+    if target != args.target:
+        notes.append(f"{args.target} did not run; ratios are for {target or 'nothing'}")
+    rounds = args.rounds or (3 if args.quick else 7)
+    budget = 0.4 if args.quick else 2.0
+    for note in notes:
+        print("note:", note, file=sys.stderr)
+
+    samples = {loop: {} for loop in loops}
+    failures = []
+    load = [os.getloadavg()[0]]  # other work on the box shows up as spread; say how busy it was
+    t_start = clock()
+    for r in range(rounds):
+        order = loops[r % len(loops) :] + loops[: r % len(loops)]  # rotate who goes first
+        for bench in benches:
+            n = BENCHES[bench][2 if args.quick else 1]
+            for loop in order:
+                metrics, err = measure(loop, bench, n, budget, cpu)
+                if err:
+                    failures.append(f"round {r + 1} {bench} on {loop}: {err}")
+                    print(f"  FAILED {bench} on {loop}: {err}", file=sys.stderr)
+                    continue
+                for metric, value in metrics.items():
+                    samples[loop].setdefault(metric, []).append(value)
+        print(f"round {r + 1}/{rounds} done ({clock() - t_start:.0f} s)", file=sys.stderr)
+
+    load.append(os.getloadavg()[0])
+    header, rows, summary = summarize(samples, loops, target)
+    pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
+    meta = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "loops": versions,
+        "rounds": rounds,
+        "quick": args.quick,
+        "pinned_cpu": cpu,
+        "seconds": round(clock() - t_start, 1),
+        "notes": notes,
+        "loadavg_start_end": load,
+        "cpus": os.cpu_count(),
+    }
+    print(
+        f"\nPython {meta['python']} on {meta['platform']} ({meta['cpu_model']}, "
+        f"{meta['cpus']} CPUs), {pin}; {rounds} rounds{' (quick)' if args.quick else ''}, "
+        f"{meta['seconds']} s, load average {load[0]:.1f} -> {load[1]:.1f}"
+    )
+    print("loops: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    for note in notes:
+        print("note:", note)
+    print("cells: median over rounds (min-max); ratios < 1 mean the target is faster/lower\n")
+    print(render(header, rows, args.markdown))
+    for failure in failures:
+        print("failed:", failure)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(
+                {"meta": meta, "summary": summary, "samples": samples, "failures": failures},
+                f,
+                indent=1,
+            )
+    return 1 if failures else 0
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@
 mod reader_api;
 pub mod readers;
 mod schedule;
+mod tasks;
 pub mod timers;
 
 use std::collections::VecDeque;

@@ -37,6 +37,56 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     Ok(unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.unbind())
 }
 
+/// Calls `callable(*positional, loop=loop)` with vectorcall: the stdlib's
+/// `Future(loop=...)` and `Task(coro, loop=...)` without building a dict.
+pub fn call_with_loop_kw<'py>(
+    callable: &Bound<'py, PyAny>,
+    positional: Option<&Bound<'py, PyAny>>,
+    event_loop: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    let kwnames = KWNAMES.get_or_init(py, || PyTuple::new(py, ["loop"]).expect("a 1-tuple of str").unbind());
+    let mut args = [std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
+    let mut n = 0;
+    if let Some(first) = positional {
+        args[1] = first.as_ptr();
+        n = 1;
+    }
+    args[1 + n] = event_loop.as_ptr();
+    // SAFETY: `args[1..]` holds `n` positional objects followed by one keyword
+    // value, all borrowed and alive for the call; slot 0 is scratch space the
+    // callee may use (PY_VECTORCALL_ARGUMENTS_OFFSET); kwnames names the keyword.
+    let raw = unsafe {
+        ffi::PyObject_Vectorcall(
+            callable.as_ptr(),
+            args.as_mut_ptr().add(1),
+            n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+            kwnames.as_ptr(),
+        )
+    };
+    // SAFETY: `raw` is a new reference or null with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, raw) }
+}
+
+/// An attribute of a stdlib module, imported once.
+macro_rules! stdlib {
+    ($name:ident, $module:literal, $attr:literal) => {
+        pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            CELL.import(py, $module, $attr)
+        }
+    };
+}
+
+/// Classes from asyncio the core instantiates or defers to.
+pub mod asyncio {
+    use super::*;
+    stdlib!(future_type, "asyncio.futures", "Future");
+    stdlib!(task_type, "asyncio.tasks", "Task");
+    stdlib!(base_event_loop, "asyncio.base_events", "BaseEventLoop");
+}
+
 /// A function from `ferroloop._format`, imported once.
 macro_rules! helper {
     ($name:ident) => {

@@ -69,7 +69,10 @@ impl Epoll {
 pub fn wait_fd(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<u64>) -> Result<usize, Errno> {
     {
         let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
-        if !NO_PWAIT2.load(Ordering::Relaxed) {
+        // Only a finite, non-zero timeout needs nanoseconds; epoll_wait skips
+        // the timespec copy and signal-mask handling of epoll_pwait2.
+        let precise = matches!(timeout_ns, Some(ns) if ns > 0);
+        if precise && !NO_PWAIT2.load(Ordering::Relaxed) {
             let ts = timeout_ns.map(|ns| libc::timespec {
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,

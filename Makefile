@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements-dev.txt | cut -c1-12)
 # cargo test links libpython: use the venv's interpreter for it.
 export PYO3_PYTHON := $(abspath $(PY))
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# In `make test` a ferroloop that fails to import is an error, never a skip.
+export FERROLOOP_REQUIRED := 1
 
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
 	conformance conformance-update lint format bench bench-quick clean

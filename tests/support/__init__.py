@@ -1,0 +1,1 @@
+"""Helpers shared by the behaviour tests (importable as ``support``)."""

@@ -57,7 +57,7 @@ def timers(loop, n: int = 100_000) -> None:
     for i in range(n):
         loop.call_later((i % 100) / 10_000, tick)
     # Cancelled timers must be released too (the heap purge).
-    for i in range(n):
+    for _ in range(n):
         loop.call_later(3600, tick).cancel()
     loop.run_forever()
     assert fired == n

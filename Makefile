@@ -70,7 +70,7 @@ bench-quick: build-prod
 	$(PY) bench/micro.py --quick --markdown
 
 bench: build-prod
-	$(PY) bench/micro.py --markdown
+	$(PY) bench/micro.py --markdown --json bench/results/micro.json --readme README.md
 
 clean:
 	cargo clean

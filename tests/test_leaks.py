@@ -79,14 +79,15 @@ def tasks(loop, n: int = 100_000) -> None:
 
 
 @pytest.mark.parametrize("workload", [callbacks, timers, tasks], ids=lambda w: w.__name__)
-def test_rss_bounded(loop, workload) -> None:
+def test_rss_and_fds_bounded(loop, workload) -> None:
     workload(loop)
     gc.collect()
-    before = rss()
+    before, fds = rss(), open_fds()
     workload(loop)
     gc.collect()
     grown = rss() - before
     assert grown < GROWTH_LIMIT, f"RSS grew by {grown / 1e6:.1f} MB on the second run"
+    assert open_fds() == fds
 
 
 def test_fds_released_on_close(loop_kind, new_loop) -> None:

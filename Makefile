@@ -10,7 +10,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 export FERROLOOP_REQUIRED := 1
 
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
-	conformance conformance-update lint format bench bench-quick clean
+	conformance conformance-update lint format bench bench-quick clean test-pythons
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ demo: build-prod
 	$(PY) bench/micro.py --quick --markdown
 
 ## test: every test. Exit codes other than 0 fail, pytest's 5 (no tests) included.
-test: build-prod cargo-test pytest pytest-debug conformance
+test: build-prod cargo-test pytest pytest-debug conformance test-pythons
 
 cargo-test: $(STAMP)
 	cargo test --quiet
@@ -47,6 +47,10 @@ pytest: build-prod
 pytest-debug: build-prod
 	PYTHONASYNCIODEBUG=1 $(PYTEST) tests
 	$(PY) -X dev -m pytest -q -p no:cacheprovider tests/test_debug.py
+
+# The same suite on the other installed CPythons (3.10-3.13), each in .venv-3.X.
+test-pythons: build-prod
+	scripts/test_other_pythons.sh
 
 conformance: build-prod
 	$(PY) tests/cpython/conformance.py --check
@@ -74,4 +78,4 @@ bench: build-prod
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-3.*

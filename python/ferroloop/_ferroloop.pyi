@@ -1,12 +1,14 @@
 """Native core of ferroloop (a PyO3 extension module)."""
 
+import asyncio
 import contextvars
-from collections.abc import Callable
-from typing import Any, final
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
+_T = TypeVar("_T")
 
 __all__ = ["LoopCore", "Handle", "TimerHandle", "__version__"]
 
@@ -86,6 +88,14 @@ class LoopCore:
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
     ) -> TimerHandle: ...
+    def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_T]: ...
     def _make_handle(self, callback: Callable[..., object], *args: Any) -> Handle: ...
     def _add_handle(self, handle: Handle) -> None: ...
     def _add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...

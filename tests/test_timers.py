@@ -212,7 +212,7 @@ def test_timers_are_not_badly_late(loop, run):
 def test_sub_millisecond_sleep_precision(loop, run):
     # ferroloop-only: asyncio's selector rounds the epoll timeout up to whole milliseconds
     # (selectors.EpollSelector.select), so sleep(0.0005) takes ~1.1 ms there. ferroloop
-    # waits with ns timeouts (epoll_pwait2 / timerfd), which DESIGN.md promises.
+    # waits with ns timeouts (epoll_pwait2), which DESIGN.md promises.
     durations = []
     # Debug mode captures a traceback per handle (~0.3 ms each); that is not timer precision.
     loop.set_debug(False)

@@ -32,13 +32,7 @@ impl LoopCore {
         let context = context.filter(|c| !c.is_none());
         let factory = slf.getattr(pyo3::intern!(py, "_task_factory"))?;
         if this.debug() || !factory.is_none() || (context.is_some() && py.version_info() < (3, 11)) {
-            let kwargs = PyDict::new(py);
-            if let Some(name) = name {
-                kwargs.set_item("name", name)?;
-            }
-            if let Some(context) = context {
-                kwargs.set_item("context", context)?;
-            }
+            let kwargs = optional_kwargs(py, name, context)?;
             let method = asyncio::base_event_loop(py)?.getattr(pyo3::intern!(py, "create_task"))?;
             return method.call((slf, coro), Some(&kwargs));
         }
@@ -47,14 +41,25 @@ impl LoopCore {
         if name.is_none() && context.is_none() {
             return call_with_loop_kw(task_type, Some(coro), slf.as_any());
         }
-        let kwargs = PyDict::new(py);
+        let kwargs = optional_kwargs(py, name, context)?;
         kwargs.set_item("loop", slf)?;
-        if let Some(name) = name {
-            kwargs.set_item("name", name)?;
-        }
-        if let Some(context) = context {
-            kwargs.set_item("context", context)?;
-        }
         task_type.call((coro,), Some(&kwargs))
     }
+}
+
+/// `name=` and `context=` as keyword arguments, each only when given: older
+/// Pythons reject a `context` keyword even when it is `None`.
+fn optional_kwargs<'py>(
+    py: Python<'py>,
+    name: Option<&Bound<'py, PyAny>>,
+    context: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kwargs = PyDict::new(py);
+    if let Some(name) = name {
+        kwargs.set_item("name", name)?;
+    }
+    if let Some(context) = context {
+        kwargs.set_item("context", context)?;
+    }
+    Ok(kwargs)
 }

@@ -244,7 +244,7 @@ impl LoopCore {
                     continue;
                 }
                 let (reader, writer) = st.io.lookup(ev.u64, ev.events);
-                let fd = (ev.u64 & 0xffff_ffff) as u32 as i32;
+                let (fd, _) = readers::untoken(ev.u64);
                 for (handle, side) in [(reader, readers::Side::Read), (writer, readers::Side::Write)] {
                     let Some(handle) = handle else { continue };
                     if handle.get().is_cancelled() {

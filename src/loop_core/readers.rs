@@ -47,7 +47,8 @@ pub fn token(fd: RawFd, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(fd as u32)
 }
 
-fn untoken(data: u64) -> (RawFd, u32) {
+/// Splits epoll user data back into the fd and its generation.
+pub fn untoken(data: u64) -> (RawFd, u32) {
     ((data & 0xffff_ffff) as u32 as RawFd, (data >> 32) as u32)
 }
 

@@ -27,15 +27,16 @@ pub struct LoopShared {
 }
 
 /// What a handle calls; `None` once cancelled.
-type Call = Option<(Py<PyAny>, Py<PyTuple>)>;
+pub type Call = Option<(Py<PyAny>, Py<PyTuple>)>;
 
 /// A scheduled callback.
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 pub struct Handle {
     /// The callback and its positional arguments, dropped on cancel.
     call: GilCell<Call>,
-    /// The `contextvars.Context` the callback runs in.
-    context: Py<PyAny>,
+    /// The `contextvars.Context` the callback runs in; `None` only while the
+    /// handle waits in its loop's recycling pool.
+    context: GilCell<Option<Py<PyAny>>>,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: AtomicBool,
     /// In debug mode, the repr taken at cancel time (asyncio's `_repr`).
@@ -57,12 +58,30 @@ impl Handle {
     ) -> Self {
         Handle {
             call: GilCell::new(Some((callback, args))),
-            context,
+            context: GilCell::new(Some(context)),
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
             source_traceback,
             shared,
         }
+    }
+
+    /// Gives a recycled handle a new callback (see [`Handle::empty`]).
+    pub fn refill(&self, py: Python<'_>, callback: Py<PyAny>, args: Py<PyTuple>, context: Py<PyAny>) {
+        *self.call.borrow_mut(py) = Some((callback, args));
+        *self.context.borrow_mut(py) = Some(context);
+        self.cancelled.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes out what a run handle holds so it can be recycled; the caller
+    /// drops the result once no borrow is held (a decref may run any code).
+    pub fn empty(&self, py: Python<'_>) -> (Call, Option<Py<PyAny>>) {
+        (self.call.borrow_mut(py).take(), self.context.borrow_mut(py).take())
+    }
+
+    /// Whether the handle recorded where it was created (debug mode).
+    pub fn has_origin(&self) -> bool {
+        self.source_traceback.is_some()
     }
 
     /// Whether `cancel()` was called.
@@ -80,7 +99,12 @@ impl Handle {
                 None => return None,
             }
         };
-        call_in_context(py, self.context.bind(py), callback.bind(py), args.bind(py)).err()
+        let context = self.context_ref(py)?;
+        call_in_context(py, context.bind(py), callback.bind(py), args.bind(py)).err()
+    }
+
+    fn context_ref(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.borrow(py).as_ref().map(|c| c.clone_ref(py))
     }
 
     fn cancel_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -113,13 +137,13 @@ impl Handle {
     }
 
     /// The `contextvars.Context` the callback runs in.
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context_ref(py)
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context_ref(py)
     }
 
     #[getter]
@@ -150,7 +174,9 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.context)?;
+        if let Some(context) = self.context.try_borrow_unguarded() {
+            visit.call(&*context)?;
+        }
         visit.call(&self.source_traceback)?;
         if let Some(call) = self.call.try_borrow_unguarded() {
             if let Some((cb, args)) = call.as_ref() {
@@ -164,7 +190,8 @@ impl Handle {
     fn __clear__(&self) {
         // Dropped after the borrow ends, since a decref can run arbitrary code.
         let call = self.call.take_unguarded();
-        drop(call);
+        let context = self.context.take_unguarded();
+        drop((call, context));
     }
 }
 

@@ -17,7 +17,7 @@ pub mod timers;
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -40,6 +40,10 @@ use timers::TimerHeap;
 const WAKER_TOKEN: u64 = u64::MAX;
 /// asyncio never sleeps longer than a day in one wait.
 const MAX_WAIT_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// Busy (non-blocking) iterations between two checks for pending signals.
+const SIGNAL_CHECK_EVERY: u64 = 64;
+/// Most emptied handles a loop keeps for reuse.
+const POOL_MAX: usize = 256;
 /// Events taken from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;
 /// `time.get_clock_info('monotonic').resolution` on Linux; timers due within
@@ -59,6 +63,9 @@ pub(crate) struct State {
     pub thread_id: Option<Py<PyAny>>,
     /// Reused buffer for epoll events.
     events: Vec<libc::epoll_event>,
+    /// Run handles nobody else referenced, emptied, kept for the next
+    /// `call_soon`: saves an allocation and a deallocation per callback.
+    pool: Vec<Py<Handle>>,
 }
 
 /// The kernel objects the loop owns; dropped (closed) by `close()`.
@@ -87,6 +94,8 @@ pub struct LoopCore {
     pub(crate) polling: AtomicBool,
     /// The waker was written and not yet drained; saves redundant writes.
     pub(crate) woken: AtomicBool,
+    /// Iterations run, for spacing out signal checks.
+    pub(crate) iterations: AtomicU64,
 }
 
 impl LoopCore {
@@ -115,6 +124,49 @@ impl LoopCore {
             source_traceback,
             self.shared.clone(),
         ))
+    }
+
+    /// A queueable handle object for `callback(*args)`: a recycled one when
+    /// the pool has one (never in debug mode, where handles record their
+    /// origin), else a new allocation.
+    pub(crate) fn new_handle(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        if !self.debug() {
+            let recycled = self.state.borrow_mut(py).pool.pop();
+            if let Some(handle) = recycled {
+                let context = match context {
+                    Some(ctx) if !ctx.is_none() => ctx.clone().unbind(),
+                    _ => crate::py::copy_context(py)?,
+                };
+                handle
+                    .get()
+                    .refill(py, callback.clone().unbind(), args.clone().unbind(), context);
+                return Ok(handle);
+            }
+        }
+        Py::new(py, self.make_handle(py, callback, args, context)?)
+    }
+
+    /// Keeps a handle that just ran for reuse if nothing else can see it: the
+    /// loop holds the only reference, nothing weakly references it, and it is
+    /// a plain `Handle` (not a timer or a subclass).
+    fn recycle(&self, py: Python<'_>, handle: Py<Handle>) {
+        if self.debug()
+            || handle.get().has_origin()
+            || self.state.borrow(py).pool.len() >= POOL_MAX
+            || !is_unshared_plain_handle(py, &handle)
+        {
+            return;
+        }
+        let contents = handle.get().empty(py);
+        // Dropped before the handle joins the pool: a decref can run any code.
+        drop(contents);
+        self.state.borrow_mut(py).pool.push(handle);
     }
 
     pub(crate) fn check_open(&self) -> PyResult<()> {
@@ -183,11 +235,16 @@ impl LoopCore {
     /// Waits for I/O with the GIL released and queues the handles of ready fds.
     fn poll(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
         // A signal that arrived while native code or a C callback ran (no
-        // bytecode, so the eval loop never noticed it) is handled here; once
-        // in epoll, only EINTR or the wakeup fd would surface it.
-        if let Err(err) = py.check_signals() {
-            self.polling.store(false, Ordering::SeqCst);
-            return Err(err);
+        // bytecode, so the eval loop never noticed it) is handled here: always
+        // before blocking, since in epoll only EINTR or the wakeup fd would
+        // surface it, and every few busy iterations so a loop that only runs
+        // C callbacks still reacts to Ctrl-C.
+        let iteration = self.iterations.fetch_add(1, Ordering::Relaxed);
+        if timeout != Some(0) || iteration % SIGNAL_CHECK_EVERY == 0 {
+            if let Err(err) = py.check_signals() {
+                self.polling.store(false, Ordering::SeqCst);
+                return Err(err);
+            }
         }
         let (epfd, mut events) = {
             let sys = self.sys.borrow(py);
@@ -328,10 +385,34 @@ impl LoopCore {
                 run_handle_debug(slf, handle.bind(py))?;
             } else {
                 run_handle(slf, handle.bind(py))?;
+                this.recycle(py, handle);
             }
         }
         Ok(())
     }
+}
+
+/// Whether `handle` is exactly a `Handle` that only the caller references,
+/// strongly or weakly.
+fn is_unshared_plain_handle(py: Python<'_>, handle: &Py<Handle>) -> bool {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is a live object we hold a reference to.
+    if unsafe { pyo3::ffi::Py_REFCNT(ptr) } != 1 {
+        return false;
+    }
+    let ty = handle.bind(py).get_type();
+    if !ty.is(py.get_type::<Handle>()) {
+        return false;
+    }
+    // SAFETY: `ty` is the object's live type object.
+    let offset = unsafe { (*ty.as_type_ptr()).tp_weaklistoffset };
+    if offset <= 0 {
+        return false;
+    }
+    // SAFETY: a positive tp_weaklistoffset is the offset, inside every
+    // instance of the type, of its weak-reference list pointer.
+    let weaklist = unsafe { *(ptr.cast::<u8>().offset(offset).cast::<*mut pyo3::ffi::PyObject>()) };
+    weaklist.is_null()
 }
 
 /// Runs one handle; its exception goes to `call_exception_handler` unless it
@@ -382,6 +463,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             woken: AtomicBool::new(false),
+            iterations: AtomicU64::new(0),
         })
     }
 
@@ -495,7 +577,7 @@ impl LoopCore {
         for t in st.timers.iter() {
             visit.call(t)?;
         }
-        for h in st.io.handles() {
+        for h in st.io.handles().chain(st.pool.iter()) {
             visit.call(h)?;
         }
         visit.call(&st.thread_id)?;

@@ -54,7 +54,7 @@ impl LoopCore {
         let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
         this.check_open()?;
-        let handle = Py::new(py, this.make_handle(py, callback, args, None)?)?;
+        let handle = this.new_handle(py, callback, args, None)?;
         let old = {
             let sys = this.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {

@@ -67,7 +67,7 @@ impl LoopCore {
         if this.debug() {
             LoopCore::debug_checks(slf, callback, "call_soon", true)?;
         }
-        let handle = Py::new(py, this.make_handle(py, callback, args, context)?)?;
+        let handle = this.new_handle(py, callback, args, context)?;
         this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
         Ok(handle)
     }
@@ -86,7 +86,7 @@ impl LoopCore {
         if this.debug() {
             LoopCore::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
         }
-        let handle = Py::new(py, this.make_handle(py, callback, args, context)?)?;
+        let handle = this.new_handle(py, callback, args, context)?;
         this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
         this.wake(py);
         Ok(handle)
@@ -123,7 +123,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
-        Py::new(py, slf.get().make_handle(py, callback, args, None)?)
+        slf.get().new_handle(py, callback, args, None)
     }
 
     /// Queues an existing handle, waking the loop if needed. Safe from a

@@ -551,20 +551,20 @@ impl LoopCore {
     fn _close_core(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Relaxed);
         let sys = self.sys.borrow_mut(py).take();
-        let (ready, timers, io) = {
-            let mut st = self.state.borrow_mut(py);
-            let ready = std::mem::take(&mut st.ready);
-            let timers: Vec<_> = st.timers.drain().collect();
-            let io = match sys.as_ref() {
-                Some(sys) => st.io.drain(&sys.epoll),
-                None => Vec::new(),
-            };
-            (ready, timers, io)
+        let mut st = self.state.borrow_mut(py);
+        let ready = std::mem::take(&mut st.ready);
+        let pool = std::mem::take(&mut st.pool);
+        let timers: Vec<_> = st.timers.drain().collect();
+        let io = match sys.as_ref() {
+            Some(sys) => st.io.drain(&sys.epoll),
+            None => Vec::new(),
         };
+        // Released only after the borrow ends: a decref can run any code.
+        drop(st);
         for t in &timers {
             t.get().unschedule();
         }
-        drop((ready, timers, io, sys));
+        drop((ready, pool, timers, io, sys));
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -15,7 +15,15 @@ pytestmark = pytest.mark.timeout(120)
 def run_example(name: str, loop_kind: str) -> list[str]:
     args = ["--loop", "asyncio"] if loop_kind == "asyncio" else []
     proc = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name), *args],
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-W",
+            "ignore:There is no current event loop:DeprecationWarning",
+            str(EXAMPLES / name),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

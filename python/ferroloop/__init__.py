@@ -10,7 +10,6 @@ Switch a program over in one line::
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from ._ferroloop import __version__
 from ._loop import Loop
@@ -37,22 +36,6 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
     def _loop_factory(self) -> Loop:  # type: ignore[override]
         return new_event_loop()
-
-    def get_event_loop(self) -> asyncio.AbstractEventLoop:
-        """The current thread's loop; in the main thread one is made on first use.
-
-        Installing ferroloop is an explicit choice of loop, so the main thread's
-        loop is made silently, as on 3.10 and 3.11, where 3.12+'s stock policy
-        would warn that there is no current event loop.
-        """
-        local = self._local
-        if (
-            local._loop is None
-            and not local._set_called
-            and threading.current_thread() is threading.main_thread()
-        ):
-            self.set_event_loop(self.new_event_loop())
-        return super().get_event_loop()
 
 
 def install() -> None:

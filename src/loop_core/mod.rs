@@ -108,10 +108,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Handle> {
-        let context = match context {
-            Some(ctx) if !ctx.is_none() => ctx.clone().unbind(),
-            _ => crate::py::copy_context(py)?,
-        };
+        let context = context_or_copy(py, context)?;
         let source_traceback = if self.shared.debug.load(Ordering::Relaxed) {
             Some(helpers::source_traceback(py)?.call0()?.unbind())
         } else {
@@ -139,10 +136,7 @@ impl LoopCore {
         if !self.debug() {
             let recycled = self.state.borrow_mut(py).pool.pop();
             if let Some(handle) = recycled {
-                let context = match context {
-                    Some(ctx) if !ctx.is_none() => ctx.clone().unbind(),
-                    _ => crate::py::copy_context(py)?,
-                };
+                let context = context_or_copy(py, context)?;
                 handle
                     .get()
                     .refill(py, callback.clone().unbind(), args.clone().unbind(), context);
@@ -389,6 +383,15 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+}
+
+/// The `context=` a caller passed, or (for `None`) a copy of the current
+/// context, as asyncio's `Handle` does.
+fn context_or_copy(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    match context {
+        Some(ctx) if !ctx.is_none() => Ok(ctx.clone().unbind()),
+        _ => crate::py::copy_context(py),
     }
 }
 

@@ -107,7 +107,7 @@ impl Handle {
         self.context.borrow(py).as_ref().map(|c| c.clone_ref(py))
     }
 
-    fn cancel_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn cancel_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         let py = slf.py();
         if this.cancelled.swap(true, Ordering::Relaxed) {

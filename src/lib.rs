@@ -11,7 +11,9 @@ mod gil_cell;
 mod handles;
 mod loop_core;
 mod py;
+mod sock_ops;
 mod sys;
+mod transport;
 
 use pyo3::prelude::*;
 
@@ -20,6 +22,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<transport::socket::SocketTransportCore>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -62,3 +62,27 @@ def source_traceback() -> Any:
 def warn_slow_callback(handle: Any, seconds: float) -> None:
     """Debug mode's warning for a callback that ran past ``slow_callback_duration``."""
     logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)
+
+
+def report_transport_error(
+    loop: Any, transport: Any, protocol: Any, exc: BaseException, message: str
+) -> None:
+    """A transport's fatal error, reported as asyncio's transports do: OS errors
+    only in debug mode's log, anything else through the exception handler."""
+    if isinstance(exc, OSError):
+        if loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=exc)
+        return
+    loop.call_exception_handler(
+        {"message": message, "exception": exc, "transport": transport, "protocol": protocol}
+    )
+
+
+def log_debug(message: str, *args: Any) -> None:
+    """``logger.debug`` for debug mode's transport messages."""
+    logger.debug(message, *args)
+
+
+def log_warning(message: str, *args: Any) -> None:
+    """``logger.warning``, e.g. for writes to a lost connection."""
+    logger.warning(message, *args)

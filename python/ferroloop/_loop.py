@@ -20,16 +20,20 @@ from typing import Any
 
 from . import _ferroloop
 from ._signals import SignalHandlers
+from ._sockets import SocketAPI
 from ._unsupported import UnsupportedAPI
 
 
-class Loop(_ferroloop.LoopCore, SignalHandlers, UnsupportedAPI, base_events.BaseEventLoop):
+class Loop(
+    _ferroloop.LoopCore, SignalHandlers, SocketAPI, UnsupportedAPI, base_events.BaseEventLoop
+):
     """An asyncio event loop whose core is native code. Create one with
     :func:`ferroloop.new_event_loop`; it behaves as asyncio's default loop."""
 
     def __init__(self) -> None:
         base_events.BaseEventLoop.__init__(self)
         SignalHandlers.__init__(self)
+        self._init_sockets()
 
     def run_forever(self) -> None:
         """Run until :meth:`stop` is called."""
@@ -71,16 +75,20 @@ class Loop(_ferroloop.LoopCore, SignalHandlers, UnsupportedAPI, base_events.Base
 
     def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable."""
+        self._ensure_fd_no_transport(fd)
         self._add_reader(fd, callback, *args)
 
     def remove_reader(self, fd: Any) -> bool:
         """Stop watching ``fd`` for reading; ``True`` if it was watched."""
+        self._ensure_fd_no_transport(fd)
         return self._remove_reader(fd)
 
     def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable."""
+        self._ensure_fd_no_transport(fd)
         self._add_writer(fd, callback, *args)
 
     def remove_writer(self, fd: Any) -> bool:
         """Stop watching ``fd`` for writing; ``True`` if it was watched."""
+        self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)

@@ -9,26 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 _NOT_YET = (
-    "create_connection",
-    "create_server",
-    "create_unix_connection",
-    "create_unix_server",
     "create_datagram_endpoint",
-    "connect_accepted_socket",
     "connect_read_pipe",
     "connect_write_pipe",
     "subprocess_exec",
     "subprocess_shell",
-    "sock_recv",
-    "sock_recv_into",
-    "sock_recvfrom",
-    "sock_recvfrom_into",
-    "sock_sendall",
-    "sock_sendto",
-    "sock_connect",
-    "sock_accept",
-    "sock_sendfile",
-    "sendfile",
     "start_tls",
 )
 

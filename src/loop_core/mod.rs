@@ -9,7 +9,7 @@
 //! run phase began. Callbacks scheduled by those callbacks wait for the next
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
-mod reader_api;
+pub(crate) mod reader_api;
 pub mod readers;
 mod schedule;
 mod tasks;

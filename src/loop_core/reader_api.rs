@@ -3,6 +3,8 @@
 //! Level-triggered, as asyncio's selector loop: a reader whose fd stays
 //! readable is called again every iteration until it reads or is removed.
 
+use std::os::fd::RawFd;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
@@ -43,54 +45,56 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
 }
 
 impl LoopCore {
-    fn add_io(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
+    /// Installs `callback(*args)` on one side of `fd`, cancelling the handle
+    /// it replaces, as asyncio does. Used by transports and socket operations.
+    pub(crate) fn add_io_fd(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
         side: Side,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        let fd = fileobj_to_fd(fd)?;
-        this.check_open()?;
-        let handle = this.new_handle(py, callback, args, None)?;
+        self.check_open()?;
+        let handle = self.new_handle(py, callback, args, None)?;
         let old = {
-            let sys = this.sys.borrow(py);
+            let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {
                 return Err(crate::errors::loop_closed());
             };
-            this.state
+            self.state
                 .borrow_mut(py)
                 .io
                 .add(&sys.epoll, fd, side, handle.clone_ref(py))?
         };
         if let Some(old) = old {
-            // asyncio cancels the handle it replaces.
-            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+            Handle::cancel_inner(old.bind(py))?;
         }
         Ok(handle)
     }
 
-    fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
-        let py = slf.py();
-        let this = slf.get();
-        let fd = fileobj_to_fd(fd)?;
-        if this.closed.load(std::sync::atomic::Ordering::Relaxed) {
+    /// Stops watching one side of `fd`; whether it was watched.
+    pub(crate) fn remove_io_fd(&self, py: Python<'_>, fd: RawFd, side: Side) -> PyResult<bool> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(false);
         }
         let removed = {
-            let sys = this.sys.borrow(py);
+            let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else { return Ok(false) };
-            this.state.borrow_mut(py).io.remove(&sys.epoll, fd, side)
+            self.state.borrow_mut(py).io.remove(&sys.epoll, fd, side)
         };
         match removed {
             Some(handle) => {
-                handle.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+                Handle::cancel_inner(handle.bind(py))?;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    /// Whether `fd` has a live (reader, writer) registered.
+    pub(crate) fn io_state(&self, py: Python<'_>, fd: RawFd) -> (bool, bool) {
+        self.state.borrow(py).io.sides(fd)
     }
 }
 
@@ -104,7 +108,8 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        LoopCore::add_io(slf, fd, Side::Read, callback, args)
+        slf.get()
+            .add_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Read, callback, args)
     }
 
     /// Calls `callback(*args)` whenever `fd` is writable.
@@ -115,16 +120,22 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        LoopCore::add_io(slf, fd, Side::Write, callback, args)
+        slf.get()
+            .add_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Write, callback, args)
     }
 
     /// Stops watching `fd` for reading; `True` if a reader was registered.
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        LoopCore::remove_io(slf, fd, Side::Read)
+        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Read)
+    }
+
+    /// (reader registered, writer registered) for `fd`, for transport reprs.
+    fn _io_state(slf: &Bound<'_, Self>, fd: RawFd) -> (bool, bool) {
+        slf.get().io_state(slf.py(), fd)
     }
 
     /// Stops watching `fd` for writing; `True` if a writer was registered.
     fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        LoopCore::remove_io(slf, fd, Side::Write)
+        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Write)
     }
 }

@@ -153,6 +153,13 @@ impl<H> Registry<H> {
         out
     }
 
+    /// Whether `fd` has a (reader, writer).
+    pub fn sides(&self, fd: RawFd) -> (bool, bool) {
+        self.fds
+            .get(&fd)
+            .map_or((false, false), |e| (e.reader.is_some(), e.writer.is_some()))
+    }
+
     /// Whether no fd is registered.
     pub fn is_empty(&self) -> bool {
         self.fds.is_empty()

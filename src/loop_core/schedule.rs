@@ -14,6 +14,15 @@ use crate::handles::{Handle, TimerHandle};
 use crate::sys::monotonic;
 
 impl LoopCore {
+    /// Queues `callback(*args)` for the next iteration, as `call_soon` without
+    /// debug mode's caller checks: for the loop's own transports.
+    pub(crate) fn soon(&self, py: Python<'_>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open()?;
+        let handle = self.new_handle(py, callback, args, None)?;
+        self.state.borrow_mut(py).ready.push_back(handle);
+        Ok(())
+    }
+
     /// Debug mode's checks, done by the stdlib's own helpers for identical
     /// messages: `_check_thread` (when `thread_check`) and `_check_callback`.
     fn debug_checks(

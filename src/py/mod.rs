@@ -1,5 +1,7 @@
 //! PyO3 glue: cached Python helpers and the raw calls that must be fast.
 
+pub mod buffer;
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -85,6 +87,7 @@ pub mod asyncio {
     stdlib!(future_type, "asyncio.futures", "Future");
     stdlib!(task_type, "asyncio.tasks", "Task");
     stdlib!(base_event_loop, "asyncio.base_events", "BaseEventLoop");
+    stdlib!(buffered_protocol, "asyncio.protocols", "BufferedProtocol");
 }
 
 /// A function from `ferroloop._format`, imported once.
@@ -104,4 +107,7 @@ pub mod helpers {
     helper!(handle_repr);
     helper!(source_traceback);
     helper!(warn_slow_callback);
+    helper!(report_transport_error);
+    helper!(log_debug);
+    helper!(log_warning);
 }

@@ -6,6 +6,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod socket;
 
 use std::fmt;
 

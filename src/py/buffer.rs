@@ -1,0 +1,55 @@
+//! Borrowing the bytes behind any object that supports the buffer protocol
+//! (`bytes`, `bytearray`, `memoryview`, `array`, numpy arrays...).
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// A contiguous buffer exported by a Python object, released on drop.
+pub struct RawBuffer {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl RawBuffer {
+    /// Exports `obj`'s buffer, C-contiguous, writable if asked. Raises what
+    /// `memoryview(obj)` would (`TypeError`, `BufferError`).
+    pub fn get(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<RawBuffer> {
+        // SAFETY: Py_buffer is plain data; all-zero is its "empty" state.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        let flags = ffi::PyBUF_C_CONTIGUOUS | if writable { ffi::PyBUF_WRITABLE } else { 0 };
+        // SAFETY: `obj` is live; `view` is writable and, on success, filled in
+        // by the exporter and released exactly once in `Drop`.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(RawBuffer { view })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    /// Start of the buffer.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.view.buf.cast()
+    }
+
+    /// The buffer's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        if self.len() == 0 {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `len` contiguous bytes at `buf`
+        // while the view is held, which `self` does until drop.
+        unsafe { std::slice::from_raw_parts(self.view.buf.cast(), self.len()) }
+    }
+}
+
+impl Drop for RawBuffer {
+    fn drop(&mut self) {
+        // Buffers are taken and released with the GIL held (every caller is a
+        // Python method of ours).
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer.
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+    }
+}

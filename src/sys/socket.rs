@@ -1,0 +1,83 @@
+//! Non-blocking socket calls on descriptors owned by Python socket objects.
+//!
+//! Sends use `MSG_NOSIGNAL` so a peer that went away gives `EPIPE` even when
+//! the embedding program did not ignore `SIGPIPE` (CPython does by default).
+
+use std::os::fd::RawFd;
+
+use super::{syscall, Errno};
+
+/// Most buffers one `sendmsg` takes (Linux's `IOV_MAX`).
+pub const IOV_MAX: usize = 1024;
+
+/// Whether an errno means "try again when the fd is ready".
+pub fn would_block(err: Errno) -> bool {
+    matches!(err.0, libc::EAGAIN | libc::EINTR)
+}
+
+/// `recv(fd, buf, len, 0)`: bytes read, 0 at end of stream.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
+    recv_raw(fd, buf.as_mut_ptr(), buf.len())
+}
+
+/// `recv` into memory the caller vouches for (a Python buffer).
+pub fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> Result<usize, Errno> {
+    // SAFETY: the caller passes a writable region of `len` bytes that stays
+    // alive for the call.
+    let n = syscall!(recv(fd, ptr.cast(), len, 0))?;
+    Ok(n as usize)
+}
+
+/// `send(fd, data, MSG_NOSIGNAL)`: bytes accepted by the kernel.
+pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: `data` is a valid readable region of `data.len()` bytes.
+    let n = syscall!(send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL))?;
+    Ok(n as usize)
+}
+
+/// Gathers `bufs` into one `sendmsg`; bytes accepted by the kernel.
+pub fn send_vectored(fd: RawFd, bufs: &[libc::iovec]) -> Result<usize, Errno> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut();
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    // SAFETY: each iovec points to a live readable buffer owned by the caller
+    // for the duration of the call; sendmsg only reads them.
+    let n = syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL))?;
+    Ok(n as usize)
+}
+
+/// Half-closes the sending side (`shutdown(fd, SHUT_WR)`).
+pub fn shutdown_write(fd: RawFd) -> Result<(), Errno> {
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn vectored_send_and_half_close() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let parts: [&[u8]; 2] = [b"hello ", b"world"];
+        let iov: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut _,
+                iov_len: p.len(),
+            })
+            .collect();
+        assert_eq!(send_vectored(a.as_raw_fd(), &iov).unwrap(), 11);
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 11);
+        assert_eq!(&buf[..11], b"hello world");
+        assert!(would_block(recv(b.as_raw_fd(), &mut buf).unwrap_err()));
+        shutdown_write(a.as_raw_fd()).unwrap();
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 0);
+        assert_eq!(send(a.as_raw_fd(), b"x").unwrap_err(), Errno(libc::EPIPE));
+    }
+}

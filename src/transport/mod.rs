@@ -1,0 +1,6 @@
+//! Transports: the per-connection state machines that move bytes between
+//! sockets and protocols.
+
+pub mod read_buffer;
+pub mod socket;
+mod write_buffer;

@@ -1,0 +1,37 @@
+//! Receiving into a new `bytes` without allocating a large buffer per call.
+//!
+//! The kernel writes into one reusable per-thread buffer and only the bytes
+//! actually received are copied into the `bytes` object: a 1 KiB message
+//! costs a 1 KiB copy, not a 256 KiB allocation.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::sys::{socket, Errno};
+
+/// Size of the reusable buffer, and most bytes a transport reads per event
+/// (asyncio's `max_size`).
+pub const READ_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    // A loop runs on one thread and copies out before calling Python, so
+    // one buffer per thread is never used twice at once.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
+}
+
+/// `recv(fd, max)` as a `bytes` object (empty at end of stream).
+pub fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> Result<Bound<'_, PyBytes>, Errno> {
+    if max > READ_SIZE {
+        let mut buf = vec![0; max];
+        let n = socket::recv(fd, &mut buf)?;
+        return Ok(PyBytes::new(py, &buf[..n]));
+    }
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let n = socket::recv(fd, &mut buf[..max])?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    })
+}

@@ -1,0 +1,909 @@
+//! The stream transport for connected TCP and Unix sockets.
+//!
+//! Behaviour follows asyncio's selector transport point by point (the same
+//! error messages, the same order of protocol calls, `connection_lost` once);
+//! the difference is that the per-event work runs here:
+//! - a readable event reads once (up to 256 KiB) and hands the bytes to
+//!   `data_received`, or reads straight into a `BufferedProtocol`'s buffer;
+//! - `write()` sends at once and buffers only what the kernel did not take;
+//!   write interest is registered only while the buffer is non-empty;
+//! - flow control calls `pause_writing`/`resume_writing` at the water marks.
+//!
+//! The socket object belongs to the transport until `connection_lost` runs,
+//! which closes it; after that the fd number is never used again, so a number
+//! the kernel hands to a new socket cannot reach this transport.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{
+    PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::read_buffer::{recv_bytes, READ_SIZE};
+use super::write_buffer::WriteBuffer;
+use crate::errors::os_error;
+use crate::gil_cell::GilCell;
+use crate::loop_core::readers::Side;
+use crate::loop_core::LoopCore;
+use crate::py::buffer::RawBuffer;
+use crate::py::{asyncio, helpers};
+use crate::sys::socket::{self, would_block};
+
+/// asyncio's default high-water mark; the low one is a quarter of it.
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Writes to a lost connection are counted, and logged from this many on
+/// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOG_LOST_WRITES_FROM: u32 = 5;
+
+struct Inner {
+    event_loop: Option<Py<LoopCore>>,
+    /// The socket object; `None` once `connection_lost` has closed it.
+    sock: Option<Py<PyAny>>,
+    fd: RawFd,
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is a `BufferedProtocol`.
+    buffered: bool,
+    protocol_connected: bool,
+    server: Option<Py<PyAny>>,
+    extra: Option<Py<PyDict>>,
+    buffer: WriteBuffer,
+    /// Non-zero once `connection_lost` is scheduled; counts later writes.
+    conn_lost: u32,
+    /// `connection_lost` ran.
+    lost: bool,
+    /// `close()` or a fatal error: no more reading, close after flushing.
+    closing: bool,
+    /// `pause_reading()` is in effect.
+    paused: bool,
+    /// `write_eof()` was called.
+    eof: bool,
+    /// The protocol was told to pause writing.
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    /// The future `loop.sendfile` waits on until the buffer is empty.
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+impl Default for Inner {
+    /// A transport with no connection: what `__clear__` leaves behind.
+    fn default() -> Self {
+        Inner {
+            event_loop: None,
+            sock: None,
+            fd: -1,
+            protocol: None,
+            buffered: false,
+            protocol_connected: false,
+            server: None,
+            extra: None,
+            buffer: WriteBuffer::default(),
+            conn_lost: 0,
+            lost: true,
+            closing: true,
+            paused: false,
+            eof: false,
+            protocol_paused: false,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+            empty_waiter: None,
+        }
+    }
+}
+
+/// The native part of `ferroloop`'s socket transport. The Python subclass
+/// (`ferroloop._transports.SocketTransport`) adds construction-time wiring,
+/// `__repr__` and the unclosed-transport warning.
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
+pub struct SocketTransportCore {
+    inner: GilCell<Inner>,
+}
+
+/// Where a protocol callback's exception goes: `KeyboardInterrupt` and
+/// `SystemExit` propagate out of the loop, anything else is a fatal error of
+/// this transport.
+fn protocol_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message: &str) -> PyResult<()> {
+    let py = slf.py();
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    SocketTransportCore::fatal_error(slf, err.into_value(py).into_bound(py).into_any(), message)
+}
+
+/// The exception handler's report for a failing `pause_writing`/`resume_writing`.
+fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message: &str) -> PyResult<()> {
+    let py = slf.py();
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    let (event_loop, protocol) = {
+        let st = slf.get().inner.borrow(py);
+        (
+            st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            st.protocol.as_ref().map(|p| p.clone_ref(py)),
+        )
+    };
+    let Some(event_loop) = event_loop else { return Ok(()) };
+    let context = PyDict::new(py);
+    context.set_item("message", message)?;
+    context.set_item("exception", err.into_value(py))?;
+    context.set_item("transport", slf)?;
+    context.set_item("protocol", protocol)?;
+    event_loop
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+impl SocketTransportCore {
+    fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.inner.borrow(py).event_loop.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.inner
+            .borrow(py)
+            .event_loop
+            .as_ref()
+            .is_some_and(|l| l.get().debug())
+    }
+
+    fn remove_side(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let (event_loop, fd) = {
+            let st = self.inner.borrow(py);
+            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+        };
+        if let Some(event_loop) = event_loop {
+            event_loop.get().remove_io_fd(py, fd, side)?;
+        }
+        Ok(())
+    }
+
+    fn add_side(slf: &Bound<'_, Self>, side: Side, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let st = slf.get().inner.borrow(py);
+            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+        };
+        if let Some(event_loop) = event_loop {
+            let callback = slf.getattr(method)?;
+            event_loop
+                .get()
+                .add_io_fd(py, fd, side, &callback, &PyTuple::empty(py))?;
+        }
+        Ok(())
+    }
+
+    fn is_reading_now(&self, py: Python<'_>) -> bool {
+        let st = self.inner.borrow(py);
+        !st.closing && !st.paused
+    }
+
+    /// Reports `exc` (see `_format.report_transport_error`) and closes the
+    /// transport at once.
+    fn fatal_error(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, protocol) = {
+            let st = slf.get().inner.borrow(py);
+            (
+                st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        if let Some(event_loop) = event_loop {
+            helpers::report_transport_error(py)?.call1((event_loop, slf, protocol, &exc, message))?;
+        }
+        SocketTransportCore::force_close(slf, Some(exc))
+    }
+
+    /// Drops unsent data and schedules `connection_lost(exc)` (once).
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (dropped, remove_writer, remove_reader, event_loop, fd) = {
+            let mut st = this.inner.borrow_mut(py);
+            if st.conn_lost > 0 || st.lost {
+                return Ok(());
+            }
+            let remove_writer = !st.buffer.is_empty();
+            let dropped = st.buffer.clear();
+            let remove_reader = !st.closing;
+            st.closing = true;
+            st.conn_lost += 1;
+            (
+                dropped,
+                remove_writer,
+                remove_reader,
+                st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                st.fd,
+            )
+        };
+        drop(dropped);
+        let Some(event_loop) = event_loop else { return Ok(()) };
+        let core = event_loop.get();
+        if remove_writer {
+            core.remove_io_fd(py, fd, Side::Write)?;
+        }
+        if remove_reader {
+            core.remove_io_fd(py, fd, Side::Read)?;
+        }
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.map_or_else(|| py.None(), |e| e.unbind());
+        core.soon(py, &callback, &PyTuple::new(py, [exc])?)
+    }
+
+    /// Calls `protocol.pause_writing()` when the buffer went above the high
+    /// water mark.
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().inner.borrow_mut(py);
+            if st.buffer.len() <= st.high_water || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let Some(protocol) = protocol else { return Ok(()) };
+        match protocol.bind(py).call_method0(intern!(py, "pause_writing")) {
+            Ok(_) => Ok(()),
+            Err(err) => flow_control_failed(slf, err, "protocol.pause_writing() failed"),
+        }
+    }
+
+    /// Calls `protocol.resume_writing()` when a paused protocol's buffer went
+    /// down to the low water mark.
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().inner.borrow_mut(py);
+            if !st.protocol_paused || st.buffer.len() > st.low_water {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let Some(protocol) = protocol else { return Ok(()) };
+        match protocol.bind(py).call_method0(intern!(py, "resume_writing")) {
+            Ok(_) => Ok(()),
+            Err(err) => flow_control_failed(slf, err, "protocol.resume_writing() failed"),
+        }
+    }
+
+    /// The peer closed its side: `eof_received()` decides whether to close.
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().debug(py) {
+            helpers::log_debug(py)?.call1(("%r received EOF", slf))?;
+        }
+        let keep_open = match protocol.call_method0(intern!(py, "eof_received")) {
+            Ok(v) => v,
+            Err(err) => return protocol_failed(slf, err, "Fatal error: protocol.eof_received() call failed."),
+        };
+        if keep_open.is_truthy()? {
+            // The protocol may still write, but there is nothing more to read.
+            slf.get().remove_side(py, Side::Read)
+        } else {
+            SocketTransportCore::close(slf)
+        }
+    }
+
+    fn read_into_protocol_buffer(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
+        let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+            Ok(buf) => buf,
+            Err(err) => return protocol_failed(slf, err, GET_BUFFER_FAILED),
+        };
+        match buf.len() {
+            Ok(0) => {
+                let err = PyRuntimeError::new_err("get_buffer() returned an empty buffer");
+                return protocol_failed(slf, err, GET_BUFFER_FAILED);
+            }
+            Ok(_) => {}
+            Err(err) => return protocol_failed(slf, err, GET_BUFFER_FAILED),
+        }
+        let result = match RawBuffer::get(&buf, true) {
+            Ok(view) => socket::recv_raw(fd, view.as_mut_ptr(), view.len()),
+            Err(err) => return protocol_failed(slf, err, "Fatal read error on socket transport"),
+        };
+        match result {
+            Err(e) if would_block(e) => Ok(()),
+            Err(e) => {
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
+            }
+            Ok(0) => SocketTransportCore::on_eof(slf, protocol),
+            Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+                Ok(_) => Ok(()),
+                Err(err) => protocol_failed(slf, err, "Fatal error: protocol.buffer_updated() call failed."),
+            },
+        }
+    }
+
+    fn read_into_bytes(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        match recv_bytes(py, fd, READ_SIZE) {
+            Err(e) if would_block(e) => Ok(()),
+            Err(e) => {
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
+            }
+            Ok(data) if data.as_bytes().is_empty() => SocketTransportCore::on_eof(slf, protocol),
+            Ok(data) => match protocol.call_method1(intern!(py, "data_received"), (data,)) {
+                Ok(_) => Ok(()),
+                Err(err) => protocol_failed(slf, err, "Fatal error: protocol.data_received() call failed."),
+            },
+        }
+    }
+
+    /// Sends `data` (queuing what the kernel does not take) — `write()` once
+    /// its checks passed. `shared` is `data` itself when it is a `bytes`.
+    fn send_or_buffer(slf: &Bound<'_, Self>, data: &[u8], shared: Option<&Bound<'_, PyBytes>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut warn_lost = false;
+        let mut register_writer = false;
+        let mut failed = None;
+        {
+            let mut st = this.inner.borrow_mut(py);
+            if st.conn_lost > 0 || st.lost {
+                warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
+                st.conn_lost += 1;
+            } else {
+                let mut sent = 0;
+                if st.buffer.is_empty() {
+                    match socket::send(st.fd, data) {
+                        Ok(n) if n == data.len() => return Ok(()),
+                        Ok(n) => sent = n,
+                        Err(e) if would_block(e) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                    register_writer = failed.is_none();
+                }
+                if failed.is_none() {
+                    match shared {
+                        Some(bytes) => st.buffer.push_shared(bytes.clone().unbind(), data.len(), sent),
+                        None => st.buffer.push_copy(&data[sent..]),
+                    }
+                }
+            }
+        }
+        if warn_lost {
+            helpers::log_warning(py)?.call1(("socket.send() raised exception.",))?;
+            return Ok(());
+        }
+        if let Some(e) = failed {
+            let exc = os_error(e).into_value(py).into_bound(py).into_any();
+            return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+        }
+        if register_writer {
+            SocketTransportCore::add_side(slf, Side::Write, intern!(py, "_write_ready"))?;
+        }
+        SocketTransportCore::maybe_pause_protocol(slf)
+    }
+
+    /// `write()`'s and `writelines()`' checks on the transport's state.
+    fn check_writable(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        let st = self.inner.borrow(py);
+        if st.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {what}() after write_eof()"
+            )));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {what}; sendfile is in progress"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `data` must be `bytes`, `bytearray` or `memoryview`, as asyncio requires.
+fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    if data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
+    {
+        return Ok(());
+    }
+    let name = data.get_type().name()?;
+    Err(PyTypeError::new_err(format!(
+        "data argument must be a bytes-like object, not {}",
+        name.repr()?
+    )))
+}
+
+#[pymethods]
+impl SocketTransportCore {
+    #[new]
+    #[pyo3(signature = (event_loop, sock, protocol, waiter = None, extra = None, server = None))]
+    fn new(
+        event_loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        waiter: Option<&Bound<'_, PyAny>>,
+        extra: Option<&Bound<'_, PyAny>>,
+        server: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = sock.py();
+        let _ = waiter;
+        let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let extra_dict = PyDict::new(py);
+        if let Some(extra) = extra.filter(|e| !e.is_none()) {
+            extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
+        }
+        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        Ok(SocketTransportCore {
+            inner: GilCell::new(Inner {
+                event_loop: Some(event_loop),
+                sock: Some(sock.clone().unbind()),
+                fd,
+                protocol: Some(protocol.clone().unbind()),
+                buffered,
+                protocol_connected: true,
+                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+                extra: Some(extra_dict.unbind()),
+                lost: false,
+                closing: false,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// Starts watching the socket for reading, unless paused or closing.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading_now(slf.py()) {
+            SocketTransportCore::add_side(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
+        }
+        Ok(())
+    }
+
+    /// The socket is readable: read once and hand the data to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, buffered, protocol) = {
+            let st = slf.get().inner.borrow(py);
+            if st.conn_lost > 0 || st.lost {
+                return Ok(());
+            }
+            let Some(protocol) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            (st.fd, st.buffered, protocol.clone_ref(py))
+        };
+        if buffered {
+            SocketTransportCore::read_into_protocol_buffer(slf, fd, protocol.bind(py))
+        } else {
+            SocketTransportCore::read_into_bytes(slf, fd, protocol.bind(py))
+        }
+    }
+
+    /// The socket is writable: flush as much of the buffer as the kernel takes.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let mut guard = this.inner.borrow_mut(py);
+            let st = &mut *guard;
+            if st.conn_lost > 0 || st.lost || st.buffer.is_empty() {
+                return Ok(());
+            }
+            let mut iov = Vec::new();
+            st.buffer.iovecs(py, &mut iov);
+            socket::send_vectored(st.fd, &iov)
+        };
+        let n = match result {
+            Err(e) if would_block(e) => return Ok(()),
+            Err(e) => {
+                this.remove_side(py, Side::Write)?;
+                let dropped = this.inner.borrow_mut(py).buffer.clear();
+                drop(dropped);
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                SocketTransportCore::fatal_error(slf, exc.clone(), "Fatal write error on socket transport")?;
+                let waiter = this.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                if let Some(waiter) = waiter {
+                    waiter.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+            Ok(n) => n,
+        };
+        let sent = this.inner.borrow_mut(py).buffer.consume(n);
+        drop(sent);
+        SocketTransportCore::maybe_resume_protocol(slf)?;
+        let (empty, closing, eof, fd, waiter) = {
+            let st = this.inner.borrow(py);
+            (
+                st.buffer.is_empty(),
+                st.closing,
+                st.eof,
+                st.fd,
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+            )
+        };
+        if !empty {
+            return Ok(());
+        }
+        this.remove_side(py, Side::Write)?;
+        if let Some(waiter) = waiter {
+            waiter.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        if closing {
+            SocketTransportCore::_call_connection_lost(slf, None)?;
+        } else if eof {
+            socket::shutdown_write(fd)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `data` now, buffering what the kernel does not take.
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        check_bytes_like(data)?;
+        slf.get().check_writable(py, "write")?;
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            let slice = bytes.as_bytes();
+            if slice.is_empty() {
+                return Ok(());
+            }
+            return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
+        }
+        let view = RawBuffer::get(data, false)?;
+        if view.len() == 0 {
+            return Ok(());
+        }
+        SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
+    }
+
+    /// Writes each buffer of `list_of_data` in turn, as one write.
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().check_writable(py, "writelines")?;
+        let mut joined = Vec::new();
+        for item in list_of_data.try_iter()? {
+            let item = item?;
+            joined.extend_from_slice(RawBuffer::get(&item, false)?.as_slice());
+        }
+        if joined.is_empty() {
+            return Ok(());
+        }
+        SocketTransportCore::send_or_buffer(slf, &joined, None)
+    }
+
+    /// Closes the sending side once the buffer is flushed (half-close).
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = {
+            let mut st = self.inner.borrow_mut(py);
+            if st.closing || st.eof {
+                return Ok(());
+            }
+            st.eof = true;
+            if !st.buffer.is_empty() {
+                return Ok(());
+            }
+            st.fd
+        };
+        socket::shutdown_write(fd)?;
+        Ok(())
+    }
+
+    /// Stream sockets can always half-close.
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Stops reading, flushes the buffer, then calls `connection_lost(None)`.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (flushed, event_loop, fd) = {
+            let mut st = this.inner.borrow_mut(py);
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            let flushed = st.buffer.is_empty();
+            if flushed {
+                st.conn_lost += 1;
+            }
+            (flushed, st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+        };
+        let Some(event_loop) = event_loop else { return Ok(()) };
+        let core = event_loop.get();
+        core.remove_io_fd(py, fd, Side::Read)?;
+        if flushed {
+            core.remove_io_fd(py, fd, Side::Write)?;
+            let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            core.soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
+        }
+        Ok(())
+    }
+
+    /// Closes at once, dropping unsent data; `connection_lost(None)` follows.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        SocketTransportCore::force_close(slf, None)
+    }
+
+    fn _force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        SocketTransportCore::force_close(slf, exc.filter(|e| !e.is_none()))
+    }
+
+    #[pyo3(signature = (exc, message = "Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        SocketTransportCore::fatal_error(slf, exc, message)
+    }
+
+    /// Calls `connection_lost(exc)` (once), then closes the socket and
+    /// detaches from the server.
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (protocol, connected) = {
+            let mut st = this.inner.borrow_mut(py);
+            if st.lost {
+                return Ok(());
+            }
+            st.lost = true;
+            st.conn_lost = st.conn_lost.max(1);
+            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.protocol_connected)
+        };
+        let result = match protocol {
+            Some(protocol) if connected => protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (sock, server, protocol, event_loop, waiter) = {
+            let mut st = this.inner.borrow_mut(py);
+            (
+                st.sock.take(),
+                st.server.take(),
+                st.protocol.take(),
+                st.event_loop.take(),
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+            )
+        };
+        let closed = match sock {
+            Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
+            None => Ok(()),
+        };
+        drop((protocol, event_loop));
+        if let Some(server) = server {
+            // 3.13's Server tracks its transports; older ones only count them.
+            if py.version_info() >= (3, 13) {
+                server.bind(py).call_method1(intern!(py, "_detach"), (slf,))?;
+            } else {
+                server.bind(py).call_method0(intern!(py, "_detach"))?;
+            }
+        }
+        if let Some(waiter) = waiter {
+            let waiter = waiter.bind(py);
+            if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                let err = PyConnectionError::new_err("Connection is closed by peer");
+                waiter.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+        }
+        result.and(closed)
+    }
+
+    /// Whether the transport is closing or closed.
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).closing
+    }
+
+    /// Whether the transport is receiving (not paused, not closing).
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.is_reading_now(py)
+    }
+
+    /// Stops calling the protocol with data until `resume_reading()`.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if !this.is_reading_now(py) {
+            return Ok(());
+        }
+        this.inner.borrow_mut(py).paused = true;
+        this.remove_side(py, Side::Read)?;
+        if this.debug(py) {
+            helpers::log_debug(py)?.call1(("%r pauses reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// Resumes delivering data after `pause_reading()`.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        {
+            let mut st = this.inner.borrow_mut(py);
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.paused = false;
+        }
+        SocketTransportCore::_start_reading(slf)?;
+        if this.debug(py) {
+            helpers::log_debug(py)?.call1(("%r resumes reading", slf))?;
+        }
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    /// Switches to another protocol (`start_tls` and `sendfile` do this).
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let old = {
+            let mut st = self.inner.borrow_mut(py);
+            st.buffered = buffered;
+            st.protocol_connected = true;
+            st.protocol.replace(protocol.clone().unbind())
+        };
+        drop(old);
+        Ok(())
+    }
+
+    /// Optional information: `socket`, `sockname`, `peername`, ...
+    #[pyo3(signature = (name, default = None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let extra = self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py));
+        if let Some(extra) = extra {
+            if let Some(value) = extra.bind(py).get_item(name)? {
+                return Ok(value.unbind());
+            }
+        }
+        Ok(default.unwrap_or_else(|| py.None()))
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.inner.borrow(py).buffer.len()
+    }
+
+    /// `(low, high)` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let st = self.inner.borrow(py);
+        (st.low_water, st.high_water)
+    }
+
+    /// Sets the water marks (defaults as asyncio's: 64 KiB high, a quarter
+    /// of it low) and pauses the protocol at once if above the new high.
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let py = slf.py();
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+            (None, Some(l)) => 4 * l,
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut st = slf.get().inner.borrow_mut(py);
+            st.high_water = high as usize;
+            st.low_water = low as usize;
+        }
+        SocketTransportCore::maybe_pause_protocol(slf)
+    }
+
+    /// A future done once the write buffer is empty (for `loop.sendfile`).
+    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let (event_loop, empty) = {
+            let st = self.inner.borrow(py);
+            if st.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+            }
+            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.buffer.is_empty())
+        };
+        let Some(event_loop) = event_loop else {
+            return Err(PyRuntimeError::new_err("Transport is closed"));
+        };
+        let waiter = event_loop.bind(py).call_method0(intern!(py, "create_future"))?;
+        if empty {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        self.inner.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
+        Ok(waiter.unbind())
+    }
+
+    fn _reset_empty_waiter(&self, py: Python<'_>) {
+        let old = self.inner.borrow_mut(py).empty_waiter.take();
+        drop(old);
+    }
+
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).sock.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sock_fd(&self, py: Python<'_>) -> RawFd {
+        self.inner.borrow(py).fd
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.event_loop(py)
+    }
+
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_protocol(py)
+    }
+
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).server.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+        self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py))
+    }
+
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).closing
+    }
+
+    #[getter]
+    fn _conn_lost(&self, py: Python<'_>) -> u32 {
+        self.inner.borrow(py).conn_lost
+    }
+
+    #[getter]
+    fn _paused(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).paused
+    }
+
+    #[getter]
+    fn _eof(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).eof
+    }
+
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).protocol_paused
+    }
+
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(st) = self.inner.try_borrow_unguarded() else {
+            return Ok(());
+        };
+        visit.call(&st.event_loop)?;
+        visit.call(&st.sock)?;
+        visit.call(&st.protocol)?;
+        visit.call(&st.server)?;
+        visit.call(&st.extra)?;
+        visit.call(&st.empty_waiter)?;
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // What is left behind is a transport without a connection.
+        let state = self.inner.take_unguarded();
+        drop(state);
+    }
+}

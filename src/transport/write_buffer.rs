@@ -1,0 +1,136 @@
+//! Bytes a transport accepted but the kernel has not taken yet.
+//!
+//! `bytes` objects are kept by reference (they are immutable); anything else
+//! is copied, so a caller that reuses its `bytearray` after `write()` cannot
+//! change what goes out. Flushing gathers up to `IOV_MAX` chunks per
+//! `sendmsg`.
+
+use std::collections::VecDeque;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::sys::socket::IOV_MAX;
+
+enum Data {
+    Shared(Py<PyBytes>),
+    Owned(Vec<u8>),
+}
+
+struct Chunk {
+    data: Data,
+    /// Bytes of `data` already sent.
+    sent: usize,
+    /// Size of `data`.
+    total: usize,
+}
+
+impl Chunk {
+    fn bytes<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
+        let all = match &self.data {
+            Data::Shared(b) => b.as_bytes(py),
+            Data::Owned(v) => v.as_slice(),
+        };
+        &all[self.sent..]
+    }
+}
+
+/// A FIFO of unsent chunks with their total size.
+#[derive(Default)]
+pub struct WriteBuffer {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+impl WriteBuffer {
+    /// Unsent bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `bytes[skip..]` by reference.
+    pub fn push_shared(&mut self, bytes: Py<PyBytes>, total: usize, skip: usize) {
+        if skip < total {
+            self.len += total - skip;
+            self.chunks.push_back(Chunk {
+                data: Data::Shared(bytes),
+                sent: skip,
+                total,
+            });
+        }
+    }
+
+    /// Queues a copy of `data`.
+    pub fn push_copy(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        // Small writes join the last owned chunk instead of adding an iovec.
+        if data.len() <= 4096 {
+            if let Some(back) = self.chunks.back_mut() {
+                if let Data::Owned(v) = &mut back.data {
+                    v.extend_from_slice(data);
+                    back.total += data.len();
+                    return;
+                }
+            }
+        }
+        self.chunks.push_back(Chunk {
+            data: Data::Owned(data.to_vec()),
+            sent: 0,
+            total: data.len(),
+        });
+    }
+
+    /// Fills `iov` with the first chunks, ready for `sendmsg`.
+    pub fn iovecs(&self, py: Python<'_>, iov: &mut Vec<libc::iovec>) {
+        iov.clear();
+        for chunk in self.chunks.iter().take(IOV_MAX) {
+            let bytes = chunk.bytes(py);
+            iov.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+        }
+    }
+
+    /// Drops the first `n` bytes (sent). Returns emptied shared chunks, for
+    /// the caller to release once no borrow is held.
+    pub fn consume(&mut self, mut n: usize) -> Vec<Py<PyBytes>> {
+        let mut done = Vec::new();
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            let left = front.total - front.sent;
+            if n < left {
+                front.sent += n;
+                break;
+            }
+            n -= left;
+            if let Some(Chunk {
+                data: Data::Shared(b), ..
+            }) = self.chunks.pop_front()
+            {
+                done.push(b);
+            }
+        }
+        done
+    }
+
+    /// Empties the buffer; returns the shared chunks to release.
+    pub fn clear(&mut self) -> Vec<Py<PyBytes>> {
+        self.len = 0;
+        self.chunks
+            .drain(..)
+            .filter_map(|c| match c.data {
+                Data::Shared(b) => Some(b),
+                Data::Owned(_) => None,
+            })
+            .collect()
+    }
+}

@@ -10,7 +10,8 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 export FERROLOOP_REQUIRED := 1
 
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
-	conformance conformance-update lint format bench bench-quick clean test-pythons
+	conformance conformance-update lint format bench bench-quick bench-echo loadgen clean \
+	test-pythons
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,7 @@ test: build-prod cargo-test pytest pytest-debug conformance test-pythons
 
 cargo-test: $(STAMP)
 	cargo test --quiet
+	cargo test --quiet -p ferroloop-loadgen
 
 pytest: build-prod
 	$(PYTEST) tests
@@ -60,7 +62,7 @@ conformance-update: build-prod
 
 lint: $(STAMP)
 	cargo fmt --check
-	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(VENV)/bin/ruff check python tests examples bench
 	$(VENV)/bin/ruff format --check python tests examples bench
 	$(PY) -m mypy.stubtest ferroloop._ferroloop
@@ -70,11 +72,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format python tests examples bench
 	$(VENV)/bin/ruff check --fix python tests examples bench
 
-bench-quick: build-prod
-	$(PY) bench/micro.py --quick --markdown
+# The echo suite's load generator (bench/loadgen), a Rust workspace member.
+loadgen:
+	cargo build --release --quiet -p ferroloop-loadgen
 
-bench: build-prod
+bench-quick: build-prod loadgen
+	$(PY) bench/micro.py --quick --markdown
+	$(PY) bench/echo.py --quick --markdown
+
+bench: build-prod loadgen
 	$(PY) bench/micro.py --markdown --json bench/results/micro.json --readme README.md
+	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json
+
+bench-echo: build-prod loadgen
+	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json
 
 clean:
 	cargo clean

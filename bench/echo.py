@@ -1,0 +1,383 @@
+"""Echo benchmark: asyncio vs ferroloop vs uvloop servers under a Rust load generator.
+
+Method (details in bench/README.md): every row (server style x transport x message size x
+connections) runs on every loop in turn, in rounds (the starting loop rotates each round);
+each measurement is a fresh server process pinned to one CPU and the load generator
+(bench/loadgen, `cargo build --release -p ferroloop-loadgen`) pinned to another. The report
+gives the median requests/s over rounds, the spread (min-max), the ratios against asyncio and
+uvloop, and the server's CPU time per request.
+
+    python bench/echo.py --quick               # about 3 minutes
+    python bench/echo.py --markdown --json bench/results/echo.json --syscalls
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import serving
+from micro import cpu_model, probe, render
+
+LOOPS = ("asyncio", "ferroloop", "uvloop")  # what bench/servers/echo.py can run
+KINDS = ("sock", "streams", "protocol")
+TRANSPORTS = ("tcp", "unix")
+SIZES = (1024, 10 * 1024, 100 * 1024)
+CONNECTIONS = (1, 64)
+# --quick: the 1 KiB rows (latency-bound at 1 connection, loop-overhead-bound at 64) and
+# 100 KiB at 64 connections (the buffering paths), 3 rounds of short runs.
+QUICK_SHAPES = ((1024, 1), (1024, 64), (100 * 1024, 64))
+# (warm-up, measured) seconds per measurement
+TIMING = {"full": (0.5, 1.5), "quick": (0.25, 0.6)}
+ROUNDS = {"full": 3, "quick": 3}
+# Syscall counts: the difference between two runs of SYSCALL_BASE and SYSCALL_BASE +
+# SYSCALL_REQUESTS exchanges, so the interpreter's start-up and shutdown cancel out.
+SYSCALL_BASE, SYSCALL_REQUESTS = 100, 1000
+# Above this share of a window on a CPU, the load generator may be what limits a figure.
+CLIENT_BUSY = 0.9
+
+
+def size_name(n):
+    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
+
+
+def fmt_rate(v):
+    return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
+
+
+def fmt_num(v):
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir):
+    """{row: {loop: [measurement, ...]}}, interleaved: each round runs each row on every loop,
+    the first loop rotating. A (loop, style, transport) found n/a is not retried."""
+    results = {row: {loop: [] for loop in loops} for row in rows}
+    unavailable = {}  # (loop, kind, transport): reason
+    t0 = time.monotonic()
+    for r in range(rounds):
+        order = loops[r % len(loops) :] + loops[: r % len(loops)]
+        for row in rows:
+            kind, transport, size, conns = row
+            cells = []
+            for loop in order:
+                known = unavailable.get((loop, kind, transport))
+                if known:
+                    m = {"status": "n/a", "reason": known}
+                else:
+                    m = serving.measure(loadgen, loop, *row, timing, cpus, workdir)
+                    if m["status"] == "n/a":
+                        unavailable[(loop, kind, transport)] = m["reason"]
+                results[row][loop].append(m)
+                if m["status"] == "ok":
+                    cells.append(f"{loop} {fmt_rate(m['result']['requests_per_s'])}")
+                else:
+                    cells.append(f"{loop} {m['status']}")
+                    if m["status"] == "failed":
+                        print(f"  FAILED {loop}: {m['reason']}", file=sys.stderr)
+            label = f"{kind} {transport} {size_name(size)} x{conns}"
+            print(f"round {r + 1}/{rounds} {label}: {', '.join(cells)}", file=sys.stderr)
+    print(f"{rounds} rounds in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return results
+
+
+def summarize(results, loops, target):
+    """Table rows and a JSON summary. Cells: median req/s (min-max); ratios of medians,
+    above 1 meaning the target serves more; server CPU µs per request (median)."""
+    bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
+    header = ["server", "transport", "size", "conns", *loops]
+    header += [f"{target}/{b}" for b in bases] + [f"CPU µs/req {loop}" for loop in loops]
+    rows, summary, reasons = [], [], {}
+    for (kind, transport, size, conns), per_loop in results.items():
+        med, cells, cpu_cells, entry = {}, [], [], {}
+        for loop in loops:
+            ms = per_loop[loop]
+            rates = [m["result"]["requests_per_s"] for m in ms if m["status"] == "ok"]
+            cpus = [
+                m["result"]["server_cpu_us_per_request"]
+                for m in ms
+                if m["status"] == "ok" and m["result"]["server_cpu_us_per_request"] is not None
+            ]
+            na = next((m["reason"] for m in ms if m["status"] == "n/a"), None)
+            if rates:
+                med[loop] = statistics.median(rates)
+                cells.append(
+                    f"{fmt_rate(med[loop])} ({fmt_rate(min(rates))}-{fmt_rate(max(rates))})"
+                )
+            else:
+                cells.append("n/a" if na else "failed")
+            if na:
+                reasons.setdefault((loop, na), []).append(f"{kind}/{transport}")
+            cpu = statistics.median(cpus) if cpus else None
+            cpu_cells.append(fmt_num(cpu) if cpu is not None else "-")
+            entry[loop] = {
+                "median": med.get(loop),
+                "min": min(rates, default=None),
+                "max": max(rates, default=None),
+                "cpu_us_per_request": cpu,
+                "n/a": na,
+                "measurements": ms,
+            }
+        ratios = []
+        for b in bases:
+            ok = med.get(target) and med.get(b)
+            ratios.append(f"{med[target] / med[b]:.2f}x" if ok else "-")
+        row = [kind, transport, size_name(size), str(conns), *cells, *ratios, *cpu_cells]
+        rows.append(row)
+        summary.append(
+            {"server": kind, "transport": transport, "size": size, "connections": conns}
+            | {"loops": entry}
+        )
+    notes = [
+        f"{loop} n/a ({', '.join(sorted(set(where)))}): {why}"
+        for (loop, why), where in reasons.items()
+    ]
+    busy = []
+    for (kind, transport, size, conns), per_loop in results.items():
+        share = max((client_share(m) for ms in per_loop.values() for m in ms), default=0)
+        if share > CLIENT_BUSY:
+            busy.append(f"{kind} {transport} {size_name(size)} x{conns} ({share:.0%})")
+    if busy:
+        notes.append(
+            "the load generator (mostly the kernel's loopback work, which the sender pays) was "
+            f"busy over {CLIENT_BUSY:.0%} of a window in: {', '.join(busy)}; there both CPUs "
+            "are saturated and the row compares loops less sharply"
+        )
+    return header, rows, summary, notes
+
+
+def client_share(m):
+    """Fraction of the measured window the load generator spent on a CPU."""
+    r = m.get("result") or {}
+    if m["status"] != "ok" or not r.get("client_cpu_s") or not r.get("duration_s"):
+        return 0
+    return r["client_cpu_s"] / r["duration_s"]
+
+
+def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports):
+    """Syscalls per request of each server at 1 KiB, one connection: {(kind, transport):
+    {loop: ({syscall: per request}, None) or (None, reason)}}."""
+    table = {}
+    for kind, transport in itertools.product(kinds, transports):
+        for loop in loops:
+            counts = []
+            for n in (SYSCALL_BASE, SYSCALL_BASE + SYSCALL_REQUESTS):
+                c, why = serving.count_syscalls(loadgen, loop, kind, transport, n, cpus, workdir)
+                if why:
+                    break
+                counts.append(c)
+            if why:
+                table.setdefault((kind, transport), {})[loop] = (None, why)
+                print(f"syscalls {kind} {transport} {loop}: {why}", file=sys.stderr)
+                continue
+            small, big = counts
+            per = {
+                name: (big.get(name, 0) - small.get(name, 0)) / SYSCALL_REQUESTS
+                for name in set(big) | set(small)
+            }
+            per = {k: v for k, v in per.items() if abs(v) >= 0.005}
+            table.setdefault((kind, transport), {})[loop] = (per, None)
+            print(f"syscalls {kind} {transport} {loop}: {sum(per.values()):.2f}", file=sys.stderr)
+    return table
+
+
+def syscall_rows(table, loops):
+    header = ["server", "transport", *loops]
+    rows = []
+    for (kind, transport), per_loop in table.items():
+        cells = []
+        for loop in loops:
+            per, why = per_loop.get(loop, (None, "not run"))
+            if per is None:
+                cells.append("n/a" if why.startswith("n/a") else "failed")
+                continue
+            top = sorted(per.items(), key=lambda kv: -kv[1])
+            detail = ", ".join(f"{name} {v:.2f}" for name, v in top if v >= 0.05)
+            cells.append(f"{sum(per.values()):.2f} ({detail})")
+        rows.append([kind, transport, *cells])
+    return header, rows
+
+
+def parse_list(text, allowed):
+    values = text.split(",")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise SystemExit(f"echo.py: unknown {bad}; choose from {', '.join(allowed)}")
+    return values
+
+
+def parse_ints(text, low, high):
+    values = [int(v) for v in text.split(",")]
+    if not all(low <= v <= high for v in values):
+        raise SystemExit(f"echo.py: {text}: each value must be from {low} to {high}")
+    return values
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~3 minutes")
+    p.add_argument("--rounds", type=int, help="rounds (default 3)")
+    p.add_argument("--loops", default="asyncio,ferroloop,uvloop")
+    p.add_argument("--kinds", default=",".join(KINDS), help="server styles")
+    p.add_argument("--transports", default=",".join(TRANSPORTS))
+    p.add_argument("--sizes", help="message sizes in bytes (default 1024,10240,102400)")
+    p.add_argument("--connections", help="connection counts (default 1,64)")
+    p.add_argument("--warmup", type=float, help="seconds before measuring")
+    p.add_argument("--duration", type=float, help="measured seconds")
+    p.add_argument("--target", default="ferroloop", help="loop whose ratios are reported")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--client-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="pin neither server nor client")
+    p.add_argument("--loadgen", default=serving.default_loadgen(), help="load generator binary")
+    p.add_argument("--syscalls", action="store_true", help="also count syscalls per request")
+    p.add_argument("--only-syscalls", action="store_true", help="count syscalls, nothing else")
+    p.add_argument("--json", metavar="OUT", help="write every measurement and the summary")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    p.add_argument("--readme", metavar="PATH", help="also write the tables into PATH's markers")
+    args = p.parse_args()
+
+    if not os.access(args.loadgen, os.X_OK):
+        sys.exit(
+            f"echo.py: no load generator at {args.loadgen}; "
+            "build it with `cargo build --release -p ferroloop-loadgen`"
+        )
+    mode = "quick" if args.quick else "full"
+    kinds = parse_list(args.kinds, KINDS)
+    transports = parse_list(args.transports, TRANSPORTS)
+    if args.sizes or args.connections or not args.quick:
+        sizes = parse_ints(args.sizes, 1, 64 << 20) if args.sizes else SIZES
+        conns = parse_ints(args.connections, 1, 10_000) if args.connections else CONNECTIONS
+        shapes = list(itertools.product(sizes, conns))
+    else:
+        shapes = list(QUICK_SHAPES)
+    rows = [(k, t, s, c) for (s, c) in shapes for k in kinds for t in transports]
+    warmup, duration = TIMING[mode]
+    timing = (args.warmup if args.warmup is not None else warmup, args.duration or duration)
+    rounds = args.rounds or ROUNDS[mode]
+
+    loops, versions, notes = [], {}, []
+    for name in parse_list(args.loops, LOOPS):
+        version, why = probe(name)
+        if version is None:
+            notes.append(f"{name} not importable, skipped ({why})")
+        else:
+            loops.append(name)
+            versions[name] = version
+    cpus = (None, None)
+    allowed = os.sched_getaffinity(0)
+    if not args.no_pin:
+        if {args.server_cpu, args.client_cpu} <= allowed and args.server_cpu != args.client_cpu:
+            cpus = (args.server_cpu, args.client_cpu)
+        else:
+            notes.append(
+                f"CPUs {args.server_cpu} and {args.client_cpu} not both usable: not pinned"
+            )
+    target = args.target if args.target in loops else "uvloop" if "uvloop" in loops else None
+    if target != args.target:
+        notes.append(f"{args.target} did not run; ratios are for {target or 'nothing'}")
+    for note in notes:
+        print("note:", note, file=sys.stderr)
+
+    workdir = tempfile.mkdtemp(prefix="ferroloop-echo-")  # Unix sockets, strace output
+    load = [os.getloadavg()[0]]
+    t_start = time.monotonic()
+    try:
+        results = {}
+        if not args.only_syscalls:
+            results = run_rounds(rows, loops, rounds, timing, cpus, args.loadgen, workdir)
+        syscalls = None
+        if args.syscalls or args.only_syscalls:
+            if serving.have_strace():
+                syscalls = measure_syscalls(loops, cpus, args.loadgen, workdir, kinds, transports)
+            else:
+                notes.append("strace not found (apt-get install strace): syscalls not counted")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    load.append(os.getloadavg()[0])
+
+    header, table_rows, summary, na_notes = summarize(results, loops, target)
+    notes += na_notes
+    failures = [
+        f"{loop} {' '.join(map(str, row))}: {m['reason']}"
+        for row, per_loop in results.items()
+        for loop, ms in per_loop.items()
+        for m in ms
+        if m["status"] == "failed"
+    ]
+    pin = (
+        f"server on CPU {cpus[0]}, load generator on CPU {cpus[1]}"
+        if cpus[0] is not None
+        else "not pinned"
+    )
+    meta = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "loops": versions,
+        "rounds": rounds,
+        "quick": args.quick,
+        "warmup_s": timing[0],
+        "duration_s": timing[1],
+        "pinned": {"server": cpus[0], "loadgen": cpus[1]},
+        "seconds": round(time.monotonic() - t_start, 1),
+        "loadavg_start_end": load,
+        "notes": notes,
+    }
+    caption = (
+        f"Python {meta['python']}, {meta['cpu_model']} ({meta['cpus']} CPUs), {pin}; "
+        f"{rounds} interleaved rounds of {timing[0]:g} s warm-up + {timing[1]:g} s measured, "
+        f"{time.strftime('%Y-%m-%d')}; loops: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ". Cells: requests/s, median over rounds (min–max); ratios of medians, above 1 means "
+        f"{target} serves more; CPU: server CPU time per request. Generated by `make bench`."
+    )
+    if table_rows:
+        print(f"\n{caption}")
+    print(f"\nload average {load[0]:.1f} -> {load[1]:.1f}, {meta['seconds']} s")
+    for note in notes:
+        print("note:", note)
+    text = ""
+    if table_rows:
+        text = render(header, table_rows, True)
+        print("\n" + render(header, table_rows, args.markdown))
+    if syscalls:
+        sc_header, sc_rows = syscall_rows(syscalls, loops)
+        sc_caption = (
+            "Server syscalls per request, 1 KiB, one connection, 1 ms between requests "
+            f"(`strace -f -c`; the difference between runs of {SYSCALL_BASE} and "
+            f"{SYSCALL_BASE + SYSCALL_REQUESTS} requests, so start-up and shutdown cancel out):"
+        )
+        print(f"\n{sc_caption}\n\n" + render(sc_header, sc_rows, args.markdown))
+        text += f"\n\n{sc_caption}\n\n" + render(sc_header, sc_rows, True)
+    if args.readme:
+        from readme import update_readme
+
+        update_readme(args.readme, "echo", caption + "\n\n" + text)
+    for failure in failures:
+        print("failed:", failure)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        counted = {
+            f"{k}/{t}": {loop: {"per_request": per, "error": why} for loop, (per, why) in v.items()}
+            for (k, t), v in (syscalls or {}).items()
+        }
+        with open(args.json, "w") as f:
+            json.dump(
+                {"meta": meta, "rows": summary, "syscalls": counted, "failures": failures},
+                f,
+                indent=1,
+            )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+//! Load generator for ferroloop's socket benchmarks.
+//!
+//! One thread and one edge-triggered epoll drive N connections; each runs request/response
+//! exchanges back to back (ping-pong) and every reply is checked, so the figures are the
+//! server's and a broken server cannot look fast. Per exchange the client makes about three
+//! system calls (send, wait, receive) and no allocation, so it stays far from being the
+//! bottleneck of a Python server on another CPU.
+
+pub mod args;
+pub mod conn;
+pub mod exchange;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod sys;
+
+#[cfg(test)]
+mod tests;

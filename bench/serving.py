@@ -1,0 +1,169 @@
+"""Process plumbing for the echo benchmark: a server, the load generator, strace.
+
+Each measurement starts `bench/servers/echo.py` in a fresh interpreter, waits for its
+`READY <address> pid=<pid>` line, runs the Rust load generator against it, then stops it with
+SIGTERM. A server that reports `NOTIMPL` (its loop lacks a method the style needs) makes the
+measurement "n/a" with that reason rather than a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = os.path.join(HERE, "servers", "echo.py")
+READY_TIMEOUT = 30  # seconds for an interpreter to import its loop and listen
+STOP_TIMEOUT = 10
+LOADGEN_SLACK = 30  # seconds a load generator may take beyond its warm-up and duration
+# Under strace the server runs many times slower, so back-to-back requests would already be
+# queued whenever it looks, and it would skip the wait (and syscalls) it makes at full
+# speed. A pause between exchanges lets it go idle before each request, as it does then.
+SYSCALL_PAUSE = 0.001
+
+
+def default_loadgen():
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(HERE), "target")
+    return os.path.join(target, "release", "loadgen")
+
+
+class Server:
+    """One echo server process; `address` and `pid` are None if it never became ready."""
+
+    def __init__(self, loop, kind, transport, cpu, workdir, prefix=()):
+        if transport == "tcp":
+            where = ["--tcp", "127.0.0.1:0"]
+        else:
+            where = ["--unix", os.path.join(workdir, f"{loop}-{kind}.sock")]
+        pin = ["--cpu", str(cpu)] if cpu is not None else []
+        cmd = [*prefix, sys.executable, SERVER, "--loop", loop, "--kind", kind, *where, *pin]
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: it never blocks the server
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr)
+        self.address = self.pid = None
+        line = self._first_line(READY_TIMEOUT)
+        if line.startswith("READY "):
+            _, self.address, pid = line.split()
+            self.pid = int(pid.removeprefix("pid="))
+
+    def _first_line(self, timeout):
+        deadline, buf = time.monotonic() + timeout, b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                return ""
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:  # exited before listening
+                return ""
+            buf += chunk
+        return buf.split(b"\n", 1)[0].decode(errors="replace")
+
+    def stop(self):
+        """SIGTERM (to the interpreter, not a wrapper such as strace), then wait; returns
+        (exit code, NOTIMPL message or None, last line of stderr)."""
+        try:
+            os.kill(self.pid or self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            code = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc.stdout.close()
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        self.stderr.close()
+        notimpl = next((ln[8:] for ln in lines if ln.startswith("NOTIMPL ")), None)
+        return code, notimpl, (lines[-1] if lines else "")
+
+
+def run_loadgen(loadgen, address, args, cpu, budget):
+    """Returns (parsed JSON or None, error message or None)."""
+    cmd = [loadgen, "--target", address, *map(str, args)]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget + LOADGEN_SLACK)
+    except subprocess.TimeoutExpired:
+        return None, "load generator timed out"
+    result = None
+    if proc.stdout.strip():
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc.returncode:
+        why = result and result.get("error_messages")
+        return result, "; ".join(why) if why else proc.stderr.strip() or f"exit {proc.returncode}"
+    return result, None
+
+
+def measure(loadgen, loop, kind, transport, size, conns, timing, cpus, workdir):
+    """One throughput measurement: {"status": "ok", "result": loadgen JSON} or
+    {"status": "n/a" | "failed", "reason": ...}."""
+    warmup, duration = timing
+    server_cpu, client_cpu = cpus
+    srv = Server(loop, kind, transport, server_cpu, workdir)
+    result = err = None
+    try:
+        if srv.address:
+            args = ["--connections", conns, "--size", size, "--warmup", warmup]
+            args += ["--duration", duration, "--server-pid", srv.pid]
+            result, err = run_loadgen(loadgen, srv.address, args, client_cpu, warmup + duration)
+    finally:
+        code, notimpl, tail = srv.stop()
+    if notimpl:
+        return {"status": "n/a", "reason": notimpl}
+    if not srv.address:
+        return {"status": "failed", "reason": f"server did not start: {tail or f'exit {code}'}"}
+    if err:
+        return {"status": "failed", "reason": err + (f" (server: {tail})" if tail else "")}
+    if code:
+        result["server_exit"] = code  # served fine, stopped badly: kept, and noted
+    return {"status": "ok", "result": result}
+
+
+def have_strace():
+    return shutil.which("strace") is not None
+
+
+def count_syscalls(loadgen, loop, kind, transport, requests, cpus, workdir):
+    """Runs the server under `strace -f -c` for exactly `requests` exchanges (1 KiB, one
+    connection, SYSCALL_PAUSE apart); returns ({syscall: calls}, None) or (None, reason).
+    The counts include start-up and shutdown: the caller subtracts a run with fewer requests."""
+    out = os.path.join(workdir, f"strace-{loop}-{kind}-{transport}-{requests}.txt")
+    server_cpu, client_cpu = cpus
+    srv = Server(
+        loop, kind, transport, server_cpu, workdir, prefix=("strace", "-f", "-c", "-o", out)
+    )
+    err = None
+    try:
+        if srv.address:
+            args = ["--connections", 1, "--size", 1024, "--requests", requests]
+            args += ["--pause-us", int(SYSCALL_PAUSE * 1e6)]
+            _, err = run_loadgen(loadgen, srv.address, args, client_cpu, requests * SYSCALL_PAUSE)
+    finally:
+        code, notimpl, tail = srv.stop()
+    if notimpl:
+        return None, f"n/a: {notimpl}"
+    if not srv.address:
+        return None, f"server did not start under strace: {tail or f'exit {code}'}"
+    if err:
+        return None, err
+    with open(out) as f:
+        return parse_strace(f.read()), None
+
+
+def parse_strace(text):
+    """{syscall: calls} from `strace -c` output (columns: % time, seconds, usecs/call, calls,
+    errors, syscall; the errors column may be blank)."""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = counts.get(fields[-1], 0) + int(fields[3])
+    return counts

@@ -109,16 +109,16 @@ class LoopCore:
     def _run_forever_core(self) -> None: ...
     def _close_core(self) -> None: ...
 
-@disjoint_base
+@final
 class SocketTransportCore:
     """The native part of the TCP/Unix stream transport."""
 
     def __new__(
         cls,
+        owner: asyncio.Transport,
         event_loop: LoopCore,
         sock: Any,
         protocol: asyncio.BaseProtocol,
-        waiter: asyncio.Future[None] | None = None,
         extra: Any = None,
         server: Any = None,
     ) -> SocketTransportCore: ...

@@ -122,32 +122,6 @@ class SocketAPI:
 
             logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
-    async def _sendfile_fallback(self, transp: Any, file: Any, offset: int, count: Any) -> int:
-        # asyncio's own fallback insists on its Python transport base class.
-        if offset:
-            file.seek(offset)
-        blocksize = min(count, 16384) if count else 16384
-        buf = bytearray(blocksize)
-        total_sent = 0
-        writer = _FallbackWriter(transp)
-        try:
-            while True:
-                if count:
-                    blocksize = min(count - total_sent, blocksize)
-                    if blocksize <= 0:
-                        return total_sent
-                view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)  # type: ignore[attr-defined]
-                if not read:
-                    return total_sent
-                await writer.drain()
-                transp.write(view[:read])
-                total_sent += read
-        finally:
-            if total_sent > 0 and hasattr(file, "seek"):
-                file.seek(offset + total_sent)
-            writer.restore()
-
     async def _create_connection_transport(
         self, sock: Any, protocol_factory: Any, ssl: Any, *args: Any, **kwargs: Any
     ) -> Any:
@@ -249,61 +223,6 @@ def _refuse_tls_server(server: Any, ssl: Any) -> Any:
         server.close()
         raise NotImplementedError(_TLS_NOT_YET)
     return server
-
-
-class _FallbackWriter:
-    """Stands in for the transport's protocol while ``loop.sendfile`` copies a
-    file through ``write()``: reading is paused, and pause/resume_writing
-    become a future the copy loop waits on."""
-
-    def __init__(self, transp: Any) -> None:
-        self._transport = transp
-        self._proto = transp.get_protocol()
-        self._should_resume_reading = transp.is_reading()
-        self._should_resume_writing = transp._protocol_paused
-        self._ready: Any = transp._loop.create_future() if self._should_resume_writing else None
-        transp.pause_reading()
-        transp.set_protocol(self)
-
-    async def drain(self) -> None:
-        if self._transport.is_closing():
-            raise ConnectionError("Connection closed by peer")
-        if self._ready is not None:
-            await self._ready
-
-    def pause_writing(self) -> None:
-        if self._ready is None:
-            self._ready = self._transport._loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._ready is not None:
-            self._ready.set_result(False)
-            self._ready = None
-
-    def connection_made(self, transport: Any) -> None:
-        raise RuntimeError("Invalid state: connection should have been established already.")
-
-    def data_received(self, data: bytes) -> None:
-        raise RuntimeError("Invalid state: reading should be paused")
-
-    def eof_received(self) -> None:
-        raise RuntimeError("Invalid state: reading should be paused")
-
-    def connection_lost(self, exc: Any) -> None:
-        if self._ready is not None:
-            self._ready.set_exception(
-                exc if exc is not None else ConnectionError("Connection is closed by peer")
-            )
-        self._proto.connection_lost(exc)
-
-    def restore(self) -> None:
-        self._transport.set_protocol(self._proto)
-        if self._should_resume_reading:
-            self._transport.resume_reading()
-        if self._ready is not None:
-            self._ready.cancel()
-        if self._should_resume_writing:
-            self._proto.resume_writing()
 
 
 def _borrow(source: type, names: tuple[str, ...]) -> None:

@@ -1,27 +1,45 @@
-"""The socket transport's Python side: wiring done once per connection.
+"""The socket transport: an ``asyncio.Transport`` whose work is native.
 
-Reading, writing, buffering and flow control are native
-(``_ferroloop.SocketTransportCore``). What happens once per connection stays
-here, in the same order asyncio's selector transport does it: the extra info,
-registration with the server and the loop, ``TCP_NODELAY``, then
-``connection_made``, reading, and the waiter, each as a loop callback.
+Reading, writing, buffering and flow control happen in
+``_ferroloop.SocketTransportCore``; this class is what protocols, streams and
+servers hold. It derives from asyncio's transport classes, so
+``isinstance(transport, asyncio.Transport)`` holds and asyncio's own helpers
+that expect its flow-control base (``loop.sendfile``'s fallback) accept it.
+
+What happens once per connection stays here, in the order asyncio's selector
+transport does it: the extra info, registration with the server and the loop,
+``TCP_NODELAY``, then ``connection_made``, reading, and the waiter, each as a
+loop callback.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from asyncio import base_events, constants, futures, trsock
+from asyncio import base_events, constants, futures, transports, trsock
 from typing import Any
 
-from . import _ferroloop
+from ._ferroloop import SocketTransportCore
 
 # 3.13's Server keeps its transports (for close_clients); older ones count them.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
 
-class SocketTransport(_ferroloop.SocketTransportCore):
-    """A TCP or Unix stream transport (``asyncio.Transport``'s interface)."""
+def _forward(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._core, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(SocketTransportCore, name).__doc__
+    return method
+
+
+def _state(name: str) -> property:
+    return property(lambda self: getattr(self._core, name))
+
+
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """A TCP or Unix stream transport."""
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -35,7 +53,13 @@ class SocketTransport(_ferroloop.SocketTransportCore):
         extra: Any = None,
         server: Any = None,
     ) -> None:
-        info = self._extra
+        core = SocketTransportCore(self, loop, sock, protocol, extra, server)
+        self._core = core
+        # The calls made per message skip a Python frame: the instance
+        # attribute is the native method itself.
+        self.write = core.write
+        self.is_closing = core.is_closing
+        info = core._extra
         info["socket"] = trsock.TransportSocket(sock)
         try:
             info["sockname"] = sock.getsockname()
@@ -51,34 +75,73 @@ class SocketTransport(_ferroloop.SocketTransportCore):
                 server._attach(self)
             else:
                 server._attach()
-        loop._transports[self._sock_fd] = self
+        loop._transports[core._sock_fd] = self
         base_events._set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
-        loop.call_soon(self._start_reading)
+        loop.call_soon(core._start_reading)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
+    write = _forward("write")
+    writelines = _forward("writelines")
+    write_eof = _forward("write_eof")
+    can_write_eof = _forward("can_write_eof")
+    close = _forward("close")
+    abort = _forward("abort")
+    is_closing = _forward("is_closing")
+    is_reading = _forward("is_reading")
+    pause_reading = _forward("pause_reading")
+    resume_reading = _forward("resume_reading")
+    get_protocol = _forward("get_protocol")
+    set_protocol = _forward("set_protocol")
+    get_extra_info = _forward("get_extra_info")
+    get_write_buffer_size = _forward("get_write_buffer_size")
+    get_write_buffer_limits = _forward("get_write_buffer_limits")
+    set_write_buffer_limits = _forward("set_write_buffer_limits")
+    _force_close = _forward("_force_close")
+    _fatal_error = _forward("_fatal_error")
+    _call_connection_lost = _forward("_call_connection_lost")
+    _make_empty_waiter = _forward("_make_empty_waiter")
+    _reset_empty_waiter = _forward("_reset_empty_waiter")
+
+    # asyncio's transport attributes, read from the native state (they
+    # replace the slots of asyncio's base classes, which stay unused).
+    _loop = _state("_loop")  # type: ignore[assignment]
+    _extra = _state("_extra")  # type: ignore[assignment]
+    _protocol_paused = _state("_protocol_paused")  # type: ignore[assignment]
+    _sock = _state("_sock")
+    _sock_fd = _state("_sock_fd")
+    _protocol = _state("_protocol")
+    _server = _state("_server")
+    _closing = _state("_closing")
+    _conn_lost = _state("_conn_lost")
+    _paused = _state("_paused")
+    _eof = _state("_eof")
+    _empty_waiter = _state("_empty_waiter")
+
     def __repr__(self) -> str:
+        core = self._core
         info = [type(self).__name__]
-        if self._sock is None:
+        if core._sock is None:
             info.append("closed")
-        elif self._closing:
+        elif core._closing:
             info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        loop = self._loop
+        info.append(f"fd={core._sock_fd}")
+        loop = core._loop
         if loop is not None and not loop.is_closed():
-            reading, writing = loop._io_state(self._sock_fd)
+            reading, writing = loop._io_state(core._sock_fd)
             info.append("read=polling" if reading else "read=idle")
             state = "polling" if writing else "idle"
-            info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
+            info.append(f"write=<{state}, bufsize={core.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        sock = self._sock
+        core = self.__dict__.get("_core")
+        sock = core._sock if core is not None else None
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             sock.close()
-            server = self._server
+            server = core._server
             if server is not None and _SERVER_TRACKS_TRANSPORTS:
                 server._detach(self)

@@ -39,6 +39,9 @@ const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 const LOG_LOST_WRITES_FROM: u32 = 5;
 
 struct Inner {
+    /// The Python transport object this is the core of: what protocols,
+    /// servers and error reports see as "the transport".
+    owner: Option<Py<PyAny>>,
     event_loop: Option<Py<LoopCore>>,
     /// The socket object; `None` once `connection_lost` has closed it.
     sock: Option<Py<PyAny>>,
@@ -72,6 +75,7 @@ impl Default for Inner {
     /// A transport with no connection: what `__clear__` leaves behind.
     fn default() -> Self {
         Inner {
+            owner: None,
             event_loop: None,
             sock: None,
             fd: -1,
@@ -94,10 +98,11 @@ impl Default for Inner {
     }
 }
 
-/// The native part of `ferroloop`'s socket transport. The Python subclass
-/// (`ferroloop._transports.SocketTransport`) adds construction-time wiring,
+/// The native part of `ferroloop`'s socket transport. The Python transport
+/// (`ferroloop._transports.SocketTransport`, an `asyncio.Transport`) owns one
+/// and forwards its methods here; it adds the construction-time wiring,
 /// `__repr__` and the unclosed-transport warning.
-#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct SocketTransportCore {
     inner: GilCell<Inner>,
 }
@@ -130,7 +135,7 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
     let context = PyDict::new(py);
     context.set_item("message", message)?;
     context.set_item("exception", err.into_value(py))?;
-    context.set_item("transport", slf)?;
+    context.set_item("transport", slf.get().owner(py, slf))?;
     context.set_item("protocol", protocol)?;
     event_loop
         .bind(py)
@@ -139,6 +144,14 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
 }
 
 impl SocketTransportCore {
+    /// The Python transport (or this core, before one is attached).
+    fn owner<'py>(&self, py: Python<'py>, slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        match self.inner.borrow(py).owner.as_ref() {
+            Some(owner) => owner.bind(py).clone(),
+            None => slf.clone().into_any(),
+        }
+    }
+
     fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         self.inner.borrow(py).event_loop.as_ref().map(|l| l.clone_ref(py))
     }
@@ -194,7 +207,8 @@ impl SocketTransportCore {
             )
         };
         if let Some(event_loop) = event_loop {
-            helpers::report_transport_error(py)?.call1((event_loop, slf, protocol, &exc, message))?;
+            let owner = slf.get().owner(py, slf);
+            helpers::report_transport_error(py)?.call1((event_loop, owner, protocol, &exc, message))?;
         }
         SocketTransportCore::force_close(slf, Some(exc))
     }
@@ -277,7 +291,7 @@ impl SocketTransportCore {
     fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         if slf.get().debug(py) {
-            helpers::log_debug(py)?.call1(("%r received EOF", slf))?;
+            helpers::log_debug(py)?.call1(("%r received EOF", slf.get().owner(py, slf)))?;
         }
         let keep_open = match protocol.call_method0(intern!(py, "eof_received")) {
             Ok(v) => v,
@@ -419,17 +433,16 @@ fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pymethods]
 impl SocketTransportCore {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, waiter = None, extra = None, server = None))]
+    #[pyo3(signature = (owner, event_loop, sock, protocol, extra = None, server = None))]
     fn new(
+        owner: &Bound<'_, PyAny>,
         event_loop: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         protocol: &Bound<'_, PyAny>,
-        waiter: Option<&Bound<'_, PyAny>>,
         extra: Option<&Bound<'_, PyAny>>,
         server: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let py = sock.py();
-        let _ = waiter;
         let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         let extra_dict = PyDict::new(py);
@@ -439,6 +452,7 @@ impl SocketTransportCore {
         let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
         Ok(SocketTransportCore {
             inner: GilCell::new(Inner {
+                owner: Some(owner.clone().unbind()),
                 event_loop: Some(event_loop),
                 sock: Some(sock.clone().unbind()),
                 fd,
@@ -676,11 +690,16 @@ impl SocketTransportCore {
         if let Some(server) = server {
             // 3.13's Server tracks its transports; older ones only count them.
             if py.version_info() >= (3, 13) {
-                server.bind(py).call_method1(intern!(py, "_detach"), (slf,))?;
+                server
+                    .bind(py)
+                    .call_method1(intern!(py, "_detach"), (this.owner(py, slf),))?;
             } else {
                 server.bind(py).call_method0(intern!(py, "_detach"))?;
             }
         }
+        // The Python transport keeps its core; the core lets go of it.
+        let owner = this.inner.borrow_mut(py).owner.take();
+        drop(owner);
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
             if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -711,7 +730,7 @@ impl SocketTransportCore {
         this.inner.borrow_mut(py).paused = true;
         this.remove_side(py, Side::Read)?;
         if this.debug(py) {
-            helpers::log_debug(py)?.call1(("%r pauses reading", slf))?;
+            helpers::log_debug(py)?.call1(("%r pauses reading", this.owner(py, slf)))?;
         }
         Ok(())
     }
@@ -729,7 +748,7 @@ impl SocketTransportCore {
         }
         SocketTransportCore::_start_reading(slf)?;
         if this.debug(py) {
-            helpers::log_debug(py)?.call1(("%r resumes reading", slf))?;
+            helpers::log_debug(py)?.call1(("%r resumes reading", this.owner(py, slf)))?;
         }
         Ok(())
     }
@@ -892,6 +911,7 @@ impl SocketTransportCore {
         let Some(st) = self.inner.try_borrow_unguarded() else {
             return Ok(());
         };
+        visit.call(&st.owner)?;
         visit.call(&st.event_loop)?;
         visit.call(&st.sock)?;
         visit.call(&st.protocol)?;

@@ -121,7 +121,8 @@ def measure(loadgen, loop, kind, transport, size, conns, timing, cpus, workdir):
     if not srv.address:
         return {"status": "failed", "reason": f"server did not start: {tail or f'exit {code}'}"}
     if err:
-        return {"status": "failed", "reason": err + (f" (server: {tail})" if tail else "")}
+        server = f"exit {code}" + (f", {tail}" if tail else "")  # 0 after SIGTERM: it lived
+        return {"status": "failed", "reason": f"{err} (server: {server})"}
     if code:
         result["server_exit"] = code  # served fine, stopped badly: kept, and noted
     return {"status": "ok", "result": result}

@@ -96,6 +96,9 @@ pub struct LoopCore {
     pub(crate) woken: AtomicBool,
     /// Iterations run, for spacing out signal checks.
     pub(crate) iterations: AtomicU64,
+    /// The last poll queued I/O handles, so the callbacks they schedule can
+    /// run without another zero-timeout poll first (see `poll`).
+    pub(crate) io_just_polled: AtomicBool,
 }
 
 impl LoopCore {
@@ -240,6 +243,17 @@ impl LoopCore {
                 return Err(err);
             }
         }
+        // An I/O callback typically wakes a task, which runs in the next
+        // iteration. Polling again (with a zero timeout, because that task is
+        // ready) right before it would be a system call that can find only
+        // what arrived in the last few microseconds, so it is skipped once:
+        // the iteration after the one that ran I/O handles goes straight to
+        // its callbacks. Every other iteration polls, so I/O is never delayed
+        // by more than one iteration, however busy the loop is.
+        if timeout == Some(0) && self.io_just_polled.swap(false, Ordering::Relaxed) {
+            self.polling.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
         let (epfd, mut events) = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {
@@ -283,6 +297,7 @@ impl LoopCore {
             }
         };
         let mut stale: Vec<(i32, readers::Side)> = Vec::new();
+        let mut queued = false;
         {
             let mut guard = self.state.borrow_mut(py);
             let st = &mut *guard;
@@ -302,11 +317,13 @@ impl LoopCore {
                         stale.push((fd, side));
                     } else {
                         st.ready.push_back(handle.clone_ref(py));
+                        queued = true;
                     }
                 }
             }
             st.events = events;
         }
+        self.io_just_polled.store(queued, Ordering::Relaxed);
         if !stale.is_empty() {
             let sys = self.sys.borrow(py);
             let mut gone = Vec::new();
@@ -467,6 +484,7 @@ impl LoopCore {
             polling: AtomicBool::new(false),
             woken: AtomicBool::new(false),
             iterations: AtomicU64::new(0),
+            io_just_polled: AtomicBool::new(false),
         })
     }
 

@@ -34,7 +34,7 @@ PREFIX = "test.test_asyncio."
 OUTCOMES = ("pass", "fail", "error", "skip", "expectedFailure", "unexpectedSuccess")
 LOOPS = ("asyncio", "ferroloop")
 
-# The foundation set; a module this interpreter lacks is skipped (e.g. test_timeouts on 3.10).
+# The foundation and socket sets; a module this interpreter lacks is skipped (e.g. test_timeouts on 3.10).
 DEFAULT_MODULES = [
     "test_futures",
     "test_futures2",
@@ -49,6 +49,12 @@ DEFAULT_MODULES = [
     "test_waitfor",
     "test_threads",
     "test_events",
+    "test_sock_lowlevel",
+    "test_streams",
+    "test_server",
+    "test_sendfile",
+    "test_buffered_proto",
+    "test_protocols",
 ]
 # Longest first, so that two workers finish together.
 SLOW_FIRST = ["test_tasks", "test_events", "test_taskgroups", "test_futures"]

@@ -82,10 +82,10 @@ bench-quick: build-prod loadgen
 
 bench: build-prod loadgen
 	$(PY) bench/micro.py --markdown --json bench/results/micro.json --readme README.md
-	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json
+	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
 
 bench-echo: build-prod loadgen
-	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json
+	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
 
 clean:
 	cargo clean

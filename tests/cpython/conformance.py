@@ -34,7 +34,8 @@ PREFIX = "test.test_asyncio."
 OUTCOMES = ("pass", "fail", "error", "skip", "expectedFailure", "unexpectedSuccess")
 LOOPS = ("asyncio", "ferroloop")
 
-# The foundation and socket sets; a module this interpreter lacks is skipped (e.g. test_timeouts on 3.10).
+# The foundation and socket sets; a module this interpreter lacks is skipped
+# (e.g. test_timeouts on 3.10).
 DEFAULT_MODULES = [
     "test_futures",
     "test_futures2",

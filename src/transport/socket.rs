@@ -3,7 +3,7 @@
 //! Behaviour follows asyncio's selector transport point by point (the same
 //! error messages, the same order of protocol calls, `connection_lost` once);
 //! the difference is that the per-event work runs here:
-//! - a readable event reads once (up to 256 KiB) and hands the bytes to
+//! - a readable event reads once (up to 64 KiB, see `read_buffer`) and hands the bytes to
 //!   `data_received`, or reads straight into a `BufferedProtocol`'s buffer;
 //! - `write()` sends at once and buffers only what the kernel did not take;
 //!   write interest is registered only while the buffer is non-empty;

@@ -43,7 +43,6 @@ def _args(name: str, sock: socket.socket, server: socket.socket):
 
 
 METHODS = [
-    "create_datagram_endpoint",
     "connect_read_pipe",
     "connect_write_pipe",
     "subprocess_exec",

@@ -16,7 +16,7 @@ import os
 from asyncio import base_events, futures, selector_events, unix_events
 from typing import Any
 
-from ._transports import SocketTransport
+from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
 
@@ -73,6 +73,11 @@ class SocketAPI:
         self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
     ) -> SocketTransport:
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(
+        self, sock: Any, protocol: Any, address: Any = None, waiter: Any = None, extra: Any = None
+    ) -> DatagramTransport:
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(self, rawsock: Any, *args: Any, **kwargs: Any) -> Any:
         # Only reachable through a server that is being refused (see

@@ -1,8 +1,8 @@
-"""The socket transport: an ``asyncio.Transport`` whose work is native.
+"""The socket transports: ``asyncio`` transports whose work is native.
 
 Reading, writing, buffering and flow control happen in
-``_ferroloop.SocketTransportCore``; this class is what protocols, streams and
-servers hold. It derives from asyncio's transport classes, so
+``_ferroloop.SocketTransportCore``; the classes here are what protocols,
+streams and servers hold. They derive from asyncio's transport classes, so
 ``isinstance(transport, asyncio.Transport)`` holds and asyncio's own helpers
 that expect its flow-control base (``loop.sendfile``'s fallback) accept it.
 
@@ -38,27 +38,17 @@ def _state(name: str) -> property:
     return property(lambda self: getattr(self._core, name))
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
-    """A TCP or Unix stream transport."""
+class _NativeTransport:
+    """What the stream and datagram transports share: the native core, the
+    calls forwarded to it, asyncio's private attributes read from it, the
+    repr and the unclosed-transport warning."""
 
-    _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _core: SocketTransportCore
 
-    def __init__(
-        self,
-        loop: Any,
-        sock: Any,
-        protocol: Any,
-        waiter: Any = None,
-        extra: Any = None,
-        server: Any = None,
-    ) -> None:
-        core = SocketTransportCore(self, loop, sock, protocol, extra, server)
-        self._core = core
-        # The calls made per message skip a Python frame: the instance
-        # attribute is the native method itself.
-        self.write = core.write
-        self.is_closing = core.is_closing
+    def _wire(self, loop: Any, sock: Any, protocol: Any, waiter: Any) -> None:
+        # Same order as asyncio: extra info, registration, connection_made,
+        # reading (only once connection_made() has run), the waiter.
+        core = self._core
         info = core._extra
         info["socket"] = trsock.TransportSocket(sock)
         try:
@@ -70,23 +60,12 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 info["peername"] = sock.getpeername()
             except OSError:
                 info["peername"] = None
-        if server is not None:
-            if _SERVER_TRACKS_TRANSPORTS:
-                server._attach(self)
-            else:
-                server._attach()
         loop._transports[core._sock_fd] = self
-        base_events._set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
-        # Reading starts only once connection_made() has run.
         loop.call_soon(core._start_reading)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
-    write = _forward("write")
-    writelines = _forward("writelines")
-    write_eof = _forward("write_eof")
-    can_write_eof = _forward("can_write_eof")
     close = _forward("close")
     abort = _forward("abort")
     is_closing = _forward("is_closing")
@@ -102,14 +81,12 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     _force_close = _forward("_force_close")
     _fatal_error = _forward("_fatal_error")
     _call_connection_lost = _forward("_call_connection_lost")
-    _make_empty_waiter = _forward("_make_empty_waiter")
-    _reset_empty_waiter = _forward("_reset_empty_waiter")
 
     # asyncio's transport attributes, read from the native state (they
     # replace the slots of asyncio's base classes, which stay unused).
-    _loop = _state("_loop")  # type: ignore[assignment]
-    _extra = _state("_extra")  # type: ignore[assignment]
-    _protocol_paused = _state("_protocol_paused")  # type: ignore[assignment]
+    _loop = _state("_loop")
+    _extra = _state("_extra")
+    _protocol_paused = _state("_protocol_paused")
     _sock = _state("_sock")
     _sock_fd = _state("_sock_fd")
     _protocol = _state("_protocol")
@@ -117,8 +94,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     _closing = _state("_closing")
     _conn_lost = _state("_conn_lost")
     _paused = _state("_paused")
-    _eof = _state("_eof")
-    _empty_waiter = _state("_empty_waiter")
 
     def __repr__(self) -> str:
         core = self._core
@@ -145,3 +120,67 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             server = core._server
             if server is not None and _SERVER_TRACKS_TRANSPORTS:
                 server._detach(self)
+
+
+class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports.Transport):
+    """A TCP or Unix stream transport."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: Any,
+        protocol: Any,
+        waiter: Any = None,
+        extra: Any = None,
+        server: Any = None,
+    ) -> None:
+        core = SocketTransportCore(self, loop, sock, protocol, extra, server)
+        self._core = core
+        # The calls made per message skip a Python frame: the instance
+        # attribute is the native method itself.
+        self.write = core.write
+        self.is_closing = core.is_closing
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+        base_events._set_nodelay(sock)
+        self._wire(loop, sock, protocol, waiter)
+
+    write = _forward("write")
+    writelines = _forward("writelines")
+    write_eof = _forward("write_eof")
+    can_write_eof = _forward("can_write_eof")
+    _make_empty_waiter = _forward("_make_empty_waiter")
+    _reset_empty_waiter = _forward("_reset_empty_waiter")
+    _eof = _state("_eof")
+    _empty_waiter = _state("_empty_waiter")
+
+
+class DatagramTransport(
+    _NativeTransport, transports._FlowControlMixin, transports.DatagramTransport
+):
+    """A UDP or Unix datagram transport."""
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: Any,
+        protocol: Any,
+        address: Any = None,
+        waiter: Any = None,
+        extra: Any = None,
+    ) -> None:
+        core = SocketTransportCore(
+            self, loop, sock, protocol, extra, None, datagram_address=address, datagram=True
+        )
+        self._core = core
+        self._address = address
+        self.sendto = core.sendto
+        self._wire(loop, sock, protocol, waiter)
+
+    sendto = _forward("sendto")

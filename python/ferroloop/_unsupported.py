@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 _NOT_YET = (
-    "create_datagram_endpoint",
     "connect_read_pipe",
     "connect_write_pipe",
     "subprocess_exec",

@@ -53,6 +53,30 @@ pub fn shutdown_write(fd: RawFd) -> Result<(), Errno> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
+/// A peer address as the kernel reports it.
+pub struct SockAddr {
+    pub storage: libc::sockaddr_storage,
+    pub len: libc::socklen_t,
+}
+
+/// `recvfrom(fd, buf, len, 0)`: bytes read and who sent them.
+pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, SockAddr), Errno> {
+    // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` is writable for its length; `storage`/`len` describe a
+    // writable buffer big enough for any address.
+    let n = syscall!(recvfrom(
+        fd,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        0,
+        (&mut storage as *mut libc::sockaddr_storage).cast(),
+        &mut len
+    ))?;
+    Ok((n as usize, SockAddr { storage, len }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Transports: the per-connection state machines that move bytes between
 //! sockets and protocols.
 
+mod datagram;
 pub mod read_buffer;
 pub mod socket;
 mod write_buffer;

@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::datagram::DatagramQueue;
 use super::read_buffer::{recv_bytes, READ_SIZE};
 use super::write_buffer::WriteBuffer;
 use crate::errors::os_error;
@@ -38,37 +39,66 @@ const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOG_LOST_WRITES_FROM: u32 = 5;
 
-struct Inner {
+pub(super) struct Inner {
     /// The Python transport object this is the core of: what protocols,
     /// servers and error reports see as "the transport".
-    owner: Option<Py<PyAny>>,
-    event_loop: Option<Py<LoopCore>>,
+    pub(super) owner: Option<Py<PyAny>>,
+    pub(super) event_loop: Option<Py<LoopCore>>,
     /// The socket object; `None` once `connection_lost` has closed it.
-    sock: Option<Py<PyAny>>,
-    fd: RawFd,
-    protocol: Option<Py<PyAny>>,
+    pub(super) sock: Option<Py<PyAny>>,
+    pub(super) fd: RawFd,
+    pub(super) protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`.
-    buffered: bool,
-    protocol_connected: bool,
-    server: Option<Py<PyAny>>,
-    extra: Option<Py<PyDict>>,
-    buffer: WriteBuffer,
+    pub(super) buffered: bool,
+    pub(super) protocol_connected: bool,
+    pub(super) server: Option<Py<PyAny>>,
+    pub(super) extra: Option<Py<PyDict>>,
+    pub(super) buffer: WriteBuffer,
     /// Non-zero once `connection_lost` is scheduled; counts later writes.
-    conn_lost: u32,
+    pub(super) conn_lost: u32,
     /// `connection_lost` ran.
-    lost: bool,
+    pub(super) lost: bool,
     /// `close()` or a fatal error: no more reading, close after flushing.
-    closing: bool,
+    pub(super) closing: bool,
     /// `pause_reading()` is in effect.
-    paused: bool,
+    pub(super) paused: bool,
     /// `write_eof()` was called.
-    eof: bool,
+    pub(super) eof: bool,
     /// The protocol was told to pause writing.
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    pub(super) protocol_paused: bool,
+    pub(super) high_water: usize,
+    pub(super) low_water: usize,
     /// The future `loop.sendfile` waits on until the buffer is empty.
-    empty_waiter: Option<Py<PyAny>>,
+    pub(super) empty_waiter: Option<Py<PyAny>>,
+    /// Unsent datagrams; `Some` exactly for datagram transports.
+    pub(super) datagrams: Option<DatagramQueue>,
+}
+
+impl Inner {
+    /// Bytes accepted but not sent yet, as `get_write_buffer_size` counts them.
+    pub(super) fn pending_len(&self) -> usize {
+        match &self.datagrams {
+            Some(queue) => queue.size(),
+            None => self.buffer.len(),
+        }
+    }
+
+    pub(super) fn pending_is_empty(&self) -> bool {
+        match &self.datagrams {
+            Some(queue) => queue.is_empty(),
+            None => self.buffer.is_empty(),
+        }
+    }
+
+    /// Drops everything unsent; the caller releases the objects once no
+    /// borrow is held.
+    pub(super) fn clear_pending(&mut self) -> Vec<Py<PyAny>> {
+        let mut out: Vec<Py<PyAny>> = self.buffer.clear().into_iter().map(|b| b.into_any()).collect();
+        if let Some(queue) = self.datagrams.as_mut() {
+            out.extend(queue.clear());
+        }
+        out
+    }
 }
 
 impl Default for Inner {
@@ -94,6 +124,7 @@ impl Default for Inner {
             high_water: DEFAULT_HIGH_WATER,
             low_water: DEFAULT_HIGH_WATER / 4,
             empty_waiter: None,
+            datagrams: None,
         }
     }
 }
@@ -104,13 +135,13 @@ impl Default for Inner {
 /// `__repr__` and the unclosed-transport warning.
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct SocketTransportCore {
-    inner: GilCell<Inner>,
+    pub(super) inner: GilCell<Inner>,
 }
 
 /// Where a protocol callback's exception goes: `KeyboardInterrupt` and
 /// `SystemExit` propagate out of the loop, anything else is a fatal error of
 /// this transport.
-fn protocol_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message: &str) -> PyResult<()> {
+pub(super) fn protocol_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message: &str) -> PyResult<()> {
     let py = slf.py();
     if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
         return Err(err);
@@ -145,18 +176,18 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
 
 impl SocketTransportCore {
     /// The Python transport (or this core, before one is attached).
-    fn owner<'py>(&self, py: Python<'py>, slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+    pub(super) fn owner<'py>(&self, py: Python<'py>, slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         match self.inner.borrow(py).owner.as_ref() {
             Some(owner) => owner.bind(py).clone(),
             None => slf.clone().into_any(),
         }
     }
 
-    fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+    pub(super) fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         self.inner.borrow(py).event_loop.as_ref().map(|l| l.clone_ref(py))
     }
 
-    fn debug(&self, py: Python<'_>) -> bool {
+    pub(super) fn debug(&self, py: Python<'_>) -> bool {
         self.inner
             .borrow(py)
             .event_loop
@@ -164,7 +195,7 @@ impl SocketTransportCore {
             .is_some_and(|l| l.get().debug())
     }
 
-    fn remove_side(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+    pub(super) fn remove_side(&self, py: Python<'_>, side: Side) -> PyResult<()> {
         let (event_loop, fd) = {
             let st = self.inner.borrow(py);
             (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
@@ -175,7 +206,11 @@ impl SocketTransportCore {
         Ok(())
     }
 
-    fn add_side(slf: &Bound<'_, Self>, side: Side, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+    pub(super) fn add_side(
+        slf: &Bound<'_, Self>,
+        side: Side,
+        method: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, fd) = {
             let st = slf.get().inner.borrow(py);
@@ -197,7 +232,7 @@ impl SocketTransportCore {
 
     /// Reports `exc` (see `_format.report_transport_error`) and closes the
     /// transport at once.
-    fn fatal_error(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+    pub(super) fn fatal_error(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, protocol) = {
             let st = slf.get().inner.borrow(py);
@@ -214,7 +249,7 @@ impl SocketTransportCore {
     }
 
     /// Drops unsent data and schedules `connection_lost(exc)` (once).
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(super) fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (dropped, remove_writer, remove_reader, event_loop, fd) = {
@@ -222,8 +257,8 @@ impl SocketTransportCore {
             if st.conn_lost > 0 || st.lost {
                 return Ok(());
             }
-            let remove_writer = !st.buffer.is_empty();
-            let dropped = st.buffer.clear();
+            let remove_writer = !st.pending_is_empty();
+            let dropped = st.clear_pending();
             let remove_reader = !st.closing;
             st.closing = true;
             st.conn_lost += 1;
@@ -251,11 +286,11 @@ impl SocketTransportCore {
 
     /// Calls `protocol.pause_writing()` when the buffer went above the high
     /// water mark.
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().inner.borrow_mut(py);
-            if st.buffer.len() <= st.high_water || st.protocol_paused {
+            if st.pending_len() <= st.high_water || st.protocol_paused {
                 return Ok(());
             }
             st.protocol_paused = true;
@@ -270,11 +305,11 @@ impl SocketTransportCore {
 
     /// Calls `protocol.resume_writing()` when a paused protocol's buffer went
     /// down to the low water mark.
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().inner.borrow_mut(py);
-            if !st.protocol_paused || st.buffer.len() > st.low_water {
+            if !st.protocol_paused || st.pending_len() > st.low_water {
                 return Ok(());
             }
             st.protocol_paused = false;
@@ -418,7 +453,7 @@ impl SocketTransportCore {
 }
 
 /// `data` must be `bytes`, `bytearray` or `memoryview`, as asyncio requires.
-fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(super) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
     if data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
     {
         return Ok(());
@@ -433,7 +468,8 @@ fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pymethods]
 impl SocketTransportCore {
     #[new]
-    #[pyo3(signature = (owner, event_loop, sock, protocol, extra = None, server = None))]
+    #[pyo3(signature = (owner, event_loop, sock, protocol, extra = None, server = None, *, datagram_address = None, datagram = false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         owner: &Bound<'_, PyAny>,
         event_loop: &Bound<'_, PyAny>,
@@ -441,6 +477,8 @@ impl SocketTransportCore {
         protocol: &Bound<'_, PyAny>,
         extra: Option<&Bound<'_, PyAny>>,
         server: Option<&Bound<'_, PyAny>>,
+        datagram_address: Option<&Bound<'_, PyAny>>,
+        datagram: bool,
     ) -> PyResult<Self> {
         let py = sock.py();
         let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
@@ -463,6 +501,11 @@ impl SocketTransportCore {
                 extra: Some(extra_dict.unbind()),
                 lost: false,
                 closing: false,
+                datagrams: if datagram {
+                    Some(DatagramQueue::new(sock, datagram_address)?)
+                } else {
+                    None
+                },
                 ..Inner::default()
             }),
         })
@@ -484,6 +527,10 @@ impl SocketTransportCore {
             if st.conn_lost > 0 || st.lost {
                 return Ok(());
             }
+            if st.datagrams.is_some() {
+                drop(st);
+                return SocketTransportCore::read_datagram(slf);
+            }
             let Some(protocol) = st.protocol.as_ref() else {
                 return Ok(());
             };
@@ -500,6 +547,9 @@ impl SocketTransportCore {
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        if this.inner.borrow(py).datagrams.is_some() {
+            return SocketTransportCore::flush_datagrams(slf);
+        }
         let result = {
             let mut guard = this.inner.borrow_mut(py);
             let st = &mut *guard;
@@ -620,7 +670,7 @@ impl SocketTransportCore {
                 return Ok(());
             }
             st.closing = true;
-            let flushed = st.buffer.is_empty();
+            let flushed = st.pending_is_empty();
             if flushed {
                 st.conn_lost += 1;
             }
@@ -653,7 +703,7 @@ impl SocketTransportCore {
 
     /// Calls `connection_lost(exc)` (once), then closes the socket and
     /// detaches from the server.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    pub(super) fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (protocol, connected) = {
@@ -789,7 +839,7 @@ impl SocketTransportCore {
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.inner.borrow(py).buffer.len()
+        self.inner.borrow(py).pending_len()
     }
 
     /// `(low, high)` water marks.
@@ -829,7 +879,7 @@ impl SocketTransportCore {
             if st.empty_waiter.is_some() {
                 return Err(PyRuntimeError::new_err("Empty waiter is already set"));
             }
-            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.buffer.is_empty())
+            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.pending_is_empty())
         };
         let Some(event_loop) = event_loop else {
             return Err(PyRuntimeError::new_err("Transport is closed"));
@@ -918,6 +968,9 @@ impl SocketTransportCore {
         visit.call(&st.server)?;
         visit.call(&st.extra)?;
         visit.call(&st.empty_waiter)?;
+        if let Some(queue) = st.datagrams.as_ref() {
+            queue.traverse(&visit)?;
+        }
         Ok(())
     }
 

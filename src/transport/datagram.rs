@@ -1,0 +1,329 @@
+//! The datagram side of [`SocketTransportCore`]: UDP and Unix datagram
+//! sockets (`create_datagram_endpoint`).
+//!
+//! As asyncio's selector transport: each readable event receives one
+//! datagram and calls `datagram_received(data, addr)`; `sendto` sends at once
+//! and queues only when the socket would block; OS errors go to
+//! `error_received`, never closing the transport. Receiving is native for
+//! IPv4, IPv6 and Unix sockets (the address comes out as the socket module
+//! would build it); other families go through `socket.recvfrom`. Sends on an
+//! unconnected socket go through `socket.sendto`, which resolves and checks
+//! addresses exactly as asyncio's do.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use pyo3::exceptions::{
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::socket::{check_bytes_like, SocketTransportCore};
+use crate::errors::os_error;
+use crate::loop_core::readers::Side;
+use crate::py::buffer::RawBuffer;
+use crate::py::{helpers, sockaddr};
+use crate::sys::socket::{self, would_block};
+
+/// asyncio's `max_size`: a datagram is read whole (a Unix datagram may be
+/// larger than a UDP one). Only the bytes received are touched.
+const DATAGRAM_MAX: usize = 256 * 1024;
+/// From 3.13 asyncio counts each queued datagram's 8 header bytes in
+/// `get_write_buffer_size()`, and sends empty datagrams.
+const HEADER_SINCE_313: usize = 8;
+
+thread_local! {
+    static DGRAM_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; DATAGRAM_MAX]);
+}
+
+/// Datagrams waiting for the socket to become writable.
+pub struct DatagramQueue {
+    items: VecDeque<(Py<PyBytes>, Py<PyAny>)>,
+    size: usize,
+    /// The `remote_addr` of a connected endpoint.
+    address: Option<Py<PyAny>>,
+    /// The family is one `sockaddr::to_python` knows.
+    native_recv: bool,
+}
+
+impl DatagramQueue {
+    pub fn new(sock: &Bound<'_, PyAny>, address: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let family: i32 = sock.getattr(intern!(sock.py(), "family"))?.extract()?;
+        Ok(DatagramQueue {
+            items: VecDeque::new(),
+            size: 0,
+            address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+            native_recv: matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX),
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn clear(&mut self) -> Vec<Py<PyAny>> {
+        self.size = 0;
+        self.items
+            .drain(..)
+            .flat_map(|(data, addr)| [data.into_any(), addr])
+            .collect()
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.address)?;
+        for (_, addr) in &self.items {
+            visit.call(addr)?;
+        }
+        Ok(())
+    }
+}
+
+fn accounted(py: Python<'_>, len: usize) -> usize {
+    if py.version_info() >= (3, 13) {
+        len + HEADER_SINCE_313
+    } else {
+        len
+    }
+}
+
+/// How one send attempt ended.
+enum Sent {
+    Done,
+    WouldBlock,
+    /// An `OSError`: for `error_received`.
+    Failed(PyErr),
+    /// Anything else: fatal to the transport.
+    Fatal(PyErr),
+}
+
+fn classify(py: Python<'_>, err: PyErr) -> PyResult<Sent> {
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    if err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py) {
+        return Ok(Sent::WouldBlock);
+    }
+    if err.is_instance_of::<PyOSError>(py) {
+        return Ok(Sent::Failed(err));
+    }
+    Ok(Sent::Fatal(err))
+}
+
+impl SocketTransportCore {
+    /// Whether the socket has a peer (asyncio checks `extra['peername']`).
+    fn datagram_connected(&self, py: Python<'_>) -> PyResult<bool> {
+        let extra = self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py));
+        match extra {
+            Some(extra) => match extra.bind(py).get_item("peername")? {
+                Some(peer) => peer.is_truthy(),
+                None => Ok(false),
+            },
+            None => Ok(false),
+        }
+    }
+
+    /// One send attempt of a whole datagram.
+    fn send_datagram(&self, py: Python<'_>, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> PyResult<Sent> {
+        let (fd, sock) = {
+            let st = self.inner.borrow(py);
+            (st.fd, st.sock.as_ref().map(|s| s.clone_ref(py)))
+        };
+        let Some(sock) = sock else { return Ok(Sent::Done) };
+        if self.datagram_connected(py)? {
+            let view = RawBuffer::get(data, false)?;
+            return match socket::send(fd, view.as_slice()) {
+                Ok(_) => Ok(Sent::Done),
+                Err(e) if would_block(e) => Ok(Sent::WouldBlock),
+                Err(e) => Ok(Sent::Failed(os_error(e))),
+            };
+        }
+        match sock.bind(py).call_method1(intern!(py, "sendto"), (data, addr)) {
+            Ok(_) => Ok(Sent::Done),
+            Err(err) => classify(py, err),
+        }
+    }
+
+    fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        let protocol = self.inner.borrow(py).protocol.as_ref().map(|p| p.clone_ref(py));
+        if let Some(protocol) = protocol {
+            protocol
+                .bind(py)
+                .call_method1(intern!(py, "error_received"), (err.into_value(py),))?;
+        }
+        Ok(())
+    }
+
+    /// The socket is readable: receive one datagram.
+    pub(super) fn read_datagram(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (fd, protocol, native, sock) = {
+            let st = this.inner.borrow(py);
+            let (Some(protocol), Some(queue), Some(sock)) =
+                (st.protocol.as_ref(), st.datagrams.as_ref(), st.sock.as_ref())
+            else {
+                return Ok(());
+            };
+            (st.fd, protocol.clone_ref(py), queue.native_recv, sock.clone_ref(py))
+        };
+        let (data, addr) = if native {
+            let received = DGRAM_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                socket::recv_from(fd, &mut buf).map(|(n, addr)| (PyBytes::new(py, &buf[..n]), addr))
+            });
+            match received {
+                Ok((data, addr)) => match sockaddr::to_python(py, &addr)? {
+                    Some(addr) => (data.into_any(), addr),
+                    None => return Ok(()),
+                },
+                Err(e) if would_block(e) => return Ok(()),
+                Err(e) => return this.error_received(py, os_error(e)),
+            }
+        } else {
+            match sock.bind(py).call_method1(intern!(py, "recvfrom"), (DATAGRAM_MAX,)) {
+                Ok(pair) => (pair.get_item(0)?, pair.get_item(1)?),
+                Err(err) => {
+                    return match classify(py, err)? {
+                        Sent::Done | Sent::WouldBlock => Ok(()),
+                        Sent::Failed(err) => this.error_received(py, err),
+                        Sent::Fatal(err) => SocketTransportCore::fatal_error(
+                            slf,
+                            err.into_value(py).into_bound(py).into_any(),
+                            "Fatal read error on datagram transport",
+                        ),
+                    };
+                }
+            }
+        };
+        protocol
+            .bind(py)
+            .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+        Ok(())
+    }
+
+    /// The socket is writable: send queued datagrams until it would block.
+    pub(super) fn flush_datagrams(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        loop {
+            let next = {
+                let mut st = this.inner.borrow_mut(py);
+                let Some(queue) = st.datagrams.as_mut() else {
+                    return Ok(());
+                };
+                let next = queue.items.pop_front();
+                if let Some((data, _)) = &next {
+                    queue.size -= accounted(py, data.bind(py).as_bytes().len());
+                }
+                next
+            };
+            let Some((data, addr)) = next else { break };
+            match this.send_datagram(py, data.bind(py).as_any(), addr.bind(py))? {
+                Sent::Done => {}
+                Sent::WouldBlock => {
+                    let mut st = this.inner.borrow_mut(py);
+                    if let Some(queue) = st.datagrams.as_mut() {
+                        queue.size += accounted(py, data.bind(py).as_bytes().len());
+                        queue.items.push_front((data, addr));
+                    }
+                    break;
+                }
+                Sent::Failed(err) => return this.error_received(py, err),
+                Sent::Fatal(err) => {
+                    let exc = err.into_value(py).into_bound(py).into_any();
+                    return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on datagram transport");
+                }
+            }
+        }
+        SocketTransportCore::maybe_resume_protocol(slf)?;
+        let (empty, closing) = {
+            let st = this.inner.borrow(py);
+            (st.pending_is_empty(), st.closing)
+        };
+        if empty {
+            this.remove_side(py, Side::Write)?;
+            if closing {
+                SocketTransportCore::_call_connection_lost(slf, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl SocketTransportCore {
+    /// Sends `data` to `addr` (or the connected peer): at once if the socket
+    /// takes it, else queued until it is writable.
+    #[pyo3(signature = (data, addr = None))]
+    fn sendto(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, addr: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        check_bytes_like(data)?;
+        let view = RawBuffer::get(data, false)?;
+        if view.len() == 0 && py.version_info() < (3, 13) {
+            return Ok(());
+        }
+        let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
+        let (address, lost, empty) = {
+            let st = this.inner.borrow(py);
+            let Some(queue) = st.datagrams.as_ref() else {
+                return Err(pyo3::exceptions::PyAttributeError::new_err("sendto"));
+            };
+            (
+                queue.address.as_ref().map(|a| a.clone_ref(py)),
+                st.conn_lost > 0 || st.lost,
+                queue.is_empty(),
+            )
+        };
+        if let Some(address) = address.as_ref() {
+            let address = address.bind(py);
+            if !addr.is_none() && !addr.eq(address)? {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid address: must be None or {}",
+                    address.str()?
+                )));
+            }
+            addr = address.clone();
+        }
+        if lost && (address.is_some() || this.inner.borrow(py).lost) {
+            let warn = {
+                let mut st = this.inner.borrow_mut(py);
+                let warn = st.conn_lost >= 5;
+                st.conn_lost += 1;
+                warn
+            };
+            if warn {
+                helpers::log_warning(py)?.call1(("socket.send() raised exception.",))?;
+            }
+            return Ok(());
+        }
+        if empty {
+            match this.send_datagram(py, data, &addr)? {
+                Sent::Done => return Ok(()),
+                Sent::WouldBlock => SocketTransportCore::add_side(slf, Side::Write, intern!(py, "_write_ready"))?,
+                Sent::Failed(err) => return this.error_received(py, err),
+                Sent::Fatal(err) => {
+                    let exc = err.into_value(py).into_bound(py).into_any();
+                    return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on datagram transport");
+                }
+            }
+        }
+        // What is queued is a copy: the caller may reuse its buffer.
+        let copy = PyBytes::new(py, view.as_slice()).unbind();
+        drop(view);
+        {
+            let mut st = this.inner.borrow_mut(py);
+            if let Some(queue) = st.datagrams.as_mut() {
+                queue.size += accounted(py, copy.bind(py).as_bytes().len());
+                queue.items.push_back((copy, addr.unbind()));
+            }
+        }
+        SocketTransportCore::maybe_pause_protocol(slf)
+    }
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 
 import pytest
 from support import loops
@@ -26,6 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Started in the background, pytest inherits an ignored SIGINT, and so
+    # would every Python it spawns: the Ctrl-C tests need the default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for line in (
         "expect_exception_handler: the test expects the loop's exception handler to be called",
         "ferroloop_only: the behaviour is ferroloop's own (policy, precision, unimplemented)",

@@ -12,7 +12,7 @@ import gc
 import signal
 
 import pytest
-from support import loops
+from support import loops, net
 
 LOOP_KINDS = ("asyncio", "ferroloop")
 
@@ -159,3 +159,20 @@ def restore_policy():
     yield
     asyncio.set_event_loop_policy(policy)
     asyncio.set_event_loop(None)
+
+
+# --- sockets: the connection kinds (tcp4, tcp6, unix) and a connected pair of each
+
+
+@pytest.fixture(params=net.kind_params())
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def pair(kind: str, tmp_path):
+    """(our socket, the peer's socket), both non-blocking."""
+    ours, peer = net.connected_pair(kind, tmp_path)
+    yield ours, peer
+    ours.close()
+    peer.close()

@@ -37,19 +37,6 @@ def _content(path, offset: int = 0, count: int | None = None) -> bytes:
         return f.read() if count is None else f.read(count)
 
 
-@pytest.fixture(params=net.kind_params())
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def pair(kind, tmp_path):
-    ours, peer = net.connected_pair(kind, tmp_path)
-    yield ours, peer
-    ours.close()
-    peer.close()
-
-
 # --- loop.sock_sendfile -----------------------------------------------------------------
 
 

@@ -16,19 +16,6 @@ needs_311 = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=net.kind_params())
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def pair(kind, tmp_path):
-    a, b = net.connected_pair(kind, tmp_path)
-    yield a, b
-    a.close()
-    b.close()
-
-
 @pytest.fixture(params=net.kind_params("tcp4", "tcp6"))
 def udp_pair(request):
     host = net.HOST[request.param]

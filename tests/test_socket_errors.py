@@ -16,19 +16,6 @@ from support import net
 RESET_OR_PIPE = (ConnectionResetError, BrokenPipeError)
 
 
-@pytest.fixture(params=net.kind_params())
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def pair(kind, tmp_path):
-    ours, peer = net.connected_pair(kind, tmp_path)
-    yield ours, peer
-    ours.close()
-    peer.close()
-
-
 def _reset(sock: socket.socket) -> None:
     """Close ``sock`` so that its peer sees a reset rather than EOF."""
     if sock.family != socket.AF_UNIX:

@@ -17,20 +17,6 @@ from support import net
 CHUNK = 64 * 1024
 
 
-@pytest.fixture(params=net.kind_params())
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def pair(kind, tmp_path):
-    """(our socket, the peer's socket), both non-blocking."""
-    ours, peer = net.connected_pair(kind, tmp_path)
-    yield ours, peer
-    ours.close()
-    peer.close()
-
-
 class FlowProtocol(net.RecordingProtocol):
     """RecordingProtocol with an Event that is clear while writing is paused."""
 

@@ -43,10 +43,6 @@ def _args(name: str, sock: socket.socket, server: socket.socket):
 
 
 METHODS = [
-    "connect_read_pipe",
-    "connect_write_pipe",
-    "subprocess_exec",
-    "subprocess_shell",
     "start_tls",
 ]
 

@@ -21,11 +21,17 @@ from typing import Any
 from . import _ferroloop
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
+from ._subprocess import SubprocessAPI
 from ._unsupported import UnsupportedAPI
 
 
 class Loop(
-    _ferroloop.LoopCore, SignalHandlers, SocketAPI, UnsupportedAPI, base_events.BaseEventLoop
+    _ferroloop.LoopCore,
+    SignalHandlers,
+    SocketAPI,
+    SubprocessAPI,
+    UnsupportedAPI,
+    base_events.BaseEventLoop,
 ):
     """An asyncio event loop whose core is native code. Create one with
     :func:`ferroloop.new_event_loop`; it behaves as asyncio's default loop."""
@@ -34,6 +40,7 @@ class Loop(
         base_events.BaseEventLoop.__init__(self)
         SignalHandlers.__init__(self)
         self._init_sockets()
+        self._init_subprocess()
 
     def run_forever(self) -> None:
         """Run until :meth:`stop` is called."""
@@ -66,6 +73,7 @@ class Loop(
         if self._debug:
             logger.debug("Close %r", self)
         self._close_signal_handlers()
+        self._close_subprocess()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -6,6 +6,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod pipe;
 pub mod socket;
 
 use std::fmt;

@@ -2,6 +2,7 @@
 //! sockets and protocols.
 
 mod datagram;
+pub mod pipe;
 pub mod read_buffer;
 pub mod socket;
 mod write_buffer;

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::sys::{socket, Errno};
+use crate::sys::{pipe, socket, Errno};
 
 /// Size of the reusable buffer, and most bytes a transport reads per event.
 /// asyncio reads up to 256 KiB; measured here, a 256 KiB buffer made the
@@ -28,14 +28,29 @@ thread_local! {
 
 /// `recv(fd, max)` as a `bytes` object (empty at end of stream).
 pub fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> Result<Bound<'_, PyBytes>, Errno> {
+    read_with(py, fd, max, socket::recv)
+}
+
+/// `read(fd, READ_SIZE)` as a `bytes` object (empty at end of file), for
+/// pipes and character devices.
+pub fn read_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno> {
+    read_with(py, fd, READ_SIZE, pipe::read)
+}
+
+fn read_with(
+    py: Python<'_>,
+    fd: RawFd,
+    max: usize,
+    call: fn(RawFd, &mut [u8]) -> Result<usize, Errno>,
+) -> Result<Bound<'_, PyBytes>, Errno> {
     if max > READ_SIZE {
         let mut buf = vec![0; max];
-        let n = socket::recv(fd, &mut buf)?;
+        let n = call(fd, &mut buf)?;
         return Ok(PyBytes::new(py, &buf[..n]));
     }
     READ_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = socket::recv(fd, &mut buf[..max])?;
+        let n = call(fd, &mut buf[..max])?;
         Ok(PyBytes::new(py, &buf[..n]))
     })
 }

@@ -1,0 +1,817 @@
+//! Pipe transports: the read end and the write end of pipes, FIFOs,
+//! character devices and sockets (`connect_read_pipe`/`connect_write_pipe`,
+//! and a subprocess's stdin, stdout and stderr).
+//!
+//! Behaviour follows asyncio's `_UnixReadPipeTransport` and
+//! `_UnixWritePipeTransport`: the same order of protocol calls, the same
+//! messages. The per-event work runs here: a readable event reads once and
+//! hands the bytes to `data_received`; `write()` writes at once and buffers
+//! only what the kernel did not take, with write interest registered only
+//! while the buffer is non-empty; flow control calls `pause_writing` and
+//! `resume_writing` at the water marks.
+//!
+//! The Python transports (`ferroloop._pipes`) own the pipe object and do the
+//! once-per-transport work: set-up, reprs, fatal-error reports and
+//! `_call_connection_lost`, which closes the pipe. A core schedules that call
+//! once at most, and never touches its fd after it is scheduled.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::read_buffer::read_bytes;
+use super::write_buffer::WriteBuffer;
+use crate::errors::os_error;
+use crate::gil_cell::GilCell;
+use crate::loop_core::readers::Side;
+use crate::loop_core::LoopCore;
+use crate::py::buffer::RawBuffer;
+use crate::py::helpers;
+use crate::sys::pipe;
+use crate::sys::socket::would_block;
+
+/// asyncio's default high-water mark; the low one is a quarter of it.
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Writes after the pipe was lost are counted, and logged from this many on
+/// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOG_LOST_WRITES_FROM: u32 = 5;
+
+/// References a core lets go of once the connection is lost, for the caller
+/// to drop after its borrow ends.
+type Released = (Option<Py<PyAny>>, Option<Py<LoopCore>>, Option<Py<PyAny>>);
+
+/// What both ends share: who they report to and where they are registered.
+struct Common {
+    /// The Python transport this is the core of.
+    owner: Option<Py<PyAny>>,
+    event_loop: Option<Py<LoopCore>>,
+    fd: RawFd,
+    protocol: Option<Py<PyAny>>,
+    /// `close()`, end of file, `write_eof()` or a fatal error happened.
+    closing: bool,
+    /// `_call_connection_lost` is scheduled (or ran).
+    lost: bool,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            owner: None,
+            event_loop: None,
+            fd: -1,
+            protocol: None,
+            closing: true,
+            lost: true,
+        }
+    }
+}
+
+impl Common {
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Common {
+            owner: Some(owner.clone().unbind()),
+            event_loop: Some(event_loop.cast::<LoopCore>()?.clone().unbind()),
+            fd,
+            protocol: Some(protocol.clone().unbind()),
+            closing: false,
+            lost: false,
+        })
+    }
+
+    fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.event_loop.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    fn owner(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.owner.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn debug(&self) -> bool {
+        self.event_loop.as_ref().is_some_and(|l| l.get().debug())
+    }
+
+    /// Marks the connection lost; the loop and owner to schedule
+    /// `_call_connection_lost` with, unless it already was.
+    fn take_lost(&mut self, py: Python<'_>) -> Option<(Py<LoopCore>, Py<PyAny>)> {
+        self.closing = true;
+        if self.lost {
+            return None;
+        }
+        self.lost = true;
+        Some((self.event_loop(py)?, self.owner(py)?))
+    }
+
+    /// Lets go of everything once the Python transport ran `connection_lost`.
+    fn detach(&mut self) -> Released {
+        self.closing = true;
+        self.lost = true;
+        (self.owner.take(), self.event_loop.take(), self.protocol.take())
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)?;
+        visit.call(&self.event_loop)?;
+        visit.call(&self.protocol)
+    }
+}
+
+fn remove(py: Python<'_>, event_loop: &Option<Py<LoopCore>>, fd: RawFd, side: Side) -> PyResult<()> {
+    if let Some(event_loop) = event_loop {
+        event_loop.get().remove_io_fd(py, fd, side)?;
+    }
+    Ok(())
+}
+
+fn add(
+    py: Python<'_>,
+    event_loop: &Option<Py<LoopCore>>,
+    fd: RawFd,
+    side: Side,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if let Some(event_loop) = event_loop {
+        event_loop
+            .get()
+            .add_io_fd(py, fd, side, callback, &PyTuple::empty(py))?;
+    }
+    Ok(())
+}
+
+/// Schedules `owner._call_connection_lost(exc)`.
+fn schedule_lost(py: Python<'_>, scheduled: Option<(Py<LoopCore>, Py<PyAny>)>, exc: Py<PyAny>) -> PyResult<()> {
+    let Some((event_loop, owner)) = scheduled else {
+        return Ok(());
+    };
+    let callback = owner.bind(py).getattr(intern!(py, "_call_connection_lost"))?;
+    event_loop.get().soon(py, &callback, &PyTuple::new(py, [exc])?)
+}
+
+/// Hands an OS error to the Python transport's `_fatal_error(exc, message)`.
+fn report_fatal(py: Python<'_>, owner: Option<Py<PyAny>>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+    if let Some(owner) = owner {
+        owner
+            .bind(py)
+            .call_method1(intern!(py, "_fatal_error"), (exc, message))?;
+    }
+    Ok(())
+}
+
+fn log_debug(py: Python<'_>, message: &str, owner: Option<Py<PyAny>>) -> PyResult<()> {
+    helpers::log_debug(py)?.call1((message, owner))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The read end.
+
+#[derive(Default)]
+struct ReadInner {
+    common: Common,
+    /// `pause_reading()` is in effect.
+    paused: bool,
+}
+
+/// The native part of `ferroloop._pipes.ReadPipeTransport`.
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
+pub struct ReadPipeTransportCore {
+    inner: GilCell<ReadInner>,
+}
+
+impl ReadPipeTransportCore {
+    fn is_reading_now(&self, py: Python<'_>) -> bool {
+        let st = self.inner.borrow(py);
+        !st.paused && !st.common.closing
+    }
+
+    fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let st = slf.get().inner.borrow(py);
+            (st.common.event_loop(py), st.common.fd)
+        };
+        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        add(py, &event_loop, fd, Side::Read, &callback)
+    }
+}
+
+#[pymethods]
+impl ReadPipeTransportCore {
+    #[new]
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(ReadPipeTransportCore {
+            inner: GilCell::new(ReadInner {
+                common: Common::new(owner, event_loop, fd, protocol)?,
+                paused: false,
+            }),
+        })
+    }
+
+    /// Starts watching the pipe, unless paused or closing by now.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading_now(slf.py()) {
+            ReadPipeTransportCore::watch(slf)?;
+        }
+        Ok(())
+    }
+
+    /// The pipe is readable: read once and hand the data to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (fd, protocol) = {
+            let st = this.inner.borrow(py);
+            if st.common.lost {
+                return Ok(());
+            }
+            let Some(protocol) = st.common.protocol(py) else {
+                return Ok(());
+            };
+            (st.common.fd, protocol)
+        };
+        match read_bytes(py, fd) {
+            Err(e) if would_block(e) => Ok(()),
+            Err(e) => {
+                let owner = this.inner.borrow(py).common.owner(py);
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                report_fatal(py, owner, exc, "Fatal read error on pipe transport")
+            }
+            Ok(data) if data.as_bytes().is_empty() => {
+                let (debug, owner) = {
+                    let st = this.inner.borrow(py);
+                    (st.common.debug(), st.common.owner(py))
+                };
+                if debug {
+                    if let Some(owner) = owner.as_ref() {
+                        owner.bind(py).call_method0(intern!(py, "_log_closed_by_peer"))?;
+                    }
+                }
+                let (event_loop, scheduled) = {
+                    let mut st = this.inner.borrow_mut(py);
+                    (st.common.event_loop(py), st.common.take_lost(py))
+                };
+                remove(py, &event_loop, fd, Side::Read)?;
+                if let Some(event_loop) = event_loop.as_ref() {
+                    let eof = protocol.bind(py).getattr(intern!(py, "eof_received"))?;
+                    event_loop.get().soon(py, &eof, &PyTuple::empty(py))?;
+                }
+                schedule_lost(py, scheduled, py.None())
+            }
+            Ok(data) => {
+                protocol.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the transport is receiving (not paused, not closing).
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.is_reading_now(py)
+    }
+
+    /// Stops calling the protocol with data until `resume_reading()`.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if !this.is_reading_now(py) {
+            return Ok(());
+        }
+        let (event_loop, fd, debug, owner) = {
+            let mut st = this.inner.borrow_mut(py);
+            st.paused = true;
+            (
+                st.common.event_loop(py),
+                st.common.fd,
+                st.common.debug(),
+                st.common.owner(py),
+            )
+        };
+        remove(py, &event_loop, fd, Side::Read)?;
+        if debug {
+            log_debug(py, "%r pauses reading", owner)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes delivering data after `pause_reading()`.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (debug, owner) = {
+            let mut st = this.inner.borrow_mut(py);
+            if st.common.closing || !st.paused {
+                return Ok(());
+            }
+            st.paused = false;
+            (st.common.debug(), st.common.owner(py))
+        };
+        ReadPipeTransportCore::watch(slf)?;
+        if debug {
+            log_debug(py, "%r resumes reading", owner)?;
+        }
+        Ok(())
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).common.closing
+    }
+
+    /// Stops reading and schedules `connection_lost(exc)` (once).
+    #[pyo3(signature = (exc = None))]
+    fn _close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        let (event_loop, fd, scheduled) = {
+            let mut st = self.inner.borrow_mut(py);
+            (st.common.event_loop(py), st.common.fd, st.common.take_lost(py))
+        };
+        remove(py, &event_loop, fd, Side::Read)?;
+        schedule_lost(py, scheduled, exc.unwrap_or_else(|| py.None()))
+    }
+
+    /// Forgets the loop, protocol and Python transport (after `connection_lost`).
+    fn _detach(&self, py: Python<'_>) {
+        let released = self.inner.borrow_mut(py).common.detach();
+        drop(released);
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).common.protocol(py)
+    }
+
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+        let old = self
+            .inner
+            .borrow_mut(protocol.py())
+            .common
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(old);
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.inner.borrow(py).common.event_loop(py)
+    }
+
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).common.closing
+    }
+
+    #[getter]
+    fn _paused(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self.inner.try_borrow_unguarded() {
+            Some(st) => st.common.traverse(&visit),
+            None => Ok(()),
+        }
+    }
+
+    fn __clear__(&self) {
+        let state = self.inner.take_unguarded();
+        drop(state);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The write end.
+
+struct WriteInner {
+    common: Common,
+    buffer: WriteBuffer,
+    /// Counts writes after the pipe was lost or failed.
+    conn_lost: u32,
+    /// The protocol was told to pause writing.
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+}
+
+impl Default for WriteInner {
+    fn default() -> Self {
+        WriteInner {
+            common: Common::default(),
+            buffer: WriteBuffer::default(),
+            conn_lost: 0,
+            protocol_paused: false,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+        }
+    }
+}
+
+/// The native part of `ferroloop._pipes.WritePipeTransport`.
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
+pub struct WritePipeTransportCore {
+    inner: GilCell<WriteInner>,
+}
+
+/// What asyncio's `_FlowControlMixin` does when `pause_writing` or
+/// `resume_writing` raises.
+fn flow_control_failed(
+    py: Python<'_>,
+    common: (Option<Py<LoopCore>>, Option<Py<PyAny>>, Py<PyAny>),
+    err: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        return Err(err);
+    }
+    let (event_loop, owner, protocol) = common;
+    let Some(event_loop) = event_loop else { return Ok(()) };
+    let context = PyDict::new(py);
+    context.set_item("message", message)?;
+    context.set_item("exception", err.into_value(py))?;
+    context.set_item("transport", owner)?;
+    context.set_item("protocol", protocol)?;
+    event_loop
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+impl WritePipeTransportCore {
+    fn flow_control(&self, py: Python<'_>, pause: bool) -> PyResult<()> {
+        let (event_loop, owner, protocol) = {
+            let mut st = self.inner.borrow_mut(py);
+            let due = if pause {
+                !st.protocol_paused && st.buffer.len() > st.high_water
+            } else {
+                st.protocol_paused && st.buffer.len() <= st.low_water
+            };
+            if !due {
+                return Ok(());
+            }
+            st.protocol_paused = pause;
+            let Some(protocol) = st.common.protocol(py) else {
+                return Ok(());
+            };
+            (st.common.event_loop(py), st.common.owner(py), protocol)
+        };
+        let (method, message) = if pause {
+            (intern!(py, "pause_writing"), "protocol.pause_writing() failed")
+        } else {
+            (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
+        };
+        match protocol.bind(py).call_method0(method) {
+            Ok(_) => Ok(()),
+            Err(err) => flow_control_failed(py, (event_loop, owner, protocol), err, message),
+        }
+    }
+
+    /// asyncio's `_close`: drop the buffer, stop watching, schedule
+    /// `connection_lost(exc)` (once).
+    fn close_now(&self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
+        let (event_loop, fd, had_buffer, dropped, scheduled) = {
+            let mut st = self.inner.borrow_mut(py);
+            let had_buffer = !st.buffer.is_empty();
+            let dropped = st.buffer.clear();
+            (
+                st.common.event_loop(py),
+                st.common.fd,
+                had_buffer,
+                dropped,
+                st.common.take_lost(py),
+            )
+        };
+        drop(dropped);
+        if had_buffer {
+            remove(py, &event_loop, fd, Side::Write)?;
+        }
+        remove(py, &event_loop, fd, Side::Read)?;
+        schedule_lost(py, scheduled, exc)
+    }
+
+    fn write_bytes(slf: &Bound<'_, Self>, data: &[u8], shared: Option<&Bound<'_, PyBytes>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut warn_lost = false;
+        let mut register_writer = false;
+        let mut failed = None;
+        {
+            let mut st = this.inner.borrow_mut(py);
+            if st.conn_lost > 0 || st.common.closing {
+                warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
+                st.conn_lost += 1;
+            } else {
+                let mut written = 0;
+                if st.buffer.is_empty() {
+                    match pipe::write(st.common.fd, data) {
+                        Ok(n) if n == data.len() => return Ok(()),
+                        Ok(n) => written = n,
+                        Err(e) if would_block(e) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                    if failed.is_some() {
+                        st.conn_lost += 1;
+                    }
+                    register_writer = failed.is_none();
+                }
+                if failed.is_none() {
+                    match shared {
+                        Some(bytes) => st.buffer.push_shared(bytes.clone().unbind(), data.len(), written),
+                        None => st.buffer.push_copy(&data[written..]),
+                    }
+                }
+            }
+        }
+        if warn_lost {
+            helpers::log_warning(py)?.call1(("pipe closed by peer or os.write(pipe, data) raised exception.",))?;
+            return Ok(());
+        }
+        if let Some(e) = failed {
+            let owner = this.inner.borrow(py).common.owner(py);
+            let exc = os_error(e).into_value(py).into_bound(py).into_any();
+            return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+        }
+        if register_writer {
+            let (event_loop, fd) = {
+                let st = this.inner.borrow(py);
+                (st.common.event_loop(py), st.common.fd)
+            };
+            let callback = slf.getattr(intern!(py, "_write_ready"))?;
+            add(py, &event_loop, fd, Side::Write, &callback)?;
+        }
+        this.flow_control(py, true)
+    }
+}
+
+#[pymethods]
+impl WritePipeTransportCore {
+    #[new]
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(WritePipeTransportCore {
+            inner: GilCell::new(WriteInner {
+                common: Common::new(owner, event_loop, fd, protocol)?,
+                ..WriteInner::default()
+            }),
+        })
+    }
+
+    /// Watches the pipe for readability, which for a write end means the
+    /// reader went away.
+    fn _watch_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd, lost) = {
+            let st = slf.get().inner.borrow(py);
+            (st.common.event_loop(py), st.common.fd, st.common.lost)
+        };
+        if lost {
+            return Ok(());
+        }
+        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        add(py, &event_loop, fd, Side::Read, &callback)
+    }
+
+    /// The reading end was closed.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (debug, owner, pending) = {
+            let st = this.inner.borrow(py);
+            (st.common.debug(), st.common.owner(py), !st.buffer.is_empty())
+        };
+        if debug {
+            if let Some(owner) = owner.as_ref() {
+                owner.bind(py).call_method0(intern!(py, "_log_closed_by_peer"))?;
+            }
+        }
+        let exc = if pending {
+            PyBrokenPipeError::new_err(()).into_value(py).into_any()
+        } else {
+            py.None()
+        };
+        this.close_now(py, exc)
+    }
+
+    /// Writes `data` now, buffering what the kernel does not take.
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            let slice = bytes.as_bytes();
+            if slice.is_empty() {
+                return Ok(());
+            }
+            return WritePipeTransportCore::write_bytes(slf, slice, Some(bytes));
+        }
+        if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+            // asyncio asserts the type; the same exception, with its message.
+            return Err(PyAssertionError::new_err(data.repr()?.unbind()));
+        }
+        let view = RawBuffer::get(data, false)?;
+        if view.len() == 0 {
+            return Ok(());
+        }
+        WritePipeTransportCore::write_bytes(slf, view.as_slice(), None)
+    }
+
+    /// The pipe is writable: flush as much of the buffer as the kernel takes.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let st = this.inner.borrow(py);
+            if st.common.lost || st.buffer.is_empty() {
+                return Ok(());
+            }
+            let mut iov = Vec::new();
+            st.buffer.iovecs(py, &mut iov);
+            pipe::write_vectored(st.common.fd, &iov)
+        };
+        let n = match result {
+            Err(e) if would_block(e) => return Ok(()),
+            Err(e) => {
+                let (dropped, event_loop, fd, owner) = {
+                    let mut st = this.inner.borrow_mut(py);
+                    st.conn_lost += 1;
+                    (
+                        st.buffer.clear(),
+                        st.common.event_loop(py),
+                        st.common.fd,
+                        st.common.owner(py),
+                    )
+                };
+                drop(dropped);
+                remove(py, &event_loop, fd, Side::Write)?;
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+            }
+            Ok(n) => n,
+        };
+        let (empty, sent) = {
+            let mut st = this.inner.borrow_mut(py);
+            let sent = st.buffer.consume(n);
+            (st.buffer.is_empty(), sent)
+        };
+        drop(sent);
+        if !empty {
+            return Ok(());
+        }
+        let (event_loop, fd) = {
+            let st = this.inner.borrow(py);
+            (st.common.event_loop(py), st.common.fd)
+        };
+        remove(py, &event_loop, fd, Side::Write)?;
+        // May write again (and so fill the buffer).
+        this.flow_control(py, false)?;
+        let (closing, scheduled) = {
+            let mut st = this.inner.borrow_mut(py);
+            if !st.common.closing {
+                (false, None)
+            } else {
+                (true, st.common.take_lost(py))
+            }
+        };
+        if closing {
+            remove(py, &event_loop, fd, Side::Read)?;
+            if let Some((_, owner)) = scheduled {
+                owner
+                    .bind(py)
+                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Closes the pipe once the buffer is flushed.
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let (event_loop, fd, scheduled) = {
+            let mut st = self.inner.borrow_mut(py);
+            if st.common.closing {
+                return Ok(());
+            }
+            st.common.closing = true;
+            if !st.buffer.is_empty() {
+                return Ok(());
+            }
+            (st.common.event_loop(py), st.common.fd, st.common.take_lost(py))
+        };
+        remove(py, &event_loop, fd, Side::Read)?;
+        schedule_lost(py, scheduled, py.None())
+    }
+
+    /// Closes at once, dropping unsent data; `connection_lost(None)` follows.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        self.close_now(py, py.None())
+    }
+
+    #[pyo3(signature = (exc = None))]
+    fn _close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        self.close_now(py, exc.unwrap_or_else(|| py.None()))
+    }
+
+    /// Forgets the loop, protocol and Python transport (after `connection_lost`).
+    fn _detach(&self, py: Python<'_>) {
+        let released = self.inner.borrow_mut(py).common.detach();
+        drop(released);
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).common.closing
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).common.protocol(py)
+    }
+
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+        let old = self
+            .inner
+            .borrow_mut(protocol.py())
+            .common
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(old);
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.inner.borrow(py).buffer.len()
+    }
+
+    /// `(low, high)` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let st = self.inner.borrow(py);
+        (st.low_water, st.high_water)
+    }
+
+    /// Sets the water marks (asyncio's defaults: 64 KiB high, a quarter of
+    /// it low) and pauses the protocol at once if above the new high.
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(&self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+            (None, Some(l)) => 4 * l,
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut st = self.inner.borrow_mut(py);
+            st.high_water = high as usize;
+            st.low_water = low as usize;
+        }
+        self.flow_control(py, true)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.inner.borrow(py).common.event_loop(py)
+    }
+
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).common.closing
+    }
+
+    #[getter]
+    fn _conn_lost(&self, py: Python<'_>) -> u32 {
+        self.inner.borrow(py).conn_lost
+    }
+
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.inner.borrow(py).protocol_paused
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self.inner.try_borrow_unguarded() {
+            Some(st) => st.common.traverse(&visit),
+            None => Ok(()),
+        }
+    }
+
+    fn __clear__(&self) {
+        let state = self.inner.take_unguarded();
+        drop(state);
+    }
+}

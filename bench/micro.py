@@ -235,6 +235,76 @@ async def b_idle(loop, n, deadline):
     return {"idle_wakeups": switches / dt, "idle_cpu": cpu * 1e3 / dt}
 
 
+async def _udp_echo(loop, n, deadline, size):
+    """Round trips of `size`-byte datagrams between two endpoints of the loop, 32 in flight."""
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data, addr)
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.sent = self.received = 0
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def send(self):
+            self.sent += 1
+            self.transport.sendto(payload)
+
+        def datagram_received(self, data, addr):
+            self.received += 1
+            if self.received >= n or (not self.received & CHECK and clock() > deadline):
+                if not self.done.done():
+                    self.done.set_result(None)
+            elif self.sent < n:
+                self.send()
+
+    payload = b"x" * size
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    client, proto = await loop.create_datagram_endpoint(
+        Client, remote_addr=server.get_extra_info("sockname")
+    )
+    t0 = clock()
+    for _ in range(min(32, n)):
+        proto.send()
+    # A lost datagram (loopback drops only under overload) ends the run at the deadline.
+    try:
+        await asyncio.wait_for(proto.done, max(1.0, deadline - clock() + 1.0))
+    except asyncio.TimeoutError:
+        pass
+    elapsed = per_op(t0, proto.received)
+    client.close()
+    server.close()
+    await asyncio.sleep(0)
+    return elapsed
+
+
+async def b_udp_64(loop, n, deadline):
+    """UDP echo on loopback, 64-byte datagrams: µs per round trip (both ends on the loop)."""
+    return {"udp_64": await _udp_echo(loop, n, deadline, 64)}
+
+
+async def b_udp_1k(loop, n, deadline):
+    """UDP echo on loopback, 1 KiB datagrams: µs per round trip (both ends on the loop)."""
+    return {"udp_1k": await _udp_echo(loop, n, deadline, 1024)}
+
+
+async def b_subprocess(loop, n, deadline):
+    """`create_subprocess_exec("true")` then `wait()`: spawn-to-exit latency."""
+    t0, done = clock(), 0
+    while done < n and (done == 0 or clock() < deadline):
+        proc = await asyncio.create_subprocess_exec("true")
+        await proc.wait()
+        done += 1
+    return {"subprocess": per_op(t0, done)}
+
+
 # name: (function, n full, n quick). Timing budget per measurement: 2 s full, 0.4 s quick.
 BENCHES = {
     "call_soon": (b_call_soon, 200_000, 50_000),
@@ -248,6 +318,9 @@ BENCHES = {
     "add_reader": (b_add_reader, 50_000, 5_000),
     "sleep_precision": (b_sleep_precision, 1_000, 200),
     "idle": (b_idle, 1_000, 1_000),  # n = milliseconds asleep: sleep(1)
+    "udp_64": (b_udp_64, 50_000, 5_000),
+    "udp_1k": (b_udp_1k, 50_000, 5_000),
+    "subprocess": (b_subprocess, 500, 50),
 }
 METRICS = {  # metric: (unit, ratio shown). Lower is better, except for sleep precision:
     # there the ideal is just over 0.5 ms and never early, so a ratio would mislead.
@@ -265,6 +338,9 @@ METRICS = {  # metric: (unit, ratio shown). Lower is better, except for sleep pr
     "sleep_precision_early": ("count of n", False),
     "idle_wakeups": ("wake-ups/s", True),
     "idle_cpu": ("ms CPU/s", True),
+    "udp_64": ("µs/round trip", True),
+    "udp_1k": ("µs/round trip", True),
+    "subprocess": ("µs/spawn+wait", True),
 }
 
 

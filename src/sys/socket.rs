@@ -77,6 +77,21 @@ pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, SockAddr), Errno> 
     Ok((n as usize, SockAddr { storage, len }))
 }
 
+/// `sendto(fd, data, 0, addr)`: bytes accepted by the kernel.
+pub fn send_to(fd: RawFd, data: &[u8], addr: &SockAddr) -> Result<usize, Errno> {
+    // SAFETY: `data` is readable for its length; `addr` holds a valid
+    // address of `addr.len` bytes, as recvfrom filled it.
+    let n = syscall!(sendto(
+        fd,
+        data.as_ptr().cast(),
+        data.len(),
+        libc::MSG_NOSIGNAL,
+        (&addr.storage as *const libc::sockaddr_storage).cast(),
+        addr.len
+    ))?;
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use crate::errors::os_error;
 use crate::loop_core::readers::Side;
 use crate::py::buffer::RawBuffer;
 use crate::py::{helpers, sockaddr};
-use crate::sys::socket::{self, would_block};
+use crate::sys::socket::{self, would_block, SockAddr};
 
 /// asyncio's `max_size`: a datagram is read whole (a Unix datagram may be
 /// larger than a UDP one). Only the bytes received are touched.
@@ -46,6 +46,10 @@ pub struct DatagramQueue {
     address: Option<Py<PyAny>>,
     /// The family is one `sockaddr::to_python` knows.
     native_recv: bool,
+    /// The last sender, as given to `datagram_received` and as the kernel
+    /// reported it: a reply to that very object is sent natively, without
+    /// parsing the address again (what an echo or request/reply server does).
+    last_peer: Option<(Py<PyAny>, SockAddr)>,
 }
 
 impl DatagramQueue {
@@ -56,6 +60,7 @@ impl DatagramQueue {
             size: 0,
             address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
             native_recv: matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX),
+            last_peer: None,
         })
     }
 
@@ -77,6 +82,9 @@ impl DatagramQueue {
 
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.address)?;
+        if let Some((addr, _)) = &self.last_peer {
+            visit.call(addr)?;
+        }
         for (_, addr) in &self.items {
             visit.call(addr)?;
         }
@@ -143,6 +151,25 @@ impl SocketTransportCore {
                 Err(e) => Ok(Sent::Failed(os_error(e))),
             };
         }
+        let native = {
+            let st = self.inner.borrow(py);
+            st.datagrams
+                .as_ref()
+                .and_then(|q| q.last_peer.as_ref())
+                .filter(|(last, _)| last.is(addr))
+                .map(|(_, raw)| SockAddr {
+                    storage: raw.storage,
+                    len: raw.len,
+                })
+        };
+        if let Some(raw) = native {
+            let view = RawBuffer::get(data, false)?;
+            return match socket::send_to(fd, view.as_slice(), &raw) {
+                Ok(_) => Ok(Sent::Done),
+                Err(e) if would_block(e) => Ok(Sent::WouldBlock),
+                Err(e) => Ok(Sent::Failed(os_error(e))),
+            };
+        }
         match sock.bind(py).call_method1(intern!(py, "sendto"), (data, addr)) {
             Ok(_) => Ok(Sent::Done),
             Err(err) => classify(py, err),
@@ -178,8 +205,17 @@ impl SocketTransportCore {
                 socket::recv_from(fd, &mut buf).map(|(n, addr)| (PyBytes::new(py, &buf[..n]), addr))
             });
             match received {
-                Ok((data, addr)) => match sockaddr::to_python(py, &addr)? {
-                    Some(addr) => (data.into_any(), addr),
+                Ok((data, raw)) => match sockaddr::to_python(py, &raw)? {
+                    Some(addr) => {
+                        let old = {
+                            let mut st = this.inner.borrow_mut(py);
+                            st.datagrams
+                                .as_mut()
+                                .and_then(|q| q.last_peer.replace((addr.clone().unbind(), raw)))
+                        };
+                        drop(old);
+                        (data.into_any(), addr)
+                    }
                     None => return Ok(()),
                 },
                 Err(e) if would_block(e) => return Ok(()),

@@ -20,19 +20,8 @@ from asyncio.log import logger
 from typing import Any
 
 from ._ferroloop import ReadPipeTransportCore, WritePipeTransportCore
-
-
-def _forward(core_class: type, name: str) -> Any:
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._core, name)(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(core_class, name).__doc__
-    return method
-
-
-def _state(name: str) -> property:
-    return property(lambda self: getattr(self._core, name))
+from ._forwarding import forward as _forward
+from ._forwarding import state as _state
 
 
 class _PipeTransportBase:

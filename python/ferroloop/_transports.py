@@ -20,22 +20,15 @@ from asyncio import base_events, constants, futures, transports, trsock
 from typing import Any
 
 from ._ferroloop import SocketTransportCore
+from ._forwarding import forward
+from ._forwarding import state as _state
 
 # 3.13's Server keeps its transports (for close_clients); older ones count them.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
 
 def _forward(name: str) -> Any:
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._core, name)(*args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(SocketTransportCore, name).__doc__
-    return method
-
-
-def _state(name: str) -> property:
-    return property(lambda self: getattr(self._core, name))
+    return forward(SocketTransportCore, name)
 
 
 class _NativeTransport:

@@ -888,3 +888,105 @@ def test_sendto_other_errors_are_fatal(loop, run, loop_errors):
     assert proto.errors == []
     assert [c["message"] for c in loop_errors] == ["Fatal write error on datagram transport"]
     assert loop_errors[0]["exception"] is exc
+
+
+# --- several datagrams waiting at one readable event ------------------------------------------
+
+
+async def _endpoint_with_waiting(loop, sender, count, protocol_factory):
+    """An endpoint whose socket already holds ``count`` datagrams from ``sender`` when the loop
+    first reads it (they are sent before its reader can run)."""
+    transport, proto = await loop.create_datagram_endpoint(protocol_factory, local_addr=("127.0.0.1", 0))
+    name = transport.get_extra_info("sockname")
+    for i in range(count):
+        sender.sendto(b"d%d" % i, name)
+    return transport, proto
+
+
+def test_pause_reading_in_datagram_received_keeps_the_rest_waiting(loop, run):
+    sender = _udp_socket()
+
+    class Pauser(dgram.DatagramRecorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if len(self.datagrams) == 1:
+                self.transport.pause_reading()
+
+    async def main():
+        transport, proto = await _endpoint_with_waiting(loop, sender, 5, lambda: Pauser(loop))
+        await asyncio.sleep(0.05)
+        seen_while_paused = len(proto.datagrams)
+        transport.resume_reading()
+        await proto.wait_datagrams(5)
+        transport.close()
+        return seen_while_paused, [d for d, _ in proto.datagrams]
+
+    try:
+        assert run(main()) == (1, [b"d0", b"d1", b"d2", b"d3", b"d4"])
+    finally:
+        sender.close()
+
+
+def test_close_in_datagram_received_delivers_no_more(loop, run):
+    sender = _udp_socket()
+
+    class Closer(dgram.DatagramRecorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            self.transport.close()
+
+    async def main():
+        _, proto = await _endpoint_with_waiting(loop, sender, 5, lambda: Closer(loop))
+        await proto.lost
+        await asyncio.sleep(0.01)
+        return proto.events
+
+    try:
+        assert run(main()) == ["made", "datagram", "lost"]
+    finally:
+        sender.close()
+
+
+def test_exception_in_datagram_received_is_reported_and_reading_goes_on(loop, run, loop_errors):
+    sender = _udp_socket()
+
+    class Raiser(dgram.DatagramRecorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if data == b"d0":
+                raise ZeroDivisionError("in datagram_received")
+
+    async def main():
+        transport, proto = await _endpoint_with_waiting(loop, sender, 3, lambda: Raiser(loop))
+        await proto.wait_datagrams(3)
+        transport.close()
+        return [d for d, _ in proto.datagrams]
+
+    try:
+        assert run(main()) == [b"d0", b"d1", b"d2"]
+    finally:
+        sender.close()
+    assert [type(c.get("exception")) for c in loop_errors] == [ZeroDivisionError]
+
+
+def test_each_datagram_carries_its_own_sender(loop, run):
+    senders = [_udp_socket() for _ in range(3)]
+
+    async def main():
+        transport, proto = await _endpoint(loop, local_addr=("127.0.0.1", 0))
+        name = transport.get_extra_info("sockname")
+        expected = []
+        for i in range(30):  # alternating senders, all waiting at one readable event
+            sock = senders[i % 3 if i < 15 else 0]
+            sock.sendto(b"%d" % i, name)
+            expected.append((b"%d" % i, sock.getsockname()))
+        await proto.wait_datagrams(30)
+        transport.close()
+        return expected, proto.datagrams
+
+    try:
+        expected, got = run(main())
+        assert got == expected
+    finally:
+        for sock in senders:
+            sock.close()

@@ -59,6 +59,21 @@ pub struct SockAddr {
     pub len: libc::socklen_t,
 }
 
+impl SockAddr {
+    /// The same address, byte for byte.
+    pub fn same(&self, other: &SockAddr) -> bool {
+        let len = self.len as usize;
+        if len != other.len as usize || len > std::mem::size_of::<libc::sockaddr_storage>() {
+            return false;
+        }
+        // SAFETY: both storages are plain bytes of at least `len` bytes.
+        let bytes = |a: &SockAddr| unsafe {
+            std::slice::from_raw_parts((&a.storage as *const libc::sockaddr_storage).cast::<u8>(), len)
+        };
+        bytes(self) == bytes(other)
+    }
+}
+
 /// `recvfrom(fd, buf, len, 0)`: bytes read and who sent them.
 pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, SockAddr), Errno> {
     // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).

@@ -12,13 +12,13 @@ use pyo3::types::PyBytes;
 
 use crate::sys::{pipe, socket, Errno};
 
-/// Size of the reusable buffer, and most bytes a transport reads per event.
-/// asyncio reads up to 256 KiB; measured here, a 256 KiB buffer made the
-/// kernel's copy into it several times slower per byte (with the message's
-/// own copy it no longer stays in the core's cache): an echo server spent
-/// twice uvloop's CPU per 100 KiB request. At 64 KiB (libuv's read size) it
-/// matches uvloop. TCP is a stream, so chunk sizes are not part of the API.
-pub const READ_SIZE: usize = 64 * 1024;
+/// Size of the reusable buffer, and most bytes a transport reads per event:
+/// asyncio's `max_size` (libuv's per-read buffer in uvloop is as large).
+/// A 100 KiB message that has fully arrived is read, handed over and echoed
+/// in one call each; with 64 KiB reads it took two of each, and the extra
+/// small sends cost the kernel more per request than the larger buffer does
+/// (only the bytes received are touched, in the kernel and in the copy out).
+pub const READ_SIZE: usize = 256 * 1024;
 
 thread_local! {
     // A loop runs on one thread and copies out before calling Python, so

@@ -22,7 +22,6 @@ from . import _ferroloop
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
 from ._subprocess import SubprocessAPI
-from ._unsupported import UnsupportedAPI
 
 
 class Loop(
@@ -30,7 +29,6 @@ class Loop(
     SignalHandlers,
     SocketAPI,
     SubprocessAPI,
-    UnsupportedAPI,
     base_events.BaseEventLoop,
 ):
     """An asyncio event loop whose core is native code. Create one with

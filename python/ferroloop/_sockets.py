@@ -8,12 +8,17 @@ messages and version differences (``all_errors``, ``keep_alive``,
 ``cleanup_socket``...) are exactly those of the running Python. Those
 methods only need the primitives ``ferroloop.Loop`` provides: ``_add_reader``
 and friends, ``_make_socket_transport``, ``_transports`` and futures.
+
+TLS is the running Python's ``asyncio.sslproto.SSLProtocol`` (the stdlib
+``ssl`` module's ``SSLObject`` over memory BIOs) as the protocol of a native
+socket transport, exactly as asyncio's selector loop layers it; ``start_tls``
+is ``BaseEventLoop``'s own.
 """
 
 from __future__ import annotations
 
 import os
-from asyncio import base_events, futures, selector_events, unix_events
+from asyncio import base_events, futures, selector_events, sslproto, unix_events
 from typing import Any
 
 from ._transports import DatagramTransport, SocketTransport
@@ -41,12 +46,13 @@ _FROM_SELECTOR_LOOP = (
     "_accept_connection2",
 )
 _FROM_UNIX_LOOP = (
+    "create_unix_connection",
+    "create_unix_server",
     "_sock_sendfile_native",
     "_sock_sendfile_native_impl",
     "_sock_sendfile_update_filepos",
     "_sock_add_cancellation_callback",
 )
-_TLS_NOT_YET = "ferroloop does not support TLS yet (ssl=...)"
 
 
 def _check_nonblocking(loop: Any, sock: Any) -> None:
@@ -79,11 +85,26 @@ class SocketAPI:
     ) -> DatagramTransport:
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
-    def _make_ssl_transport(self, rawsock: Any, *args: Any, **kwargs: Any) -> Any:
-        # Only reachable through a server that is being refused (see
-        # _refuse_tls_server): the connection is dropped, never served plain.
-        rawsock.close()
-        raise NotImplementedError(_TLS_NOT_YET)
+    def _make_ssl_transport(
+        self,
+        rawsock: Any,
+        protocol: Any,
+        sslcontext: Any,
+        waiter: Any = None,
+        *,
+        server_side: bool = False,
+        server_hostname: Any = None,
+        extra: Any = None,
+        server: Any = None,
+        **timeouts: Any,
+    ) -> Any:
+        # `timeouts`: ssl_handshake_timeout, and ssl_shutdown_timeout from 3.11,
+        # as this Python's SSLProtocol takes them.
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
 
     async def sock_recv(self, sock: Any, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``."""
@@ -126,108 +147,6 @@ class SocketAPI:
             from asyncio.log import logger
 
             logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
-
-    async def _create_connection_transport(
-        self, sock: Any, protocol_factory: Any, ssl: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        # Reached once asyncio has checked every argument; TLS stops here.
-        if ssl:
-            raise _TLSNotSupported(sock)
-        return await base_events.BaseEventLoop._create_connection_transport(
-            self,
-            sock,
-            protocol_factory,
-            ssl,
-            *args,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    async def create_connection(
-        self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any
-    ) -> Any:
-        try:
-            return await base_events.BaseEventLoop.create_connection(
-                self,
-                protocol_factory,
-                host,
-                port,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        except _TLSNotSupported as exc:
-            exc.release(owned=kwargs.get("sock") is None)
-            raise
-
-    async def create_unix_connection(
-        self, protocol_factory: Any, path: Any = None, **kwargs: Any
-    ) -> Any:
-        try:
-            return await unix_events._UnixSelectorEventLoop.create_unix_connection(
-                self,
-                protocol_factory,
-                path,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        except _TLSNotSupported as exc:
-            exc.release(owned=kwargs.get("sock") is None)
-            raise
-
-    async def connect_accepted_socket(self, protocol_factory: Any, sock: Any, **kwargs: Any) -> Any:
-        try:
-            return await base_events.BaseEventLoop.connect_accepted_socket(
-                self,
-                protocol_factory,
-                sock,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        except _TLSNotSupported as exc:
-            exc.release(owned=False)
-            raise
-
-    async def create_server(
-        self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any
-    ) -> Any:
-        server = await base_events.BaseEventLoop.create_server(
-            self,
-            protocol_factory,
-            host,
-            port,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return _refuse_tls_server(server, kwargs.get("ssl"))
-
-    async def create_unix_server(
-        self, protocol_factory: Any, path: Any = None, **kwargs: Any
-    ) -> Any:
-        server = await unix_events._UnixSelectorEventLoop.create_unix_server(
-            self,
-            protocol_factory,
-            path,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return _refuse_tls_server(server, kwargs.get("ssl"))
-
-
-class _TLSNotSupported(NotImplementedError):
-    """``ssl=`` reached the point where TLS would start."""
-
-    def __init__(self, sock: Any) -> None:
-        super().__init__(_TLS_NOT_YET)
-        self.sock = sock
-
-    def release(self, *, owned: bool) -> None:
-        # A socket the loop created for this call is closed; the caller's is not.
-        if owned:
-            self.sock.close()
-        self.sock = None
-
-
-def _refuse_tls_server(server: Any, ssl: Any) -> Any:
-    # asyncio has validated the arguments (ssl=True is its TypeError);
-    # a server that was asked for TLS never serves plaintext.
-    if ssl:
-        server.close()
-        raise NotImplementedError(_TLS_NOT_YET)
-    return server
 
 
 def _borrow(source: type, names: tuple[str, ...]) -> None:

@@ -34,7 +34,7 @@ PREFIX = "test.test_asyncio."
 OUTCOMES = ("pass", "fail", "error", "skip", "expectedFailure", "unexpectedSuccess")
 LOOPS = ("asyncio", "ferroloop")
 
-# The foundation and socket sets; a module this interpreter lacks is skipped
+# The foundation, socket, subprocess and TLS sets; a module this interpreter lacks is skipped
 # (e.g. test_timeouts on 3.10).
 DEFAULT_MODULES = [
     "test_futures",
@@ -56,6 +56,9 @@ DEFAULT_MODULES = [
     "test_sendfile",
     "test_buffered_proto",
     "test_protocols",
+    "test_subprocess",
+    "test_ssl",
+    "test_sslproto",
 ]
 # Longest first, so that two workers finish together.
 SLOW_FIRST = ["test_tasks", "test_events", "test_taskgroups", "test_futures"]

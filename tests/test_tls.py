@@ -1,0 +1,626 @@
+"""TLS: ssl= on connections and servers, start_tls, the TLS transport and its errors.
+
+Certificates are made in the run (support/tls.py): a CA that signs the leaves, and a
+self-signed leaf. Every case runs on asyncio and on ferroloop with the same expectations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import sys
+
+import pytest
+from support import net, tls
+
+# Before 3.11 the TLS transport is asyncio's older SSL pipe; some error paths differ by version.
+PY311 = sys.version_info >= (3, 11)
+# The exceptions that a refused or broken TLS connection may end with, depending on which side
+# notices first; a test that accepts these also checks that no data got through.
+CONNECTION_FAILED = (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)
+
+
+def _server_hostname(kind: str) -> dict:
+    # A Unix socket has no host name to check against: the client names the server itself.
+    return {"server_hostname": tls.HOSTNAME} if kind == "unix" else {}
+
+
+async def _tls_echo_server(loop, kind, tmp_path, context=None, **kwargs):
+    return await net.start_server(
+        loop, kind, net.EchoProtocol, tmp_path, ssl=context or tls.server_context(), **kwargs
+    )
+
+
+# --- connections and servers ------------------------------------------------------------------
+
+
+def test_echo_and_extra_info(loop, run, kind, tmp_path):
+    async def main():
+        server = await _tls_echo_server(loop, kind, tmp_path)
+        context = tls.client_context()
+        transport, proto = await net.connect(
+            loop,
+            kind,
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=context,
+            **_server_hostname(kind),
+        )
+        data = net.payload(1024 * 1024)
+        transport.write(data)
+        got = await proto.wait_bytes(len(data))
+        info = {
+            "ssl_object": isinstance(transport.get_extra_info("ssl_object"), ssl.SSLObject),
+            "peercert_names": ("DNS", tls.HOSTNAME)
+            in transport.get_extra_info("peercert")["subjectAltName"],
+            "cipher": len(transport.get_extra_info("cipher")),
+            "compression": transport.get_extra_info("compression"),
+            "sslcontext": transport.get_extra_info("sslcontext") is context,
+            "socket": transport.get_extra_info("socket").family == net.FAMILY[kind],
+            "peername": transport.get_extra_info("peername") == server.sockets[0].getsockname(),
+            "can_write_eof": transport.can_write_eof(),
+        }
+        transport.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+        return net.digest(got), net.digest(data), info, proto.lost_exc
+
+    got, sent, info, lost = run(main())
+    assert got == sent
+    assert info == {
+        "ssl_object": True,
+        "peercert_names": True,
+        "cipher": 3,
+        "compression": None,
+        "sslcontext": True,
+        "socket": True,
+        "peername": True,
+        "can_write_eof": False,
+    }
+    assert lost == [None]
+
+
+def test_write_eof_is_refused(loop, run):
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, _ = await net.connect(
+            loop, "tcp4", asyncio.Protocol, net.address_of(server), ssl=tls.client_context()
+        )
+        try:
+            with pytest.raises(NotImplementedError):
+                transport.write_eof()
+        finally:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_streams_over_tls(loop, run, kind, tmp_path):
+    async def handle(reader, writer):
+        line = await reader.readline()
+        writer.write(line.upper())
+        body = await reader.readexactly(100_000)
+        writer.write(net.digest(body).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await net.start_stream_server(kind, handle, tmp_path, ssl=tls.server_context())
+        reader, writer = await net.open_connection(
+            kind, net.address_of(server), ssl=tls.client_context(), **_server_hostname(kind)
+        )
+        body = net.payload(100_000, seed=3)
+        writer.write(b"hello tls\n" + body)
+        await writer.drain()
+        first = await reader.readline()
+        second = await reader.readline()
+        rest = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return first, second.strip().decode(), rest, net.digest(body)
+
+    first, got_digest, rest, digest = run(main())
+    assert (first, got_digest, rest) == (b"HELLO TLS\n", digest, b"")
+
+
+def test_sixteen_mib_echo_with_a_slow_reader(loop, run):
+    size = 16 * net.MiB
+    peaks = []
+
+    class Echo(net.EchoProtocol):
+        def data_received(self, data):
+            super().data_received(data)
+            peaks.append(self.transport.get_write_buffer_size())
+
+    async def main():
+        server = await net.start_server(loop, "tcp4", Echo, None, ssl=tls.server_context())
+        reader, writer = await asyncio.open_connection(
+            *net.address_of(server), ssl=tls.client_context()
+        )
+        data = net.payload(size, seed=16)
+
+        async def send():
+            for i in range(0, size, 256 * 1024):
+                writer.write(data[i : i + 256 * 1024])
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send())
+        got = bytearray()
+        while len(got) < size:
+            chunk = await reader.read(64 * 1024)
+            assert chunk, f"EOF after {len(got)} bytes"
+            got += chunk
+            if len(got) % (1024 * 1024) < 64 * 1024:
+                await asyncio.sleep(0.005)
+        await sender
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return net.digest(bytes(got)), net.digest(data)
+
+    got, sent = run(main(), timeout=60)
+    assert got == sent
+    # The echo stops reading while its peer does not read: what it holds stays bounded.
+    assert max(peaks) < 4 * net.MiB
+
+
+def test_two_hundred_concurrent_connections(loop, run):
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None, backlog=256)
+        context = tls.client_context()
+
+        async def one(i):
+            reader, writer = await asyncio.open_connection(*net.address_of(server), ssl=context)
+            message = b"%d\n" % i
+            writer.write(message)
+            line = await reader.readline()
+            writer.close()
+            await writer.wait_closed()
+            return line == message
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        server.close()
+        await server.wait_closed()
+        return results
+
+    assert run(main(), timeout=60) == [True] * 200
+
+
+def test_close_sends_close_notify(loop, run):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.client_context(),
+        )
+        peer = await factory.nth(0)
+        transport.write(b"last words")
+        transport.close()
+        await peer.lost
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+        return bytes(peer.data), peer.events, peer.lost_exc
+
+    data, events, lost = run(main())
+    assert data == b"last words"
+    # The peer sees a clean TLS end: connection_lost(None), after eof_received from 3.11 (the
+    # close_notify; 3.10's SSL pipe does not report it).
+    assert events == ["made", "data", "eof", "lost"] if PY311 else ["made", "data", "lost"]
+    assert lost == [None]
+
+
+def test_abort_drops_the_connection(loop, run):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.client_context(),
+        )
+        peer = await factory.nth(0)
+        transport.abort()
+        await proto.lost
+        await peer.lost
+        server.close()
+        await server.wait_closed()
+        return proto.lost_exc, "data" in peer.events
+
+    lost, peer_got_data = run(main())
+    assert lost == [None]
+    assert not peer_got_data
+
+
+def test_alpn(loop, run):
+    async def main():
+        server = await _tls_echo_server(
+            loop, "tcp4", None, context=tls.server_context(alpn=["h2", "http/1.1"])
+        )
+        transport, _ = await net.connect(
+            loop,
+            "tcp4",
+            asyncio.Protocol,
+            net.address_of(server),
+            ssl=tls.client_context(alpn=["http/1.1"]),
+        )
+        selected = transport.get_extra_info("ssl_object").selected_alpn_protocol()
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return selected
+
+    assert run(main()) == "http/1.1"
+
+
+def test_mutual_tls(loop, run):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(
+            loop, "tcp4", factory, None, ssl=tls.mutual_server_context()
+        )
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.client_context(cert=True),
+        )
+        peer = await factory.nth(0)
+        client_cert = peer.transport.get_extra_info("peercert")
+        transport.close()
+        await peer.lost
+        server.close()
+        await server.wait_closed()
+        return dict(x[0] for x in client_cert["subject"])["commonName"]
+
+    assert run(main()) == "test client"
+
+
+def test_mutual_tls_without_a_client_certificate_gets_no_service(loop, run, loop_errors):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(
+            loop, "tcp4", factory, None, ssl=tls.mutual_server_context()
+        )
+        failure = None
+        try:
+            # With TLS 1.3 the client may finish its handshake before the server refuses it;
+            # the refusal then arrives on the first read.
+            reader, writer = await asyncio.open_connection(
+                *net.address_of(server), ssl=tls.client_context()
+            )
+            writer.write(b"hello\n")
+            got = await reader.read(100)
+            writer.close()
+        except CONNECTION_FAILED as exc:
+            failure, got = exc, b""
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        return failure, got, [p.events for p in factory.made]
+
+    failure, got, server_events = run(main())
+    assert got == b""
+    # The server's protocol is only connected once the handshake succeeded: never here.
+    assert all("made" not in events for events in server_events)
+
+
+# --- certificate verification ------------------------------------------------------------------
+
+
+def _verification_failure(loop, run, server_context, client_context, **kwargs):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(loop, "tcp4", factory, None, ssl=server_context)
+        try:
+            with pytest.raises(ssl.SSLCertVerificationError) as info:
+                await net.connect(
+                    loop,
+                    "tcp4",
+                    asyncio.Protocol,
+                    net.address_of(server),
+                    ssl=client_context,
+                    **kwargs,
+                )
+            await asyncio.sleep(0.05)
+            return info.value, [p.events for p in factory.made]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return run(main())
+
+
+def test_hostname_mismatch(loop, run, loop_errors):
+    exc, server_events = _verification_failure(
+        loop, run, tls.server_context(), tls.client_context(), server_hostname="wrong.invalid"
+    )
+    assert "Hostname mismatch" in exc.verify_message or "wrong.invalid" in str(exc)
+    assert all("made" not in events for events in server_events)
+
+
+def test_expired_certificate(loop, run, loop_errors):
+    exc, server_events = _verification_failure(
+        loop, run, tls.server_context(expired=True), tls.client_context()
+    )
+    assert exc.verify_message == "certificate has expired"
+    assert all("made" not in events for events in server_events)
+
+
+def test_untrusted_self_signed_certificate(loop, run, loop_errors, tmp_path):
+    exc, _ = _verification_failure(
+        loop, run, tls.self_signed_server_context(tmp_path), tls.client_context()
+    )
+    assert exc.verify_message == "self-signed certificate" or "self signed" in exc.verify_message
+
+
+def test_trusted_self_signed_certificate(loop, run, tmp_path):
+    async def main():
+        server = await _tls_echo_server(
+            loop, "tcp4", None, context=tls.self_signed_server_context(tmp_path)
+        )
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.self_signed_client_context(),
+        )
+        transport.write(b"ping")
+        got = await proto.wait_bytes(4)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(main()) == b"ping"
+
+
+# --- TLS meets plaintext -----------------------------------------------------------------------
+
+
+def test_plaintext_client_to_tls_server_gets_no_data(loop, run, loop_errors):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
+        sock = socket.create_connection(net.address_of(server))
+        sock.setblocking(False)
+        received = bytearray()
+        try:
+            await loop.sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
+            while chunk := await asyncio.wait_for(loop.sock_recv(sock, 4096), 5):
+                received += chunk
+        except ConnectionError:
+            pass
+        finally:
+            sock.close()
+        server.close()
+        await server.wait_closed()
+        return bytes(received), [p.events for p in factory.made]
+
+    received, server_events = run(main())
+    assert b"GET" not in received and b"HTTP" not in received
+    assert all("made" not in events for events in server_events)
+
+
+def test_tls_client_to_plaintext_server_fails(loop, run):
+    async def main():
+        handled = loop.create_future()
+
+        async def handle(reader, writer):
+            writer.write(b"220 plaintext greeting, not TLS\r\n" * 4)
+            await reader.read()  # until the client gives up
+            writer.close()
+            handled.set_result(None)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        try:
+            with pytest.raises(CONNECTION_FAILED) as info:
+                await asyncio.open_connection(*net.address_of(server), ssl=tls.client_context())
+            await handled
+            return info.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert isinstance(run(main()), ssl.SSLError)
+
+
+def test_nothing_is_sent_in_the_clear(loop, run, loop_errors):
+    # The client's application data waits for the handshake; a peer that never completes one
+    # only ever sees the TLS ClientHello.
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+
+        class Eager(asyncio.Protocol):
+            def connection_made(self, transport):
+                transport.write(b"SECRET")
+
+        connecting = asyncio.ensure_future(
+            loop.create_connection(
+                Eager, *listener.getsockname(), ssl=tls.client_context(), ssl_handshake_timeout=0.5
+            )
+        )
+        conn, _ = await loop.sock_accept(listener)
+        received = bytearray()
+        try:
+            while chunk := await asyncio.wait_for(loop.sock_recv(conn, 4096), 2):
+                received += chunk
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        conn.close()
+        listener.close()
+        with pytest.raises((ConnectionAbortedError, asyncio.TimeoutError, ConnectionError)):
+            await connecting
+        return bytes(received)
+
+    received = run(main())
+    assert received[:1] == b"\x16"  # a TLS handshake record
+    assert b"SECRET" not in received
+
+
+def test_handshake_timeout_against_a_silent_server(loop, run, loop_errors):
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        t0 = loop.time()
+        try:
+            with pytest.raises((ConnectionAbortedError, asyncio.TimeoutError)) as info:
+                await loop.create_connection(
+                    asyncio.Protocol,
+                    *listener.getsockname(),
+                    ssl=tls.client_context(),
+                    ssl_handshake_timeout=0.2,
+                )
+            return type(info.value), loop.time() - t0
+        finally:
+            listener.close()
+
+    exc_type, elapsed = run(main())
+    assert 0.15 < elapsed < 3
+    assert exc_type is ConnectionAbortedError
+
+
+def test_handshake_timeout_against_a_silent_client(loop, run, loop_errors):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(
+            loop, "tcp4", factory, None, ssl=tls.server_context(), ssl_handshake_timeout=0.2
+        )
+        sock = socket.create_connection(net.address_of(server))
+        sock.setblocking(False)
+        t0 = loop.time()
+        try:
+            received = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
+        except ConnectionError:
+            received = b""
+        finally:
+            sock.close()
+        elapsed = loop.time() - t0
+        server.close()
+        await server.wait_closed()
+        return received, elapsed, factory.made
+
+    received, elapsed, made = run(main())
+    assert received == b""  # the server hung up
+    assert 0.15 < elapsed < 3
+    assert made == [] or all("made" not in p.events for p in made)
+
+
+# --- start_tls ---------------------------------------------------------------------------------
+
+
+def test_start_tls_upgrades_a_plaintext_connection(loop, run, kind, tmp_path):
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.plain = bytearray()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.plain is not None:
+                self.plain += data
+                if self.plain.endswith(b"STARTTLS\n"):
+                    self.transport.write(b"OK\n")
+                    self.transport.pause_reading()
+                    self.plain = None
+                    asyncio.ensure_future(self.upgrade())
+                return
+            self.transport.write(data.upper())
+
+        async def upgrade(self):
+            self.transport = await loop.start_tls(
+                self.transport, self, tls.server_context(), server_side=True
+            )
+            # The client sends only after this: before it, data_received could still see
+            # the plaintext transport in self.transport.
+            self.transport.write(b"READY\n")
+
+    async def main():
+        server = await net.start_server(loop, kind, Server, tmp_path)
+        transport, proto = await net.connect(
+            loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
+        )
+        transport.write(b"hello\nSTARTTLS\n")
+        await proto.wait_bytes(3)
+        assert bytes(proto.data) == b"OK\n"
+        proto.data.clear()
+        secure = await loop.start_tls(
+            transport, proto, tls.client_context(), server_hostname=tls.HOSTNAME
+        )
+        await proto.wait_bytes(6)
+        secure.write(b"over tls")
+        got = await proto.wait_bytes(14)
+        cipher = secure.get_extra_info("cipher")
+        secure.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+        return got, cipher is not None
+
+    assert run(main()) == (b"READY\nOVER TLS", True)
+
+
+def test_start_tls_rejects_a_non_context(loop, run, tmp_path):
+    client, accepted = net.connected_pair("tcp4", tmp_path)
+
+    async def main():
+        transport, proto = await loop.create_connection(asyncio.Protocol, sock=client)
+        try:
+            with pytest.raises(TypeError, match="sslcontext is expected to be an instance"):
+                await loop.start_tls(transport, proto, object())
+        finally:
+            transport.close()
+
+    try:
+        run(main())
+    finally:
+        accepted.close()
+
+
+@pytest.mark.skipif(not PY311, reason="StreamWriter.start_tls is new in 3.11")
+def test_stream_writer_start_tls(loop, run):
+    async def main():
+        async def handle(reader, writer):
+            assert await reader.readline() == b"STARTTLS\n"
+            writer.write(b"OK\n")
+            await writer.drain()
+            await writer.start_tls(tls.server_context())
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*net.address_of(server))
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"OK\n"
+        await writer.start_tls(tls.client_context(), server_hostname=tls.HOSTNAME)
+        writer.write(b"secret\n")
+        line = await reader.readline()
+        version = writer.get_extra_info("ssl_object").version()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return line, version.startswith("TLS")
+
+    assert run(main()) == (b"SECRET\n", True)

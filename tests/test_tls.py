@@ -624,3 +624,101 @@ def test_stream_writer_start_tls(loop, run):
         return line, version.startswith("TLS")
 
     assert run(main()) == (b"SECRET\n", True)
+
+
+# --- more ways in ------------------------------------------------------------------------------
+
+
+def test_ssl_true_means_the_default_verifying_client_context(loop, run, loop_errors):
+    # ssl=True is ssl.create_default_context(): the system's trust store, which does not hold
+    # the test CA, so the handshake fails verification instead of going ahead unverified.
+    exc, _ = _verification_failure(loop, run, tls.server_context(), True)
+    assert "unable to get local issuer certificate" in exc.verify_message
+
+
+def test_connect_accepted_socket_with_ssl(loop, run, tmp_path):
+    client_sock, server_sock = net.connected_pair("tcp4", tmp_path)
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            proto = net.EchoProtocol()
+            accepted.set_result(proto)
+            return proto
+
+        serving = asyncio.ensure_future(
+            loop.connect_accepted_socket(factory, server_sock, ssl=tls.server_context())
+        )
+        transport, proto = await loop.create_connection(
+            lambda: net.RecordingProtocol(loop),
+            sock=client_sock,
+            ssl=tls.client_context(),
+            server_hostname=tls.HOSTNAME,
+        )
+        server_transport, _ = await serving
+        transport.write(b"accepted and secured")
+        got = await proto.wait_bytes(20)
+        secured = server_transport.get_extra_info("cipher") is not None
+        transport.close()
+        await proto.lost
+        server_transport.close()
+        return got, secured
+
+    assert run(main()) == (b"accepted and secured", True)
+
+
+def test_buffered_protocol_over_tls(loop, run):
+    class Echo(net.BufferedEchoProtocol):
+        # A memoryview: asyncio's SSL protocol fills the buffer through slices of it, and a
+        # bytearray's slice would be a copy.
+        def get_buffer(self, sizehint):
+            return memoryview(super().get_buffer(sizehint))
+
+    async def main():
+        server = await net.start_server(loop, "tcp4", Echo, None, ssl=tls.server_context())
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.client_context(),
+        )
+        data = net.payload(2 * net.MiB, seed=5)
+        transport.write(data)
+        got = await proto.wait_bytes(len(data))
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return net.digest(got), net.digest(data)
+
+    got, sent = run(main())
+    assert got == sent
+
+
+@pytest.mark.skipif(not PY311, reason="ssl_shutdown_timeout is new in 3.11")
+def test_shutdown_timeout_when_the_peer_never_answers_close_notify(loop, run, loop_errors):
+    async def main():
+        factory = net.Factory(loop)
+        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
+        transport, proto = await net.connect(
+            loop,
+            "tcp4",
+            lambda: net.RecordingProtocol(loop),
+            net.address_of(server),
+            ssl=tls.client_context(),
+            ssl_shutdown_timeout=0.3,
+        )
+        peer = await factory.nth(0)
+        peer.transport.pause_reading()  # the close_notify is never read, so never answered
+        await asyncio.sleep(0.05)
+        t0 = loop.time()
+        transport.close()
+        await proto.lost
+        elapsed = loop.time() - t0
+        peer.transport.abort()
+        server.close()
+        await server.wait_closed()
+        return elapsed
+
+    assert 0.25 < run(main()) < 3

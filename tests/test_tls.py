@@ -32,6 +32,32 @@ async def _tls_echo_server(loop, kind, tmp_path, context=None, **kwargs):
     )
 
 
+async def _recording_server(loop, context=None, **kwargs):
+    """A TLS server on 127.0.0.1 whose factory keeps every protocol it made."""
+    factory = net.Factory(loop)
+    server = await net.start_server(
+        loop, "tcp4", factory, None, ssl=context or tls.server_context(), **kwargs
+    )
+    return server, factory
+
+
+async def _tls_client(loop, server, context=None, **kwargs):
+    """A recording client connected over TLS to ``server`` (on 127.0.0.1)."""
+    return await net.connect(
+        loop,
+        "tcp4",
+        lambda: net.RecordingProtocol(loop),
+        net.address_of(server),
+        ssl=context or tls.client_context(),
+        **kwargs,
+    )
+
+
+async def _close(server):
+    server.close()
+    await server.wait_closed()
+
+
 # --- connections and servers ------------------------------------------------------------------
 
 
@@ -63,8 +89,7 @@ def test_echo_and_extra_info(loop, run, kind, tmp_path):
         }
         transport.close()
         await proto.lost
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return net.digest(got), net.digest(data), info, proto.lost_exc
 
     got, sent, info, lost = run(main())
@@ -93,8 +118,7 @@ def test_write_eof_is_refused(loop, run):
                 transport.write_eof()
         finally:
             transport.close()
-            server.close()
-            await server.wait_closed()
+            await _close(server)
 
     run(main())
 
@@ -121,8 +145,7 @@ def test_streams_over_tls(loop, run, kind, tmp_path):
         rest = await reader.read()
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return first, second.strip().decode(), rest, net.digest(body)
 
     first, got_digest, rest, digest = run(main())
@@ -161,8 +184,7 @@ def test_sixteen_mib_echo_with_a_slow_reader(loop, run):
         await sender
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return net.digest(bytes(got)), net.digest(data)
 
     got, sent = run(main(), timeout=60)
@@ -186,8 +208,7 @@ def test_two_hundred_concurrent_connections(loop, run):
             return line == message
 
         results = await asyncio.gather(*(one(i) for i in range(200)))
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return results
 
     assert run(main(), timeout=60) == [True] * 200
@@ -195,22 +216,14 @@ def test_two_hundred_concurrent_connections(loop, run):
 
 def test_close_sends_close_notify(loop, run):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.client_context(),
-        )
+        server, factory = await _recording_server(loop)
+        transport, proto = await _tls_client(loop, server)
         peer = await factory.nth(0)
         transport.write(b"last words")
         transport.close()
         await peer.lost
         await proto.lost
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return bytes(peer.data), peer.events, peer.lost_exc
 
     data, events, lost = run(main())
@@ -223,21 +236,13 @@ def test_close_sends_close_notify(loop, run):
 
 def test_abort_drops_the_connection(loop, run):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.client_context(),
-        )
+        server, factory = await _recording_server(loop)
+        transport, proto = await _tls_client(loop, server)
         peer = await factory.nth(0)
         transport.abort()
         await proto.lost
         await peer.lost
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return proto.lost_exc, "data" in peer.events
 
     lost, peer_got_data = run(main())
@@ -259,8 +264,7 @@ def test_alpn(loop, run):
         )
         selected = transport.get_extra_info("ssl_object").selected_alpn_protocol()
         transport.close()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return selected
 
     assert run(main()) == "http/1.1"
@@ -268,23 +272,13 @@ def test_alpn(loop, run):
 
 def test_mutual_tls(loop, run):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(
-            loop, "tcp4", factory, None, ssl=tls.mutual_server_context()
-        )
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.client_context(cert=True),
-        )
+        server, factory = await _recording_server(loop, tls.mutual_server_context())
+        transport, proto = await _tls_client(loop, server, tls.client_context(cert=True))
         peer = await factory.nth(0)
         client_cert = peer.transport.get_extra_info("peercert")
         transport.close()
         await peer.lost
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return dict(x[0] for x in client_cert["subject"])["commonName"]
 
     assert run(main()) == "test client"
@@ -292,10 +286,7 @@ def test_mutual_tls(loop, run):
 
 def test_mutual_tls_without_a_client_certificate_gets_no_service(loop, run, loop_errors):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(
-            loop, "tcp4", factory, None, ssl=tls.mutual_server_context()
-        )
+        server, factory = await _recording_server(loop, tls.mutual_server_context())
         failure = None
         try:
             # With TLS 1.3 the client may finish its handshake before the server refuses it;
@@ -309,8 +300,7 @@ def test_mutual_tls_without_a_client_certificate_gets_no_service(loop, run, loop
         except CONNECTION_FAILED as exc:
             failure, got = exc, b""
         await asyncio.sleep(0.05)
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return failure, got, [p.events for p in factory.made]
 
     failure, got, server_events = run(main())
@@ -324,8 +314,7 @@ def test_mutual_tls_without_a_client_certificate_gets_no_service(loop, run, loop
 
 def _verification_failure(loop, run, server_context, client_context, **kwargs):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(loop, "tcp4", factory, None, ssl=server_context)
+        server, factory = await _recording_server(loop, server_context)
         try:
             with pytest.raises(ssl.SSLCertVerificationError) as info:
                 await net.connect(
@@ -339,8 +328,7 @@ def _verification_failure(loop, run, server_context, client_context, **kwargs):
             await asyncio.sleep(0.05)
             return info.value, [p.events for p in factory.made]
         finally:
-            server.close()
-            await server.wait_closed()
+            await _close(server)
 
     return run(main())
 
@@ -373,18 +361,11 @@ def test_trusted_self_signed_certificate(loop, run, tmp_path):
         server = await _tls_echo_server(
             loop, "tcp4", None, context=tls.self_signed_server_context(tmp_path)
         )
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.self_signed_client_context(),
-        )
+        transport, proto = await _tls_client(loop, server, tls.self_signed_client_context())
         transport.write(b"ping")
         got = await proto.wait_bytes(4)
         transport.close()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return got
 
     assert run(main()) == b"ping"
@@ -395,8 +376,7 @@ def test_trusted_self_signed_certificate(loop, run, tmp_path):
 
 def test_plaintext_client_to_tls_server_gets_no_data(loop, run, loop_errors):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
+        server, factory = await _recording_server(loop)
         sock = socket.create_connection(net.address_of(server))
         sock.setblocking(False)
         received = bytearray()
@@ -408,8 +388,7 @@ def test_plaintext_client_to_tls_server_gets_no_data(loop, run, loop_errors):
             pass
         finally:
             sock.close()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return bytes(received), [p.events for p in factory.made]
 
     received, server_events = run(main())
@@ -434,8 +413,7 @@ def test_tls_client_to_plaintext_server_fails(loop, run):
             await handled
             return info.value
         finally:
-            server.close()
-            await server.wait_closed()
+            await _close(server)
 
     assert isinstance(run(main()), ssl.SSLError)
 
@@ -501,10 +479,7 @@ def test_handshake_timeout_against_a_silent_server(loop, run, loop_errors):
 
 def test_handshake_timeout_against_a_silent_client(loop, run, loop_errors):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(
-            loop, "tcp4", factory, None, ssl=tls.server_context(), ssl_handshake_timeout=0.2
-        )
+        server, factory = await _recording_server(loop, ssl_handshake_timeout=0.2)
         sock = socket.create_connection(net.address_of(server))
         sock.setblocking(False)
         t0 = loop.time()
@@ -515,8 +490,7 @@ def test_handshake_timeout_against_a_silent_client(loop, run, loop_errors):
         finally:
             sock.close()
         elapsed = loop.time() - t0
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return received, elapsed, factory.made
 
     received, elapsed, made = run(main())
@@ -573,8 +547,7 @@ def test_start_tls_upgrades_a_plaintext_connection(loop, run, kind, tmp_path):
         cipher = secure.get_extra_info("cipher")
         secure.close()
         await proto.lost
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return got, cipher is not None
 
     assert run(main()) == (b"READY\nOVER TLS", True)
@@ -619,8 +592,7 @@ def test_stream_writer_start_tls(loop, run):
         version = writer.get_extra_info("ssl_object").version()
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return line, version.startswith("TLS")
 
     assert run(main()) == (b"SECRET\n", True)
@@ -677,19 +649,12 @@ def test_buffered_protocol_over_tls(loop, run):
 
     async def main():
         server = await net.start_server(loop, "tcp4", Echo, None, ssl=tls.server_context())
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.client_context(),
-        )
+        transport, proto = await _tls_client(loop, server)
         data = net.payload(2 * net.MiB, seed=5)
         transport.write(data)
         got = await proto.wait_bytes(len(data))
         transport.close()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return net.digest(got), net.digest(data)
 
     got, sent = run(main())
@@ -699,16 +664,8 @@ def test_buffered_protocol_over_tls(loop, run):
 @pytest.mark.skipif(not PY311, reason="ssl_shutdown_timeout is new in 3.11")
 def test_shutdown_timeout_when_the_peer_never_answers_close_notify(loop, run, loop_errors):
     async def main():
-        factory = net.Factory(loop)
-        server = await net.start_server(loop, "tcp4", factory, None, ssl=tls.server_context())
-        transport, proto = await net.connect(
-            loop,
-            "tcp4",
-            lambda: net.RecordingProtocol(loop),
-            net.address_of(server),
-            ssl=tls.client_context(),
-            ssl_shutdown_timeout=0.3,
-        )
+        server, factory = await _recording_server(loop)
+        transport, proto = await _tls_client(loop, server, ssl_shutdown_timeout=0.3)
         peer = await factory.nth(0)
         peer.transport.pause_reading()  # the close_notify is never read, so never answered
         await asyncio.sleep(0.05)
@@ -717,8 +674,7 @@ def test_shutdown_timeout_when_the_peer_never_answers_close_notify(loop, run, lo
         await proto.lost
         elapsed = loop.time() - t0
         peer.transport.abort()
-        server.close()
-        await server.wait_closed()
+        await _close(server)
         return elapsed
 
     assert 0.25 < run(main()) < 3

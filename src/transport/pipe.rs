@@ -23,7 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::read_buffer::read_bytes;
-use super::write_buffer::WriteBuffer;
+use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::readers::Side;
@@ -512,23 +512,13 @@ impl WritePipeTransportCore {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
                 st.conn_lost += 1;
             } else {
-                let mut written = 0;
-                if st.buffer.is_empty() {
-                    match pipe::write(st.common.fd, data) {
-                        Ok(n) if n == data.len() => return Ok(()),
-                        Ok(n) => written = n,
-                        Err(e) if would_block(e) => {}
-                        Err(e) => failed = Some(e),
-                    }
-                    if failed.is_some() {
+                let fd = st.common.fd;
+                match st.buffer.write_or_queue(data, shared, |d| pipe::write(fd, d)) {
+                    Written::All => return Ok(()),
+                    Written::Queued { first } => register_writer = first,
+                    Written::Failed(e) => {
                         st.conn_lost += 1;
-                    }
-                    register_writer = failed.is_none();
-                }
-                if failed.is_none() {
-                    match shared {
-                        Some(bytes) => st.buffer.push_shared(bytes.clone().unbind(), data.len(), written),
-                        None => st.buffer.push_copy(&data[written..]),
+                        failed = Some(e);
                     }
                 }
             }

@@ -24,7 +24,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
 use super::read_buffer::{recv_bytes, READ_SIZE};
-use super::write_buffer::WriteBuffer;
+use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::readers::Side;
@@ -403,21 +403,11 @@ impl SocketTransportCore {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
                 st.conn_lost += 1;
             } else {
-                let mut sent = 0;
-                if st.buffer.is_empty() {
-                    match socket::send(st.fd, data) {
-                        Ok(n) if n == data.len() => return Ok(()),
-                        Ok(n) => sent = n,
-                        Err(e) if would_block(e) => {}
-                        Err(e) => failed = Some(e),
-                    }
-                    register_writer = failed.is_none();
-                }
-                if failed.is_none() {
-                    match shared {
-                        Some(bytes) => st.buffer.push_shared(bytes.clone().unbind(), data.len(), sent),
-                        None => st.buffer.push_copy(&data[sent..]),
-                    }
+                let fd = st.fd;
+                match st.buffer.write_or_queue(data, shared, |d| socket::send(fd, d)) {
+                    Written::All => return Ok(()),
+                    Written::Queued { first } => register_writer = first,
+                    Written::Failed(e) => failed = Some(e),
                 }
             }
         }

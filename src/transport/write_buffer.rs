@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::sys::socket::would_block;
 use crate::sys::socket::IOV_MAX;
+use crate::sys::Errno;
 
 enum Data {
     Shared(Py<PyBytes>),
@@ -35,6 +37,17 @@ impl Chunk {
     }
 }
 
+/// What [`WriteBuffer::write_or_queue`] did with the data.
+pub enum Written {
+    /// The kernel took all of it.
+    All,
+    /// The rest is queued: the caller watches for writability, if
+    /// `first` (the buffer was empty, so nobody watches yet).
+    Queued { first: bool },
+    /// The write failed; nothing was queued.
+    Failed(Errno),
+}
+
 /// A FIFO of unsent chunks with their total size.
 #[derive(Default)]
 pub struct WriteBuffer {
@@ -50,6 +63,32 @@ impl WriteBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// A transport's `write()`: when nothing is queued, `write` tries the
+    /// kernel at once; what it did not take is queued (`shared` is `data`
+    /// itself when that is a `bytes`, kept by reference).
+    pub fn write_or_queue(
+        &mut self,
+        data: &[u8],
+        shared: Option<&Bound<'_, PyBytes>>,
+        write: impl FnOnce(&[u8]) -> Result<usize, Errno>,
+    ) -> Written {
+        let first = self.is_empty();
+        let mut done = 0;
+        if first {
+            match write(data) {
+                Ok(n) if n == data.len() => return Written::All,
+                Ok(n) => done = n,
+                Err(e) if would_block(e) => {}
+                Err(e) => return Written::Failed(e),
+            }
+        }
+        match shared {
+            Some(bytes) => self.push_shared(bytes.clone().unbind(), data.len(), done),
+            None => self.push_copy(&data[done..]),
+        }
+        Written::Queued { first }
     }
 
     /// Queues `bytes[skip..]` by reference.

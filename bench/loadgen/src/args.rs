@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::conn::Target;
 use crate::exchange::Mode;
 use crate::run::Config;
+use crate::tls::TlsOptions;
 
 pub const USAGE: &str = "\
 usage: loadgen --target ADDR [options]
@@ -21,6 +22,15 @@ usage: loadgen --target ADDR [options]
   --pause-us N        pause between a reply and the next request on a connection (default 0)
   --server-pid PID    also report this process's CPU time over the measured window
   --cpu N             pin the load generator to CPU N
+  --tls               speak TLS (rustls, TLS 1.3 or 1.2); the server's certificate must
+                      chain to --tls-ca and be valid for --tls-name, or the run fails
+  --tls-ca PATH       PEM file of the CA certificate(s) to trust; required with --tls
+  --tls-name NAME     name the certificate must be valid for (default localhost)
+  --reconnect         a new connection for every exchange: connect, TLS handshake (a full
+                      one, no resumption), one request and its reply, close. Exchanges/s
+                      are then connections/s, handshakes/s with --tls; latency covers all
+                      of it. Without it, connections (and handshakes) are made before the
+                      clock starts and kept.
 
 Prints one JSON object; exits 1 if any exchange failed, 2 on bad arguments.";
 
@@ -43,9 +53,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         timeout: Duration::from_secs(10),
         server_pid: None,
         pause: Duration::ZERO,
+        tls: None,
+        reconnect: false,
     };
     let mut cpu = None;
     let mut timed = false;
+    let (mut tls, mut tls_ca, mut tls_name) = (false, None, None);
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -54,6 +67,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         };
         if name == "--help" || name == "-h" {
             return Err(USAGE.into());
+        }
+        if name == "--tls" || name == "--reconnect" {
+            if inline.is_some() {
+                return Err(format!("{name} takes no value"));
+            }
+            *(if name == "--tls" { &mut tls } else { &mut cfg.reconnect }) = true;
+            continue;
         }
         let value = match inline.or_else(|| it.next()) {
             Some(v) => v,
@@ -71,6 +91,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--server-pid" => cfg.server_pid = Some(number(&name, &value, 1, u32::MAX as u64)? as u32),
             "--pause-us" => cfg.pause = Duration::from_micros(number(&name, &value, 0, 1_000_000)?),
             "--cpu" => cpu = Some(number(&name, &value, 0, 1023)? as usize),
+            "--tls-ca" => tls_ca = Some(value.into()),
+            "--tls-name" => tls_name = Some(value),
             _ => return Err(format!("unknown option {name}\n\n{USAGE}")),
         }
     }
@@ -78,6 +100,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     if timed && cfg.requests.is_some() {
         return Err("--requests counts exchanges: it takes no --warmup or --duration".into());
     }
+    cfg.tls = match (tls, tls_ca) {
+        (true, Some(ca)) => Some(TlsOptions {
+            ca,
+            name: tls_name.unwrap_or_else(|| "localhost".into()),
+        }),
+        (true, None) => return Err("--tls needs --tls-ca (the CA file to trust)".into()),
+        (false, Some(_)) => return Err("--tls-ca applies only with --tls".into()),
+        (false, None) if tls_name.is_some() => return Err("--tls-name applies only with --tls".into()),
+        (false, None) => None,
+    };
     Ok(Args { config: cfg, cpu })
 }
 
@@ -118,6 +150,18 @@ mod tests {
         assert_eq!(u.config.requests, Some(100));
         let v6 = parse_str("--target tcp:[::1]:8000").unwrap();
         assert_eq!(v6.config.target.to_string(), "tcp:[::1]:8000");
+        assert_eq!((v6.config.tls, v6.config.reconnect), (None, false));
+    }
+
+    #[test]
+    fn tls_and_reconnect() {
+        let a = parse_str("--target 127.0.0.1:80 --tls --tls-ca ca.pem --reconnect").unwrap();
+        let tls = a.config.tls.unwrap();
+        assert_eq!((tls.ca.to_str(), tls.name.as_str()), (Some("ca.pem"), "localhost"));
+        assert!(a.config.reconnect);
+        let b = parse_str("--tls-name=example.test --tls --target 127.0.0.1:80 --tls-ca=ca.pem").unwrap();
+        assert_eq!(b.config.tls.unwrap().name, "example.test");
+        assert!(parse_str("--target unix:/tmp/x --reconnect").unwrap().config.reconnect);
     }
 
     #[test]
@@ -132,6 +176,11 @@ mod tests {
             "--target 127.0.0.1:80 --size",
             "--target 127.0.0.1:80 --frobnicate 1",
             "--target nonsense",
+            "--target 127.0.0.1:80 --tls",
+            "--target 127.0.0.1:80 --tls-ca ca.pem",
+            "--target 127.0.0.1:80 --tls-name localhost",
+            "--target 127.0.0.1:80 --tls=yes --tls-ca ca.pem",
+            "--target 127.0.0.1:80 --reconnect=1",
         ] {
             assert!(parse_str(bad).is_err(), "{bad}");
         }

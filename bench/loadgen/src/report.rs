@@ -1,4 +1,4 @@
-//! The run's result as one JSON object (written by hand: the crate has no dependencies).
+//! The run's result as one JSON object (written by hand: one flat object needs no library).
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -20,7 +20,8 @@ pub fn json(cfg: &Config, out: &Outcome) -> String {
     let _ = write!(
         s,
         concat!(
-            "{{\"mode\": {}, \"target\": {}, \"connections\": {}, \"size\": {}, ",
+            "{{\"mode\": {}, \"target\": {}, \"tls\": {}, \"reconnect\": {}, ",
+            "\"connections\": {}, \"size\": {}, ",
             "\"warmup_s\": {}, \"requests_limit\": {}, \"duration_s\": {:.4}, \"requests\": {}, ",
             "\"requests_per_s\": {:.1}, \"latency_us\": {{\"p50\": {}, \"p99\": {}, \"p99.9\": {}, ",
             "\"mean\": {}, \"max\": {}}}, \"server_cpu_s\": {}, \"server_cpu_us_per_request\": {}, ",
@@ -29,6 +30,8 @@ pub fn json(cfg: &Config, out: &Outcome) -> String {
         ),
         string(&cfg.mode.to_string()),
         string(&cfg.target.to_string()),
+        out.tls.as_deref().map_or("null".into(), string),
+        cfg.reconnect,
         cfg.connections,
         cfg.size,
         if cfg.requests.is_some() {

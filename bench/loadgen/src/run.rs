@@ -1,12 +1,14 @@
 //! The event loop of a run: N connections on one epoll, a warm-up, then the measurement.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, Target};
+use crate::conn::{Conn, Link, Target};
 use crate::exchange::Mode;
 use crate::stats::Histogram;
 use crate::sys::{self, Epoll};
+use crate::tls::{TlsClient, TlsOptions};
 
 /// Error messages kept for the report; the count covers all of them.
 const MAX_MESSAGES: usize = 5;
@@ -29,6 +31,10 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Time between a reply and the connection's next request (zero: back to back).
     pub pause: Duration,
+    /// Speak TLS, verifying the server against these.
+    pub tls: Option<TlsOptions>,
+    /// A new connection (and TLS handshake) for every exchange, closed after its reply.
+    pub reconnect: bool,
 }
 
 #[derive(Default)]
@@ -43,6 +49,8 @@ pub struct Outcome {
     /// This process's CPU time over the measured window: near the window's length, the
     /// client would be the bottleneck.
     pub client_cpu: Option<Duration>,
+    /// TLS version and cipher suite, from the first finished handshake.
+    pub tls: Option<String>,
 }
 
 impl Outcome {
@@ -59,12 +67,21 @@ impl Outcome {
 /// that cannot run at all.
 pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
+    let link = Rc::new(Link {
+        target: cfg.target.clone(),
+        timeout: cfg.timeout,
+        tls: cfg.tls.as_ref().map(TlsClient::new).transpose()?,
+        reconnect: cfg.reconnect,
+    });
     let mut out = Outcome::default();
-    let mut conns = Vec::with_capacity(cfg.connections);
-    for i in 0..cfg.connections {
-        match Conn::connect(&cfg.target, cfg.timeout, cfg.mode.exchange(cfg.size, i)) {
-            Ok(c) => conns.push(c),
-            Err(e) => {
+    let mut conns: Vec<Conn> = (0..cfg.connections)
+        .map(|i| Conn::new(link.clone(), cfg.mode.exchange(cfg.size, i)))
+        .collect();
+    // Long-lived connections are all made before the clock starts; with `reconnect`,
+    // connecting is part of every exchange.
+    if !cfg.reconnect {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if let Err(e) = c.connect() {
                 out.error(format!(
                     "connect to {} (connection {} of {}): {e}",
                     cfg.target,
@@ -73,10 +90,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 ));
                 return Ok(out);
             }
+            watch(&epoll, c, i)?;
         }
-    }
-    for (i, c) in conns.iter().enumerate() {
-        epoll.add(c.fd(), i as u64).map_err(|e| format!("epoll_ctl: {e}"))?;
+        if link.tls.is_some() && !handshake(&epoll, &mut conns, cfg.timeout, &mut out)? {
+            return Ok(out);
+        }
     }
 
     let counting = cfg.requests.is_some();
@@ -94,10 +112,14 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; cfg.connections.clamp(1, 1024)];
 
     // Every connection starts its first exchange (fewer if the count is smaller).
-    for c in conns.iter_mut() {
+    for (i, c) in conns.iter_mut().enumerate() {
         if issued < limit {
             issued += 1;
-            c.begin(start);
+            if let Err(e) = c.begin(start) {
+                out.error(format!("connection {}: {e}", i + 1));
+                return Ok(out);
+            }
+            watch(&epoll, c, i)?;
         }
     }
     let mut pending: Vec<usize> = (0..conns.len()).collect(); // to drive without an event
@@ -121,6 +143,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             if let Err(e) = conns[i].drive(&mut buf, &mut done) {
                 out.error(format!("connection {}: {e}", i + 1));
             }
+            watch(&epoll, &mut conns[i], i)?;
         }
         let now = Instant::now();
         let finished = if counting {
@@ -163,7 +186,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         let now = Instant::now();
         while let Some(&(_, i)) = paused.front().filter(|(due, _)| *due <= now) {
             paused.pop_front();
-            conns[i].begin(now);
+            if let Err(e) = conns[i].begin(now) {
+                out.error(format!("connection {}: {e}", i + 1));
+            }
+            watch(&epoll, &mut conns[i], i)?;
             pending.push(i);
         }
     }
@@ -180,7 +206,55 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     if let (Some(a), Some(b)) = (own_start, own_cpu()) {
         out.client_cpu = Some(b.saturating_sub(a));
     }
+    out.tls = conns.iter().find_map(|c| c.negotiated().map(String::from));
     Ok(out)
+}
+
+/// Registers the connection's socket with epoll if it has a new one (token: its index).
+fn watch(epoll: &Epoll, conn: &mut Conn, i: usize) -> Result<(), String> {
+    match conn.take_opened() {
+        Some(fd) => epoll.add(fd, i as u64).map_err(|e| format!("epoll_ctl: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Runs the TLS handshakes of long-lived connections, before any exchange; false (and
+/// an error counted) if one fails or they take longer than `timeout`.
+fn handshake(epoll: &Epoll, conns: &mut [Conn], timeout: Duration, out: &mut Outcome) -> Result<bool, String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; conns.len().clamp(1, 1024)];
+    let mut pending: Vec<usize> = (0..conns.len()).collect();
+    loop {
+        for &i in &pending {
+            // No exchange is in flight, so none can complete.
+            if let Err(e) = conns[i].drive(&mut buf, &mut |_| false) {
+                out.error(format!("connection {}: {e}", i + 1));
+                return Ok(false);
+            }
+        }
+        let left = conns.iter().filter(|c| c.handshaking()).count();
+        if left == 0 {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            out.error(format!(
+                "TLS handshake not finished within {:.1} s on {left} connection(s)",
+                timeout.as_secs_f64()
+            ));
+            return Ok(false);
+        }
+        let n = epoll
+            .wait(&mut events, deadline - now)
+            .map_err(|e| format!("epoll_wait: {e}"))?;
+        pending.clear();
+        for ev in &events[..n] {
+            let (flags, token) = (ev.events, ev.u64 as usize);
+            conns[token].ready(flags & sys::READ_EVENTS != 0, flags & sys::WRITE_EVENTS != 0);
+            pending.push(token);
+        }
+    }
 }
 
 /// Counts an error if some exchange has waited longer than `timeout`.

@@ -1,8 +1,11 @@
-//! The Linux calls std does not offer: epoll, CPU affinity, clock ticks. Every `unsafe`
-//! block of the crate is in this module.
+//! The Linux calls std does not offer: epoll, CPU affinity, clock ticks, a non-blocking
+//! connect. Every `unsafe` block of the crate is in this module.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 /// Read readiness, including the peer's shutdown and errors (a read then reports them).
@@ -57,6 +60,75 @@ impl Epoll {
             };
         }
         Ok(n as usize)
+    }
+}
+
+/// Starts connecting a non-blocking TCP socket to `addr`. Returns the socket and whether
+/// it is connected already; if not, it becomes writable once the connect has finished,
+/// and `take_error` then says whether it failed.
+pub fn start_connect_tcp(addr: &SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_in is plain data; all zeroes is a valid (unspecified) value.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = a.port().to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            start_connect(libc::AF_INET, &sa)
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_in6 is plain data; all zeroes is a valid (unspecified) value.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_flowinfo = a.flowinfo();
+            sa.sin6_addr.s6_addr = a.ip().octets();
+            sa.sin6_scope_id = a.scope_id();
+            start_connect(libc::AF_INET6, &sa)
+        }
+    }
+}
+
+/// As [`start_connect_tcp`], for a Unix stream socket at `path`.
+pub fn start_connect_unix(path: &Path) -> io::Result<(OwnedFd, bool)> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (unnamed) address.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= sa.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unusable Unix socket path {}", path.display()),
+        ));
+    }
+    for (dst, &src) in sa.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    start_connect(libc::AF_UNIX, &sa)
+}
+
+/// socket() and connect() for an address structure `A` of `family`.
+fn start_connect<A>(family: libc::c_int, addr: &A) -> io::Result<(OwnedFd, bool)> {
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket takes only integers.
+    let fd = unsafe { libc::socket(family, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is fresh and owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = std::mem::size_of::<A>() as libc::socklen_t;
+    // SAFETY: `addr` is a sockaddr structure of `family` (the callers build it), readable
+    // for `len` bytes; the descriptor is open.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), (addr as *const A).cast(), len) };
+    if rc == 0 {
+        return Ok((fd, true));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // An interrupted non-blocking connect goes on in the background, as an early one.
+        Some(libc::EINPROGRESS | libc::EINTR) => Ok((fd, false)),
+        _ => Err(err),
     }
 }
 

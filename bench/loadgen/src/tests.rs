@@ -13,9 +13,9 @@ use crate::exchange::Mode;
 use crate::run::{run, Config, Outcome};
 
 /// What a test server does with the bytes it read.
-type Reply = fn(&mut Vec<u8>);
+pub(crate) type Reply = fn(&mut Vec<u8>);
 
-fn echo(_: &mut Vec<u8>) {}
+pub(crate) fn echo(_: &mut Vec<u8>) {}
 
 /// Serves `conns` connections on `listener` (TCP or Unix), each on its own thread.
 macro_rules! serve {
@@ -39,14 +39,14 @@ macro_rules! serve {
     }};
 }
 
-fn tcp_server(conns: usize, reply: Reply) -> Target {
+pub(crate) fn tcp_server(conns: usize, reply: Reply) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     serve!(listener, conns, reply);
     Target::Tcp(addr)
 }
 
-fn config(target: Target, connections: usize, size: usize) -> Config {
+pub(crate) fn config(target: Target, connections: usize, size: usize) -> Config {
     Config {
         target,
         mode: Mode::Echo,
@@ -58,10 +58,12 @@ fn config(target: Target, connections: usize, size: usize) -> Config {
         timeout: Duration::from_secs(5),
         server_pid: None,
         pause: Duration::ZERO,
+        tls: None,
+        reconnect: false,
     }
 }
 
-fn counted(target: Target, connections: usize, size: usize, requests: u64) -> Outcome {
+pub(crate) fn counted(target: Target, connections: usize, size: usize, requests: u64) -> Outcome {
     let cfg = Config {
         requests: Some(requests),
         ..config(target, connections, size)

@@ -2,6 +2,7 @@
 
     python bench/servers/echo.py --loop uvloop --kind protocol --tcp 127.0.0.1:0
     python bench/servers/echo.py --loop asyncio --kind streams --unix /tmp/echo.sock
+    python bench/servers/echo.py --loop ferroloop --tcp 127.0.0.1:0 --tls-cert c.pem --tls-key k.pem
 
 Styles: `sock` (loop.sock_accept, sock_recv, sock_sendall), `streams` (asyncio.start_server /
 start_unix_server) and `protocol` (asyncio.Protocol with loop.create_server /
@@ -10,6 +11,10 @@ form the load generator takes (`tcp:127.0.0.1:PORT`, `unix:PATH`), and serves un
 or SIGINT, then exits 0. A loop lacking a method the style needs (NotImplementedError, at
 start or on the first connection) makes it print `NOTIMPL <message>` on stderr and exit 3,
 so the benchmark reports that row as not available instead of timing out.
+
+With `--tls-cert` and `--tls-key` the `streams` and `protocol` servers speak TLS (an
+`ssl.SSLContext` passed as `ssl=` to start_server / create_server); `sock` has no TLS (the
+sock_* methods move raw bytes), so it reports `NOTIMPL` and exits 3.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import ipaddress
 import os
 import signal
 import socket
+import ssl
 import sys
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")
@@ -57,32 +63,32 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def serve_protocol(run, tcp, unix):
+async def serve_protocol(run, tcp, unix, tls):
     loop = asyncio.get_running_loop()
     if tcp:
-        server = await loop.create_server(EchoProtocol, *tcp, backlog=BACKLOG)
+        server = await loop.create_server(EchoProtocol, *tcp, backlog=BACKLOG, ssl=tls)
     else:
-        server = await loop.create_unix_server(EchoProtocol, unix, backlog=BACKLOG)
+        server = await loop.create_unix_server(EchoProtocol, unix, backlog=BACKLOG, ssl=tls)
     return server.sockets[0], lambda: close_server(server)
 
 
-async def serve_streams(run, tcp, unix):
+async def serve_streams(run, tcp, unix, tls):
     async def echo(reader, writer):
         try:
             while data := await reader.read(READ_SIZE):
                 writer.write(data)
                 await writer.drain()
-        except ConnectionError:
-            pass  # the client went away mid-exchange: the run is over
+        except (ConnectionError, ssl.SSLError):
+            pass  # the client went away mid-exchange (or mid-handshake): the run is over
         except NotImplementedError as exc:
             run.not_implemented(exc)
         finally:
             writer.close()
 
     if tcp:
-        server = await asyncio.start_server(echo, *tcp, backlog=BACKLOG)
+        server = await asyncio.start_server(echo, *tcp, backlog=BACKLOG, ssl=tls)
     else:
-        server = await asyncio.start_unix_server(echo, unix, backlog=BACKLOG)
+        server = await asyncio.start_unix_server(echo, unix, backlog=BACKLOG, ssl=tls)
     return server.sockets[0], lambda: close_server(server)
 
 
@@ -94,7 +100,9 @@ async def close_server(server):
         pass
 
 
-async def serve_sock(run, tcp, unix):
+async def serve_sock(run, tcp, unix, tls):
+    if tls is not None:
+        raise NotImplementedError("TLS: the sock_* methods carry raw bytes, not TLS")
     loop = asyncio.get_running_loop()
     if tcp:
         family = socket.AF_INET6 if ":" in tcp[0] else socket.AF_INET
@@ -164,8 +172,12 @@ async def serve(args):
     tcp = parse_tcp(args.tcp) if args.tcp else None
     if args.unix and os.path.exists(args.unix):
         os.unlink(args.unix)  # a stale socket file from an earlier run
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:
-        sock, stop = await KINDS[args.kind](run, tcp, args.unix)
+        sock, stop = await KINDS[args.kind](run, tcp, args.unix, tls)
     except NotImplementedError as exc:
         run.not_implemented(exc)
         return run.notimpl
@@ -206,7 +218,11 @@ def main():
     where.add_argument("--tcp", metavar="HOST:PORT", help="loopback address; port 0 picks one")
     where.add_argument("--unix", metavar="PATH", help="Unix socket path")
     p.add_argument("--cpu", type=int, help="pin the server to this CPU")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (chain)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     args = p.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     loop = new_loop(args.loop)

@@ -7,8 +7,13 @@ each measurement is a fresh server process pinned to one CPU and the load genera
 gives the median requests/s over rounds, the spread (min-max), the ratios against asyncio and
 uvloop, and the server's CPU time per request.
 
+`--tls` runs the TLS suite instead: the streams and protocol servers over TLS (a throwaway
+trustme CA and certificate; the load generator verifies it), plus a handshake row where every
+request comes on a new connection, so requests/s are full TLS handshakes per second.
+
     python bench/echo.py --quick               # about 3 minutes
     python bench/echo.py --markdown --json bench/results/echo.json --syscalls
+    python bench/echo.py --tls --quick         # 9 rows: about 2 minutes
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import serving
 from micro import cpu_model, probe, render
@@ -43,6 +49,40 @@ ROUNDS = {"full": 3, "quick": 3}
 SYSCALL_BASE, SYSCALL_REQUESTS = 100, 1000
 # Above this share of a window on a CPU, the load generator may be what limits a figure.
 CLIENT_BUSY = 0.9
+# --tls: TLS has no sock style (the sock_* methods carry raw bytes); 1 KiB and 100 KiB.
+TLS_KINDS = ("streams", "protocol")
+TLS_TRANSPORTS = ("tcp",)
+TLS_SIZES = (1024, 100 * 1024)
+# The handshake row: protocol style over TCP, this many clients each making a new connection
+# for every 1 KiB request (full handshake, no resumption). Enough to keep the server busy
+# while a handshake's round trips are in flight, few enough that the client is not the limit.
+HANDSHAKE_CONNECTIONS = 16
+
+
+class Row(NamedTuple):
+    """One line of the table: a server style, a transport, a message size, a connection
+    count; with `tls` over TLS, with `reconnect` a new connection for every request."""
+
+    kind: str
+    transport: str
+    size: int
+    conns: int
+    tls: bool = False
+    reconnect: bool = False
+
+    def transport_name(self):
+        return f"{self.transport}+tls" if self.tls else self.transport
+
+    def conns_name(self):
+        return f"{self.conns} reconnect" if self.reconnect else str(self.conns)
+
+    def label(self):
+        return f"{self.kind} {self.transport_name()} {size_name(self.size)} x{self.conns_name()}"
+
+    def ident(self):
+        """As in failures: `protocol tcp 1024 64`, then `tls` and `reconnect` if set."""
+        flags = [f for f, on in (("tls", self.tls), ("reconnect", self.reconnect)) if on]
+        return " ".join(map(str, (*self[:4], *flags)))
 
 
 def size_name(n):
@@ -57,25 +97,27 @@ def fmt_num(v):
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
-def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir):
+def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None):
     """{row: {loop: [measurement, ...]}}, interleaved: each round runs each row on every loop,
-    the first loop rotating. A (loop, style, transport) found n/a is not retried."""
+    the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried."""
     results = {row: {loop: [] for loop in loops} for row in rows}
-    unavailable = {}  # (loop, kind, transport): reason
+    unavailable = {}  # (loop, kind, transport, tls): reason
     t0 = time.monotonic()
     for r in range(rounds):
         order = loops[r % len(loops) :] + loops[: r % len(loops)]
         for row in rows:
-            kind, transport, size, conns = row
+            kind, transport = row.kind, row.transport
+            tls = tls_files if row.tls else None
             cells = []
             for loop in order:
-                known = unavailable.get((loop, kind, transport))
+                known = unavailable.get((loop, kind, transport, row.tls))
                 if known:
                     m = {"status": "n/a", "reason": known}
                 else:
-                    m = serving.measure(loadgen, loop, *row, timing, cpus, workdir)
+                    extra = {"tls": tls, "reconnect": row.reconnect}
+                    m = serving.measure(loadgen, loop, *row[:4], timing, cpus, workdir, **extra)
                     if m["status"] == "n/a":
-                        unavailable[(loop, kind, transport)] = m["reason"]
+                        unavailable[(loop, kind, transport, row.tls)] = m["reason"]
                 results[row][loop].append(m)
                 if m["status"] == "ok":
                     cells.append(f"{loop} {fmt_rate(m['result']['requests_per_s'])}")
@@ -83,8 +125,7 @@ def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir):
                     cells.append(f"{loop} {m['status']}")
                     if m["status"] == "failed":
                         print(f"  FAILED {loop}: {m['reason']}", file=sys.stderr)
-            label = f"{kind} {transport} {size_name(size)} x{conns}"
-            print(f"round {r + 1}/{rounds} {label}: {', '.join(cells)}", file=sys.stderr)
+            print(f"round {r + 1}/{rounds} {row.label()}: {', '.join(cells)}", file=sys.stderr)
     print(f"{rounds} rounds in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return results
 
@@ -96,7 +137,8 @@ def summarize(results, loops, target):
     header = ["server", "transport", "size", "conns", *loops]
     header += [f"{target}/{b}" for b in bases] + [f"CPU µs/req {loop}" for loop in loops]
     rows, summary, reasons = [], [], {}
-    for (kind, transport, size, conns), per_loop in results.items():
+    for key, per_loop in results.items():
+        kind, transport, size, conns = key[:4]
         med, cells, cpu_cells, entry = {}, [], [], {}
         for loop in loops:
             ms = per_loop[loop]
@@ -115,7 +157,7 @@ def summarize(results, loops, target):
             else:
                 cells.append("n/a" if na else "failed")
             if na:
-                reasons.setdefault((loop, na), []).append(f"{kind}/{transport}")
+                reasons.setdefault((loop, na), []).append(f"{kind}/{key.transport_name()}")
             cpu = statistics.median(cpus) if cpus else None
             cpu_cells.append(fmt_num(cpu) if cpu is not None else "-")
             entry[loop] = {
@@ -130,21 +172,21 @@ def summarize(results, loops, target):
         for b in bases:
             ok = med.get(target) and med.get(b)
             ratios.append(f"{med[target] / med[b]:.2f}x" if ok else "-")
-        row = [kind, transport, size_name(size), str(conns), *cells, *ratios, *cpu_cells]
-        rows.append(row)
-        summary.append(
-            {"server": kind, "transport": transport, "size": size, "connections": conns}
-            | {"loops": entry}
-        )
+        row = [kind, key.transport_name(), size_name(size), key.conns_name()]
+        rows.append(row + [*cells, *ratios, *cpu_cells])
+        shape = {"server": kind, "transport": transport, "size": size, "connections": conns}
+        if key.tls:
+            shape |= {"tls": True, "reconnect": key.reconnect}
+        summary.append(shape | {"loops": entry})
     notes = [
         f"{loop} n/a ({', '.join(sorted(set(where)))}): {why}"
         for (loop, why), where in reasons.items()
     ]
     busy = []
-    for (kind, transport, size, conns), per_loop in results.items():
+    for key, per_loop in results.items():
         share = max((client_share(m) for ms in per_loop.values() for m in ms), default=0)
         if share > CLIENT_BUSY:
-            busy.append(f"{kind} {transport} {size_name(size)} x{conns} ({share:.0%})")
+            busy.append(f"{key.label()} ({share:.0%})")
     if busy:
         notes.append(
             "the load generator (mostly the kernel's loopback work, which the sender pays) was "
@@ -152,6 +194,18 @@ def summarize(results, loops, target):
             "are saturated and the row compares loops less sharply"
         )
     return header, rows, summary, notes
+
+
+def negotiated(results):
+    """The TLS versions and cipher suites the load generator reported, sorted."""
+    seen = {
+        m["result"].get("tls")
+        for per_loop in results.values()
+        for ms in per_loop.values()
+        for m in ms
+        if m["status"] == "ok"
+    }
+    return sorted(t.replace("TLSv1_", "TLSv1.", 1) for t in seen if t)
 
 
 def client_share(m):
@@ -226,10 +280,23 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~3 minutes")
     p.add_argument("--rounds", type=int, help="rounds (default 3)")
     p.add_argument("--loops", default="asyncio,ferroloop,uvloop")
-    p.add_argument("--kinds", default=",".join(KINDS), help="server styles")
-    p.add_argument("--transports", default=",".join(TRANSPORTS))
+    p.add_argument("--kinds", help="server styles (default sock,streams,protocol)")
+    p.add_argument("--transports", help="default tcp,unix")
     p.add_argument("--sizes", help="message sizes in bytes (default 1024,10240,102400)")
     p.add_argument("--connections", help="connection counts (default 1,64)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="the TLS suite instead: streams and protocol over TCP with TLS, 1 KiB and "
+        "100 KiB, 1 and 64 connections, and a handshake row",
+    )
+    p.add_argument(
+        "--handshake-connections",
+        type=int,
+        default=HANDSHAKE_CONNECTIONS,
+        help="clients of the --tls handshake row (protocol, TCP, a new connection per 1 KiB "
+        f"request; default {HANDSHAKE_CONNECTIONS}; 0: no handshake row)",
+    )
     p.add_argument("--warmup", type=float, help="seconds before measuring")
     p.add_argument("--duration", type=float, help="measured seconds")
     p.add_argument("--target", default="ferroloop", help="loop whose ratios are reported")
@@ -249,16 +316,24 @@ def main():
             f"echo.py: no load generator at {args.loadgen}; "
             "build it with `cargo build --release -p ferroloop-loadgen`"
         )
+    if args.tls and (args.syscalls or args.only_syscalls):
+        sys.exit("echo.py: --syscalls counts the plain-text servers; run it without --tls")
     mode = "quick" if args.quick else "full"
-    kinds = parse_list(args.kinds, KINDS)
-    transports = parse_list(args.transports, TRANSPORTS)
-    if args.sizes or args.connections or not args.quick:
-        sizes = parse_ints(args.sizes, 1, 64 << 20) if args.sizes else SIZES
+    kinds = parse_list(args.kinds or ",".join(TLS_KINDS if args.tls else KINDS), KINDS)
+    default_transports = TLS_TRANSPORTS if args.tls else TRANSPORTS
+    transports = parse_list(args.transports or ",".join(default_transports), TRANSPORTS)
+    if args.tls or args.sizes or args.connections or not args.quick:
+        default_sizes = TLS_SIZES if args.tls else SIZES
+        sizes = parse_ints(args.sizes, 1, 64 << 20) if args.sizes else default_sizes
         conns = parse_ints(args.connections, 1, 10_000) if args.connections else CONNECTIONS
         shapes = list(itertools.product(sizes, conns))
     else:
         shapes = list(QUICK_SHAPES)
-    rows = [(k, t, s, c) for (s, c) in shapes for k in kinds for t in transports]
+    rows = [Row(k, t, s, c, args.tls) for (s, c) in shapes for k in kinds for t in transports]
+    if args.tls and args.handshake_connections > 0:
+        if not 1 <= args.handshake_connections <= 10_000:
+            sys.exit("echo.py: --handshake-connections must be from 0 to 10000")
+        rows.append(Row("protocol", "tcp", 1024, args.handshake_connections, True, True))
     warmup, duration = TIMING[mode]
     timing = (args.warmup if args.warmup is not None else warmup, args.duration or duration)
     rounds = args.rounds or ROUNDS[mode]
@@ -286,13 +361,21 @@ def main():
     for note in notes:
         print("note:", note, file=sys.stderr)
 
-    workdir = tempfile.mkdtemp(prefix="ferroloop-echo-")  # Unix sockets, strace output
+    workdir = tempfile.mkdtemp(prefix="ferroloop-echo-")  # Unix sockets, strace output, PEM
     load = [os.getloadavg()[0]]
     t_start = time.monotonic()
     try:
+        tls_files = None
+        if args.tls:
+            try:
+                tls_files = serving.make_tls_files(workdir)
+            except ImportError as exc:
+                sys.exit(f"echo.py: --tls needs trustme (pip install trustme): {exc}")
         results = {}
         if not args.only_syscalls:
-            results = run_rounds(rows, loops, rounds, timing, cpus, args.loadgen, workdir)
+            results = run_rounds(
+                rows, loops, rounds, timing, cpus, args.loadgen, workdir, tls_files
+            )
         syscalls = None
         if args.syscalls or args.only_syscalls:
             if serving.have_strace():
@@ -306,7 +389,7 @@ def main():
     header, table_rows, summary, na_notes = summarize(results, loops, target)
     notes += na_notes
     failures = [
-        f"{loop} {' '.join(map(str, row))}: {m['reason']}"
+        f"{loop} {row.ident()}: {m['reason']}"
         for row, per_loop in results.items()
         for loop, ms in per_loop.items()
         for m in ms
@@ -332,14 +415,26 @@ def main():
         "loadavg_start_end": load,
         "notes": notes,
     }
+    if args.tls:
+        meta["tls"] = negotiated(results)
     caption = (
         f"Python {meta['python']}, {meta['cpu_model']} ({meta['cpus']} CPUs), {pin}; "
         f"{rounds} interleaved rounds of {timing[0]:g} s warm-up + {timing[1]:g} s measured, "
         f"{time.strftime('%Y-%m-%d')}; loops: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ". Cells: requests/s, median over rounds (min–max); ratios of medians, above 1 means "
-        f"{target} serves more; CPU: server CPU time per request. Generated by `make bench`."
+        f"{target} serves more; CPU: server CPU time per request. "
     )
+    if args.tls:
+        caption += (
+            f"TLS: {', '.join(meta['tls']) or 'not negotiated'}, a throwaway trustme CA and "
+            "ECDSA P-256 certificate, verified by the load generator (rustls). `N reconnect`: "
+            "N clients each making a new connection for every request (connect, full "
+            "handshake, one echo, close), so requests/s are handshakes/s. "
+            "Generated by `bench/echo.py --tls`."
+        )
+    else:
+        caption += "Generated by `make bench`."
     if table_rows:
         print(f"\n{caption}")
     print(f"\nload average {load[0]:.1f} -> {load[1]:.1f}, {meta['seconds']} s")
@@ -361,7 +456,7 @@ def main():
     if args.readme:
         from readme import update_readme
 
-        update_readme(args.readme, "echo", caption + "\n\n" + text)
+        update_readme(args.readme, "echo-tls" if args.tls else "echo", caption + "\n\n" + text)
     for failure in failures:
         print("failed:", failure)
     if args.json:

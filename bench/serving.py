@@ -3,7 +3,8 @@
 Each measurement starts `bench/servers/echo.py` in a fresh interpreter, waits for its
 `READY <address> pid=<pid>` line, runs the Rust load generator against it, then stops it with
 SIGTERM. A server that reports `NOTIMPL` (its loop lacks a method the style needs) makes the
-measurement "n/a" with that reason rather than a failure.
+measurement "n/a" with that reason rather than a failure. With `TlsFiles` both sides speak
+TLS: the server with a certificate and key, the load generator trusting only their CA.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "servers", "echo.py")
@@ -29,6 +31,32 @@ LOADGEN_SLACK = 30  # seconds a load generator may take beyond its warm-up and d
 SYSCALL_PAUSE = 0.001
 
 
+class TlsFiles(NamedTuple):
+    """PEM files of a TLS measurement: the CA the client trusts, the server's certificate
+    chain and key, and the name the certificate is for."""
+
+    ca: str
+    cert: str
+    key: str
+    name: str = "localhost"
+
+
+def make_tls_files(workdir):
+    """A throwaway CA and a server certificate for localhost, 127.0.0.1 and ::1 (trustme's
+    defaults: ECDSA P-256 keys), written into `workdir`."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    files = TlsFiles(*(os.path.join(workdir, f) for f in ("ca.pem", "cert.pem", "key.pem")))
+    ca.cert_pem.write_to_path(files.ca)
+    with open(files.cert, "wb") as f:
+        for pem in cert.cert_chain_pems:
+            f.write(pem.bytes())
+    cert.private_key_pem.write_to_path(files.key)
+    return files
+
+
 def default_loadgen():
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(HERE), "target")
     return os.path.join(target, "release", "loadgen")
@@ -37,13 +65,15 @@ def default_loadgen():
 class Server:
     """One echo server process; `address` and `pid` are None if it never became ready."""
 
-    def __init__(self, loop, kind, transport, cpu, workdir, prefix=()):
+    def __init__(self, loop, kind, transport, cpu, workdir, prefix=(), tls=None):
         if transport == "tcp":
             where = ["--tcp", "127.0.0.1:0"]
         else:
             where = ["--unix", os.path.join(workdir, f"{loop}-{kind}.sock")]
         pin = ["--cpu", str(cpu)] if cpu is not None else []
         cmd = [*prefix, sys.executable, SERVER, "--loop", loop, "--kind", kind, *where, *pin]
+        if tls:
+            cmd += ["--tls-cert", tls.cert, "--tls-key", tls.key]
         self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: it never blocks the server
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr)
         self.address = self.pid = None
@@ -102,17 +132,24 @@ def run_loadgen(loadgen, address, args, cpu, budget):
     return result, None
 
 
-def measure(loadgen, loop, kind, transport, size, conns, timing, cpus, workdir):
+def measure(
+    loadgen, loop, kind, transport, size, conns, timing, cpus, workdir, tls=None, reconnect=False
+):
     """One throughput measurement: {"status": "ok", "result": loadgen JSON} or
-    {"status": "n/a" | "failed", "reason": ...}."""
+    {"status": "n/a" | "failed", "reason": ...}. `tls`: TlsFiles to speak TLS with;
+    `reconnect`: a new connection for every exchange (connections or handshakes per second)."""
     warmup, duration = timing
     server_cpu, client_cpu = cpus
-    srv = Server(loop, kind, transport, server_cpu, workdir)
+    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls)
     result = err = None
     try:
         if srv.address:
             args = ["--connections", conns, "--size", size, "--warmup", warmup]
             args += ["--duration", duration, "--server-pid", srv.pid]
+            if tls:
+                args += ["--tls", "--tls-ca", tls.ca, "--tls-name", tls.name]
+            if reconnect:
+                args += ["--reconnect"]
             result, err = run_loadgen(loadgen, srv.address, args, client_cpu, warmup + duration)
     finally:
         code, notimpl, tail = srv.stop()

@@ -10,7 +10,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 export FERROLOOP_REQUIRED := 1
 
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
-	conformance conformance-update lint format bench bench-quick bench-echo loadgen clean \
+	conformance conformance-update lint format bench bench-quick bench-echo bench-tls loadgen clean \
 	test-pythons
 
 $(STAMP): requirements-dev.txt
@@ -86,6 +86,9 @@ bench: build-prod loadgen
 
 bench-echo: build-prod loadgen
 	$(PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
+
+bench-tls: build-prod loadgen
+	$(PY) bench/echo.py --tls --rounds 5 --markdown --json bench/results/echo-tls.json --readme README.md
 
 clean:
 	cargo clean

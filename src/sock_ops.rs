@@ -23,7 +23,7 @@ use crate::loop_core::LoopCore;
 use crate::py::buffer::RawBuffer;
 use crate::sys::socket::{self, would_block};
 use crate::sys::Errno;
-use crate::transport::read_buffer::recv_bytes;
+use crate::transport::read_buffer::recv_new_bytes;
 
 /// What a pending operation does when its fd is ready.
 enum Kind {
@@ -50,7 +50,7 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
         }
     };
     match kind {
-        Kind::Recv(n) => match recv_bytes(py, fd, *n) {
+        Kind::Recv(n) => match recv_new_bytes(py, fd, *n)? {
             Ok(data) => Ok(Step::Done(data.into_any().unbind())),
             Err(e) => wait_or_raise(e),
         },

@@ -7,6 +7,8 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
+use pyo3::exceptions::PyOverflowError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -29,6 +31,47 @@ thread_local! {
 /// `recv(fd, max)` as a `bytes` object (empty at end of stream).
 pub fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> Result<Bound<'_, PyBytes>, Errno> {
     read_with(py, fd, max, socket::recv)
+}
+
+extern "C" {
+    // CPython's resize of a `bytes` object nobody else references yet, as
+    // the socket module uses it after `recv`.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
+}
+
+/// `sock.recv(max)` the way the socket module does it: the kernel writes
+/// into a new `bytes` of `max` bytes, which is then shrunk to what arrived.
+/// For `sock_recv`, whose caller picks `max`: the heap then sees the same
+/// allocations as under asyncio, where copying out of a scratch buffer
+/// into an exact-size object made glibc return and re-fault heap pages on
+/// every request of an echo server holding many 64 KiB buffers.
+pub fn recv_new_bytes(py: Python<'_>, fd: RawFd, max: usize) -> PyResult<Result<Bound<'_, PyBytes>, Errno>> {
+    let len = ffi::Py_ssize_t::try_from(max).map_err(|_| PyOverflowError::new_err("recv size too large"))?;
+    // SAFETY: a NULL source asks for an uninitialised `bytes` of `len` bytes;
+    // the new reference is ours.
+    let mut obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is a live `bytes` object with `len` writable bytes that
+    // nothing else references yet.
+    let data = unsafe { ffi::PyBytes_AsString(obj) }.cast::<u8>();
+    match socket::recv_raw(fd, data, max) {
+        Err(e) => {
+            // SAFETY: releases the reference made above.
+            unsafe { ffi::Py_DECREF(obj) };
+            Ok(Err(e))
+        }
+        Ok(n) => {
+            // SAFETY: `obj` is still referenced only here, as the resize
+            // requires; on failure it frees the object and sets `obj` to NULL.
+            if n != max && unsafe { _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
+            // SAFETY: `obj` is an owned reference to a `bytes` object.
+            Ok(Ok(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() }))
+        }
+    }
 }
 
 /// `read(fd, READ_SIZE)` as a `bytes` object (empty at end of file), for

@@ -678,3 +678,24 @@ def test_shutdown_timeout_when_the_peer_never_answers_close_notify(loop, run, lo
         return elapsed
 
     assert 0.25 < run(main()) < 3
+
+
+def test_pause_and_resume_reading(loop, run):
+    async def main():
+        server, factory = await _recording_server(loop)
+        transport, proto = await _tls_client(loop, server)
+        peer = await factory.nth(0)
+        transport.pause_reading()
+        paused = transport.is_reading()
+        peer.transport.write(b"held back")
+        await asyncio.sleep(0.1)
+        seen_while_paused = bytes(proto.data)
+        transport.resume_reading()
+        got = await proto.wait_bytes(9)
+        resumed = transport.is_reading()
+        transport.close()
+        await peer.lost
+        await _close(server)
+        return paused, seen_while_paused, got, resumed
+
+    assert run(main()) == (False, b"", b"held back", True)

@@ -72,9 +72,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format python tests examples bench
 	$(VENV)/bin/ruff check --fix python tests examples bench
 
-# The echo suite's load generator (bench/loadgen), a Rust workspace member.
+# The echo suite's load generator (bench/loadgen) and its plain-Rust echo server, the
+# `limit` row (bench/limit): Rust workspace members.
 loadgen:
-	cargo build --release --quiet -p ferroloop-loadgen
+	cargo build --release --quiet -p ferroloop-loadgen -p ferroloop-echo-limit
 
 bench-quick: build-prod loadgen
 	$(PY) bench/micro.py --quick --markdown

@@ -3,9 +3,14 @@
 Method (details in bench/README.md): every row (server style x transport x message size x
 connections) runs on every loop in turn, in rounds (the starting loop rotates each round);
 each measurement is a fresh server process pinned to one CPU and the load generator
-(bench/loadgen, `cargo build --release -p ferroloop-loadgen`) pinned to another. The report
-gives the median requests/s over rounds, the spread (min-max), the ratios against asyncio and
-uvloop, and the server's CPU time per request.
+(bench/loadgen, `make loadgen`) pinned to another. The report gives the median requests/s
+over rounds, the spread (min-max), the ratios against asyncio and uvloop, and the server's
+CPU time per request.
+
+`limit` is no loop but a plain-Rust epoll echo server (bench/limit, built by `make
+loadgen`): measured once per transport, size and connection count in each round, it shows
+what this machine and load generator allow, and `LOOP/limit` the share of it each loop
+reaches.
 
 `--tls` runs the TLS suite instead: the streams and protocol servers over TLS (a throwaway
 trustme CA and certificate; the load generator verifies it), plus a handshake row where every
@@ -32,8 +37,10 @@ from typing import NamedTuple
 
 import serving
 from micro import cpu_model, probe, render
+from serving import LIMIT
 
-LOOPS = ("asyncio", "ferroloop", "uvloop")  # what bench/servers/echo.py can run
+# What bench/servers/echo.py can run, and the limit server.
+LOOPS = ("asyncio", "ferroloop", "uvloop", LIMIT)
 KINDS = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
 SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -97,24 +104,40 @@ def fmt_num(v):
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
-def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None):
+def limit_shape(row):
+    """What the limit server's figure depends on: it has no styles (and no TLS)."""
+    return row.transport, row.size, row.conns
+
+
+def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None, limit=None):
     """{row: {loop: [measurement, ...]}}, interleaved: each round runs each row on every loop,
-    the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried."""
+    the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried. LIMIT
+    runs once per shape and round (on the shape's first row), its measurements shared by the
+    rows of every style."""
     results = {row: {loop: [] for loop in loops} for row in rows}
+    if LIMIT in loops:
+        shared = {}
+        for row in rows:
+            results[row][LIMIT] = shared.setdefault(limit_shape(row), [])
     unavailable = {}  # (loop, kind, transport, tls): reason
     t0 = time.monotonic()
     for r in range(rounds):
         order = loops[r % len(loops) :] + loops[: r % len(loops)]
+        limit_done = set()
         for row in rows:
             kind, transport = row.kind, row.transport
             tls = tls_files if row.tls else None
             cells = []
             for loop in order:
+                if loop == LIMIT:
+                    if limit_shape(row) in limit_done:
+                        continue
+                    limit_done.add(limit_shape(row))
                 known = unavailable.get((loop, kind, transport, row.tls))
                 if known:
                     m = {"status": "n/a", "reason": known}
                 else:
-                    extra = {"tls": tls, "reconnect": row.reconnect}
+                    extra = {"tls": tls, "reconnect": row.reconnect, "limit": limit}
                     m = serving.measure(loadgen, loop, *row[:4], timing, cpus, workdir, **extra)
                     if m["status"] == "n/a":
                         unavailable[(loop, kind, transport, row.tls)] = m["reason"]
@@ -132,10 +155,13 @@ def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=No
 
 def summarize(results, loops, target):
     """Table rows and a JSON summary. Cells: median req/s (min-max); ratios of medians,
-    above 1 meaning the target serves more; server CPU µs per request (median)."""
+    above 1 meaning the target serves more; each loop's share of the limit server's median;
+    server CPU µs per request (median)."""
     bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
+    shares = [loop for loop in loops if loop != LIMIT] if LIMIT in loops else []
     header = ["server", "transport", "size", "conns", *loops]
-    header += [f"{target}/{b}" for b in bases] + [f"CPU µs/req {loop}" for loop in loops]
+    header += [f"{target}/{b}" for b in bases] + [f"{loop}/{LIMIT}" for loop in shares]
+    header += [f"CPU µs/req {loop}" for loop in loops]
     rows, summary, reasons = [], [], {}
     for key, per_loop in results.items():
         kind, transport, size, conns = key[:4]
@@ -172,6 +198,9 @@ def summarize(results, loops, target):
         for b in bases:
             ok = med.get(target) and med.get(b)
             ratios.append(f"{med[target] / med[b]:.2f}x" if ok else "-")
+        for loop in shares:
+            ok = med.get(loop) and med.get(LIMIT)
+            ratios.append(f"{med[loop] / med[LIMIT]:.0%}" if ok else "-")
         row = [kind, key.transport_name(), size_name(size), key.conns_name()]
         rows.append(row + [*cells, *ratios, *cpu_cells])
         shape = {"server": kind, "transport": transport, "size": size, "connections": conns}
@@ -184,7 +213,8 @@ def summarize(results, loops, target):
     ]
     busy = []
     for key, per_loop in results.items():
-        share = max((client_share(m) for ms in per_loop.values() for m in ms), default=0)
+        loops_ms = (ms for loop, ms in per_loop.items() if loop != LIMIT)  # see README
+        share = max((client_share(m) for ms in loops_ms for m in ms), default=0)
         if share > CLIENT_BUSY:
             busy.append(f"{key.label()} ({share:.0%})")
     if busy:
@@ -216,31 +246,41 @@ def client_share(m):
     return r["client_cpu_s"] / r["duration_s"]
 
 
-def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports):
+def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports, limit=None):
     """Syscalls per request of each server at 1 KiB, one connection: {(kind, transport):
-    {loop: ({syscall: per request}, None) or (None, reason)}}."""
-    table = {}
+    {loop: ({syscall: per request}, None) or (None, reason)}}. LIMIT, which has no styles,
+    is counted once per transport."""
+    table, limit_counts = {}, {}
     for kind, transport in itertools.product(kinds, transports):
+        cells = table.setdefault((kind, transport), {})
         for loop in loops:
-            counts = []
-            for n in (SYSCALL_BASE, SYSCALL_BASE + SYSCALL_REQUESTS):
-                c, why = serving.count_syscalls(loadgen, loop, kind, transport, n, cpus, workdir)
-                if why:
-                    break
-                counts.append(c)
-            if why:
-                table.setdefault((kind, transport), {})[loop] = (None, why)
-                print(f"syscalls {kind} {transport} {loop}: {why}", file=sys.stderr)
+            if loop == LIMIT and transport in limit_counts:
+                cells[loop] = limit_counts[transport]
                 continue
-            small, big = counts
-            per = {
-                name: (big.get(name, 0) - small.get(name, 0)) / SYSCALL_REQUESTS
-                for name in set(big) | set(small)
-            }
-            per = {k: v for k, v in per.items() if abs(v) >= 0.005}
-            table.setdefault((kind, transport), {})[loop] = (per, None)
-            print(f"syscalls {kind} {transport} {loop}: {sum(per.values()):.2f}", file=sys.stderr)
+            cells[loop] = syscalls_per_request(loadgen, loop, kind, transport, cpus, workdir, limit)
+            if loop == LIMIT:
+                limit_counts[transport] = cells[loop]
+            per, why = cells[loop]
+            count = why if per is None else f"{sum(per.values()):.2f}"
+            print(f"syscalls {kind} {transport} {loop}: {count}", file=sys.stderr)
     return table
+
+
+def syscalls_per_request(loadgen, loop, kind, transport, cpus, workdir, limit):
+    """({syscall: calls per request}, None) or (None, reason): the difference between a run
+    of SYSCALL_BASE requests and one of SYSCALL_REQUESTS more."""
+    counts = []
+    for n in (SYSCALL_BASE, SYSCALL_BASE + SYSCALL_REQUESTS):
+        c, why = serving.count_syscalls(loadgen, loop, kind, transport, n, cpus, workdir, limit)
+        if why:
+            return None, why
+        counts.append(c)
+    small, big = counts
+    per = {
+        name: (big.get(name, 0) - small.get(name, 0)) / SYSCALL_REQUESTS
+        for name in set(big) | set(small)
+    }
+    return {k: v for k, v in per.items() if abs(v) >= 0.005}, None
 
 
 def syscall_rows(table, loops):
@@ -279,7 +319,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~3 minutes")
     p.add_argument("--rounds", type=int, help="rounds (default 3)")
-    p.add_argument("--loops", default="asyncio,ferroloop,uvloop")
+    p.add_argument("--loops", default=",".join(LOOPS))
     p.add_argument("--kinds", help="server styles (default sock,streams,protocol)")
     p.add_argument("--transports", help="default tcp,unix")
     p.add_argument("--sizes", help="message sizes in bytes (default 1024,10240,102400)")
@@ -304,6 +344,7 @@ def main():
     p.add_argument("--client-cpu", type=int, default=1)
     p.add_argument("--no-pin", action="store_true", help="pin neither server nor client")
     p.add_argument("--loadgen", default=serving.default_loadgen(), help="load generator binary")
+    p.add_argument("--limit", default=serving.default_limit(), help="limit server binary")
     p.add_argument("--syscalls", action="store_true", help="also count syscalls per request")
     p.add_argument("--only-syscalls", action="store_true", help="count syscalls, nothing else")
     p.add_argument("--json", metavar="OUT", help="write every measurement and the summary")
@@ -340,6 +381,14 @@ def main():
 
     loops, versions, notes = [], {}, []
     for name in parse_list(args.loops, LOOPS):
+        if name == LIMIT:
+            version, why = probe_limit(args.limit, args.tls)
+            if version is None and not args.tls:
+                notes.append(f"{LIMIT} server skipped: {why}")
+            if version is not None:
+                loops.append(name)
+                versions[name] = version
+            continue
         version, why = probe(name)
         if version is None:
             notes.append(f"{name} not importable, skipped ({why})")
@@ -355,6 +404,8 @@ def main():
             notes.append(
                 f"CPUs {args.server_cpu} and {args.client_cpu} not both usable: not pinned"
             )
+    if args.target == LIMIT:
+        sys.exit(f"echo.py: --target is a loop whose ratios are reported, not {LIMIT}")
     target = args.target if args.target in loops else "uvloop" if "uvloop" in loops else None
     if target != args.target:
         notes.append(f"{args.target} did not run; ratios are for {target or 'nothing'}")
@@ -374,12 +425,14 @@ def main():
         results = {}
         if not args.only_syscalls:
             results = run_rounds(
-                rows, loops, rounds, timing, cpus, args.loadgen, workdir, tls_files
+                rows, loops, rounds, timing, cpus, args.loadgen, workdir, tls_files, args.limit
             )
         syscalls = None
         if args.syscalls or args.only_syscalls:
             if serving.have_strace():
-                syscalls = measure_syscalls(loops, cpus, args.loadgen, workdir, kinds, transports)
+                syscalls = measure_syscalls(
+                    loops, cpus, args.loadgen, workdir, kinds, transports, args.limit
+                )
             else:
                 notes.append("strace not found (apt-get install strace): syscalls not counted")
     finally:
@@ -388,13 +441,14 @@ def main():
 
     header, table_rows, summary, na_notes = summarize(results, loops, target)
     notes += na_notes
-    failures = [
-        f"{loop} {row.ident()}: {m['reason']}"
-        for row, per_loop in results.items()
-        for loop, ms in per_loop.items()
-        for m in ms
-        if m["status"] == "failed"
-    ]
+    failures, seen = [], set()
+    for row, per_loop in results.items():
+        for loop, ms in per_loop.items():
+            for m in ms:
+                if m["status"] == "failed" and id(m) not in seen:  # LIMIT's are shared
+                    seen.add(id(m))
+                    ident = " ".join(map(str, limit_shape(row))) if loop == LIMIT else row.ident()
+                    failures.append(f"{loop} {ident}: {m['reason']}")
     pin = (
         f"server on CPU {cpus[0]}, load generator on CPU {cpus[1]}"
         if cpus[0] is not None
@@ -425,6 +479,12 @@ def main():
         + ". Cells: requests/s, median over rounds (min–max); ratios of medians, above 1 means "
         f"{target} serves more; CPU: server CPU time per request. "
     )
+    if LIMIT in loops:
+        caption += (
+            f"`{LIMIT}`: a plain-Rust epoll echo server, no Python (bench/limit), measured once "
+            "per transport, size and connection count, so every style's row shows the same "
+            f"figure; `LOOP/{LIMIT}`: the share of it the loop reaches. "
+        )
     if args.tls:
         caption += (
             f"TLS: {', '.join(meta['tls']) or 'not negotiated'}, a throwaway trustme CA and "
@@ -472,6 +532,15 @@ def main():
                 indent=1,
             )
     return 1 if failures else 0
+
+
+def probe_limit(path, tls):
+    """(version, None) if the limit server can run here, else (None, reason)."""
+    if tls:
+        return None, "it has no TLS"
+    if not os.access(path, os.X_OK):
+        return None, f"no binary at {path} (build it with `make loadgen`)"
+    return "(bench/limit)", None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Each measurement starts `bench/servers/echo.py` in a fresh interpreter, waits fo
 SIGTERM. A server that reports `NOTIMPL` (its loop lacks a method the style needs) makes the
 measurement "n/a" with that reason rather than a failure. With `TlsFiles` both sides speak
 TLS: the server with a certificate and key, the load generator trusting only their CA.
+The pseudo-loop `limit` runs the plain-Rust echo server (bench/limit) instead of Python.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "servers", "echo.py")
 READY_TIMEOUT = 30  # seconds for an interpreter to import its loop and listen
 STOP_TIMEOUT = 10
+LIMIT = "limit"  # the plain-Rust echo server (bench/limit), measured as if it were a loop
 LOADGEN_SLACK = 30  # seconds a load generator may take beyond its warm-up and duration
 # Under strace the server runs many times slower, so back-to-back requests would already be
 # queued whenever it looks, and it would skip the wait (and syscalls) it makes at full
@@ -57,21 +59,33 @@ def make_tls_files(workdir):
     return files
 
 
-def default_loadgen():
+def release_binary(name):
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(HERE), "target")
-    return os.path.join(target, "release", "loadgen")
+    return os.path.join(target, "release", name)
+
+
+def default_loadgen():
+    return release_binary("loadgen")
+
+
+def default_limit():
+    return release_binary("echo-limit")
 
 
 class Server:
-    """One echo server process; `address` and `pid` are None if it never became ready."""
+    """One echo server process; `address` and `pid` are None if it never became ready.
+    `loop` LIMIT runs the `limit` binary (bench/limit), which has no styles and no TLS."""
 
-    def __init__(self, loop, kind, transport, cpu, workdir, prefix=(), tls=None):
+    def __init__(self, loop, kind, transport, cpu, workdir, prefix=(), tls=None, limit=None):
         if transport == "tcp":
             where = ["--tcp", "127.0.0.1:0"]
         else:
             where = ["--unix", os.path.join(workdir, f"{loop}-{kind}.sock")]
         pin = ["--cpu", str(cpu)] if cpu is not None else []
-        cmd = [*prefix, sys.executable, SERVER, "--loop", loop, "--kind", kind, *where, *pin]
+        if loop == LIMIT:
+            cmd = [*prefix, limit or default_limit(), *where, *pin]
+        else:
+            cmd = [*prefix, sys.executable, SERVER, "--loop", loop, "--kind", kind, *where, *pin]
         if tls:
             cmd += ["--tls-cert", tls.cert, "--tls-key", tls.key]
         self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: it never blocks the server
@@ -133,14 +147,26 @@ def run_loadgen(loadgen, address, args, cpu, budget):
 
 
 def measure(
-    loadgen, loop, kind, transport, size, conns, timing, cpus, workdir, tls=None, reconnect=False
+    loadgen,
+    loop,
+    kind,
+    transport,
+    size,
+    conns,
+    timing,
+    cpus,
+    workdir,
+    tls=None,
+    reconnect=False,
+    limit=None,
 ):
     """One throughput measurement: {"status": "ok", "result": loadgen JSON} or
     {"status": "n/a" | "failed", "reason": ...}. `tls`: TlsFiles to speak TLS with;
-    `reconnect`: a new connection for every exchange (connections or handshakes per second)."""
+    `reconnect`: a new connection for every exchange (connections or handshakes per second);
+    `limit`: the limit server's binary, if not the default."""
     warmup, duration = timing
     server_cpu, client_cpu = cpus
-    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls)
+    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls, limit=limit)
     result = err = None
     try:
         if srv.address:
@@ -169,15 +195,14 @@ def have_strace():
     return shutil.which("strace") is not None
 
 
-def count_syscalls(loadgen, loop, kind, transport, requests, cpus, workdir):
+def count_syscalls(loadgen, loop, kind, transport, requests, cpus, workdir, limit=None):
     """Runs the server under `strace -f -c` for exactly `requests` exchanges (1 KiB, one
     connection, SYSCALL_PAUSE apart); returns ({syscall: calls}, None) or (None, reason).
     The counts include start-up and shutdown: the caller subtracts a run with fewer requests."""
     out = os.path.join(workdir, f"strace-{loop}-{kind}-{transport}-{requests}.txt")
     server_cpu, client_cpu = cpus
-    srv = Server(
-        loop, kind, transport, server_cpu, workdir, prefix=("strace", "-f", "-c", "-o", out)
-    )
+    strace = ("strace", "-f", "-c", "-o", out)
+    srv = Server(loop, kind, transport, server_cpu, workdir, prefix=strace, limit=limit)
     err = None
     try:
         if srv.address:

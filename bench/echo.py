@@ -10,13 +10,14 @@ CPU time per request.
 `limit` is no loop but a plain-Rust epoll echo server (bench/limit, built by `make
 loadgen`): measured once per transport, size and connection count in each round, it shows
 what this machine and load generator allow, and `LOOP/limit` the share of it each loop
-reaches.
+reaches. rloop, rsloop and veloxloop (what `make bench-venv` installs) run in --quick or
+when named in --loops.
 
 `--tls` runs the TLS suite instead: the streams and protocol servers over TLS (a throwaway
 trustme CA and certificate; the load generator verifies it), plus a handshake row where every
 request comes on a new connection, so requests/s are full TLS handshakes per second.
 
-    python bench/echo.py --quick               # about 3 minutes
+    python bench/echo.py --quick               # about 5 minutes
     python bench/echo.py --markdown --json bench/results/echo.json --syscalls
     python bench/echo.py --tls --quick         # 9 rows: about 2 minutes
 """
@@ -40,7 +41,16 @@ from micro import cpu_model, probe, render
 from serving import LIMIT
 
 # What bench/servers/echo.py can run, and the limit server.
-LOOPS = ("asyncio", "ferroloop", "uvloop", LIMIT)
+LOOPS = ("asyncio", "ferroloop", "uvloop", "rloop", "rsloop", "veloxloop", LIMIT)
+# Comparison loops installed when they can be (`make bench-venv`): a failed measurement of
+# one is reported, not retried, and does not make the run fail.
+OPTIONAL = ("rloop", "rsloop", "veloxloop")
+# The full run stays with the three loops it has always had (plus the limit, one measurement
+# per shape and round): each more loop adds about 4 minutes. --quick has them all.
+DEFAULT_LOOPS = {
+    "full": ("asyncio", "ferroloop", "uvloop", LIMIT),
+    "quick": ("asyncio", "ferroloop", "uvloop", *OPTIONAL, LIMIT),
+}
 KINDS = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
 SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -111,9 +121,9 @@ def limit_shape(row):
 
 def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None, limit=None):
     """{row: {loop: [measurement, ...]}}, interleaved: each round runs each row on every loop,
-    the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried. LIMIT
-    runs once per shape and round (on the shape's first row), its measurements shared by the
-    rows of every style."""
+    the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried, nor is
+    a row that failed on an OPTIONAL loop. LIMIT runs once per shape and round (on the
+    shape's first row), its measurements shared by the rows of every style."""
     results = {row: {loop: [] for loop in loops} for row in rows}
     if LIMIT in loops:
         shared = {}
@@ -134,6 +144,9 @@ def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=No
                         continue
                     limit_done.add(limit_shape(row))
                 known = unavailable.get((loop, kind, transport, row.tls))
+                if loop in OPTIONAL and any(m["status"] == "failed" for m in results[row][loop]):
+                    cells.append(f"{loop} failed before, skipped")
+                    continue
                 if known:
                     m = {"status": "n/a", "reason": known}
                 else:
@@ -317,9 +330,14 @@ def parse_ints(text, low, high):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~3 minutes")
+    p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~5 minutes")
     p.add_argument("--rounds", type=int, help="rounds (default 3)")
-    p.add_argument("--loops", default=",".join(LOOPS))
+    p.add_argument(
+        "--loops",
+        help=f"comma-separated, from {','.join(LOOPS)} (default {','.join(DEFAULT_LOOPS['full'])}"
+        f"; with --quick {','.join(DEFAULT_LOOPS['quick'])}); loops that do not import are "
+        "skipped",
+    )
     p.add_argument("--kinds", help="server styles (default sock,streams,protocol)")
     p.add_argument("--transports", help="default tcp,unix")
     p.add_argument("--sizes", help="message sizes in bytes (default 1024,10240,102400)")
@@ -380,10 +398,10 @@ def main():
     rounds = args.rounds or ROUNDS[mode]
 
     loops, versions, notes = [], {}, []
-    for name in parse_list(args.loops, LOOPS):
+    for name in parse_list(args.loops or ",".join(DEFAULT_LOOPS[mode]), LOOPS):
         if name == LIMIT:
             version, why = probe_limit(args.limit, args.tls)
-            if version is None and not args.tls:
+            if version is None and (args.loops or not args.tls):
                 notes.append(f"{LIMIT} server skipped: {why}")
             if version is not None:
                 loops.append(name)
@@ -441,7 +459,7 @@ def main():
 
     header, table_rows, summary, na_notes = summarize(results, loops, target)
     notes += na_notes
-    failures, seen = [], set()
+    failures, fatal, seen = [], False, set()
     for row, per_loop in results.items():
         for loop, ms in per_loop.items():
             for m in ms:
@@ -449,6 +467,7 @@ def main():
                     seen.add(id(m))
                     ident = " ".join(map(str, limit_shape(row))) if loop == LIMIT else row.ident()
                     failures.append(f"{loop} {ident}: {m['reason']}")
+                    fatal = fatal or loop not in OPTIONAL
     pin = (
         f"server on CPU {cpus[0]}, load generator on CPU {cpus[1]}"
         if cpus[0] is not None
@@ -531,7 +550,7 @@ def main():
                 f,
                 indent=1,
             )
-    return 1 if failures else 0
+    return 1 if fatal else 0
 
 
 def probe_limit(path, tls):

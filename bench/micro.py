@@ -1,9 +1,11 @@
-"""Micro-benchmarks of event-loop primitives: asyncio vs ferroloop vs uvloop (and rloop).
+"""Micro-benchmarks of event-loop primitives: asyncio vs ferroloop vs uvloop (and rloop,
+rsloop, veloxloop).
 
 Method (details in bench/README.md): the loops take turns, benchmark by benchmark, in
 rounds (the starting loop rotates each round), and every measurement runs in a fresh
 subprocess pinned to one CPU, so one loop's garbage, caches or threads never affect
-another's figure. The report gives the median over rounds and the spread (min-max).
+another's figure. The report gives the median over rounds and the spread (min-max). A loop
+lacking what a benchmark needs (NotImplementedError) shows n/a there, with the reason.
 
     python bench/micro.py --quick              # < 60 s
     python bench/micro.py --markdown --json bench/results/micro.json
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 clock = time.perf_counter
 CHECK = 255  # round-trip loops look at the clock every CHECK + 1 iterations
@@ -351,15 +354,19 @@ def new_loop(name):
 
 
 def child(spec):
-    """Run one measurement (after a 1/10-size warm-up) and print its metrics as JSON."""
+    """Run one measurement (after a 1/10-size warm-up) and print its metrics as JSON, or
+    {"n/a": reason} if the loop raised NotImplementedError."""
     if spec["cpu"] is not None:
         os.sched_setaffinity(0, {spec["cpu"]})
     fn, n, budget = BENCHES[spec["bench"]][0], spec["n"], spec["budget"]
     loop = new_loop(spec["loop"])
-    errors = []
+    errors, notimpl = [], []
 
     def on_error(loop, context):  # a failing callback must not leave run_forever hanging
-        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+        exc = context.get("exception")
+        if isinstance(exc, NotImplementedError):
+            notimpl.append(exc)
+        errors.append(f"{context.get('message')}: {exc!r}")
         loop.stop()
 
     loop.set_exception_handler(on_error)
@@ -373,17 +380,35 @@ def child(spec):
             run(max(1, n // 10))
         gc.collect()
         result = run(n)
+    except NotImplementedError as exc:
+        notimpl.append(exc)
     except Exception:
         if not errors:  # else the handler's report below names the real cause
             raise
     finally:
         loop.close()
+    if notimpl:
+        print(json.dumps({"n/a": describe(notimpl[0])}))
+        return
     if errors:
         sys.exit("exception handler called: " + errors[0])
     print(json.dumps(result))
 
 
+def describe(exc):
+    """A NotImplementedError's message or, for a bare one (an asyncio.AbstractEventLoop
+    method the loop does not override), the method that raised it."""
+    if str(exc):
+        return str(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].name}: NotImplementedError" if frames else repr(exc)
+
+
 # ---------------------------------------------------------------- driver (parent side)
+
+# Comparison loops installed when they can be (`make bench-venv`): a failed measurement of
+# one is reported, not retried in later rounds, and does not make the run fail.
+OPTIONAL = ("rloop", "rsloop", "veloxloop")
 
 
 def probe(name):
@@ -421,8 +446,16 @@ def fmt(v):
     )
 
 
-def summarize(samples, loops, target):
-    """Table rows: metric, unit, 'median (min-max)' per loop, then target/base ratios."""
+def bench_of(metric):
+    """The benchmark that reports `metric` (sleep_precision_p99: sleep_precision)."""
+    return next(
+        b for b in BENCHES if metric == b or (metric.startswith(b + "_") and metric not in BENCHES)
+    )
+
+
+def summarize(samples, loops, target, unavailable=None):
+    """Table rows: metric, unit, 'median (min-max)' per loop, then target/base ratios.
+    `unavailable`: {(loop, benchmark): reason}; those cells read n/a."""
     bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
     header = ["benchmark", "unit", *loops, *(f"{target}/{b}" for b in bases)]
     rows, summary = [], {}
@@ -432,7 +465,8 @@ def summarize(samples, loops, target):
         for loop in loops:
             vals = samples[loop].get(metric, [])
             if not vals:
-                cells.append("-")
+                na = (loop, bench_of(metric)) in (unavailable or {})
+                cells.append("n/a" if na else "-")
                 continue
             med[loop] = statistics.median(vals)
             summary.setdefault(metric, {})[loop] = {
@@ -466,7 +500,7 @@ def main():
     p.add_argument("--rounds", type=int, help="rounds (default 3 quick, 7 full)")
     p.add_argument(
         "--loops",
-        default="asyncio,ferroloop,uvloop,rloop",
+        default="asyncio,ferroloop,uvloop,rloop,rsloop,veloxloop",
         help="comma-separated; loops that do not import are skipped",
     )
     p.add_argument("--bench", default=",".join(BENCHES), help="comma-separated subset")
@@ -505,7 +539,9 @@ def main():
         print("note:", note, file=sys.stderr)
 
     samples = {loop: {} for loop in loops}
-    failures = []
+    failures, fatal = [], False
+    unavailable = {}  # (loop, bench): reason; not measured again
+    given_up = set()  # (loop, bench) that failed on an OPTIONAL loop; not measured again
     load = [os.getloadavg()[0]]  # other work on the box shows up as spread; say how busy it was
     t_start = clock()
     for r in range(rounds):
@@ -513,17 +549,28 @@ def main():
         for bench in benches:
             n = BENCHES[bench][2 if args.quick else 1]
             for loop in order:
+                if (loop, bench) in unavailable or (loop, bench) in given_up:
+                    continue
                 metrics, err = measure(loop, bench, n, budget, cpu)
                 if err:
                     failures.append(f"round {r + 1} {bench} on {loop}: {err}")
+                    if loop in OPTIONAL:
+                        given_up.add((loop, bench))
+                    else:
+                        fatal = True
                     print(f"  FAILED {bench} on {loop}: {err}", file=sys.stderr)
+                    continue
+                if "n/a" in metrics:
+                    unavailable[(loop, bench)] = metrics["n/a"]
+                    notes.append(f"{loop} n/a for {bench}: {metrics['n/a']}")
+                    print(f"  n/a {bench} on {loop}: {metrics['n/a']}", file=sys.stderr)
                     continue
                 for metric, value in metrics.items():
                     samples[loop].setdefault(metric, []).append(value)
         print(f"round {r + 1}/{rounds} done ({clock() - t_start:.0f} s)", file=sys.stderr)
 
     load.append(os.getloadavg()[0])
-    header, rows, summary = summarize(samples, loops, target)
+    header, rows, summary = summarize(samples, loops, target, unavailable)
     pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
     meta = {
         "python": platform.python_version(),
@@ -569,7 +616,7 @@ def main():
                 f,
                 indent=1,
             )
-    return 1 if failures else 0
+    return 1 if fatal else 0
 
 
 def cpu_model():

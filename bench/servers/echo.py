@@ -28,14 +28,16 @@ import signal
 import socket
 import ssl
 import sys
+import traceback
 
-LOOPS = ("asyncio", "uvloop", "ferroloop")
+LOOPS = ("asyncio", "uvloop", "ferroloop", "rloop", "rsloop", "veloxloop")
 # What sock_recv and StreamReader.read ask for. Under glibc's 128 KiB mmap threshold, so
 # sock_recv's bytes buffer comes from the heap: asking for more costs an mmap, an mremap and
 # a munmap per call (asyncio's own transports read 256 KiB at a time and pay exactly that).
 READ_SIZE = 64 * 1024
 BACKLOG = 1024  # 64 clients connect at once; asyncio's default of 100 would also do
 EXIT_NOTIMPL = 3
+SIGNAL_TICK = 0.05  # seconds; see stop_on_signals
 
 
 class Run:
@@ -47,8 +49,17 @@ class Run:
 
     def not_implemented(self, exc):
         if self.notimpl is None:
-            self.notimpl = str(exc) or repr(exc)
+            self.notimpl = describe(exc)
         self.stopped.set()
+
+
+def describe(exc):
+    """A NotImplementedError's message or, for a bare one (an asyncio.AbstractEventLoop
+    method the loop does not override), the method that raised it."""
+    if str(exc):
+        return str(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].name}: NotImplementedError" if frames else repr(exc)
 
 
 # ---------------------------------------------------------------- the three styles
@@ -167,8 +178,7 @@ async def serve(args):
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(on_error)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, run.stopped.set)
+    stop_on_signals(loop, run.stopped.set)
     tcp = parse_tcp(args.tcp) if args.tcp else None
     if args.unix and os.path.exists(args.unix):
         os.unlink(args.unix)  # a stale socket file from an earlier run
@@ -193,6 +203,26 @@ async def serve(args):
     if args.unix and os.path.exists(args.unix):
         os.unlink(args.unix)
     return run.notimpl
+
+
+def stop_on_signals(loop, stop):
+    """SIGTERM and SIGINT call `stop` in the loop. A loop without add_signal_handler (it
+    raises NotImplementedError) gets Python signal handlers instead, plus a timer every
+    50 ms, so the interpreter gets to run them even while the loop waits in native code."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop)
+        return
+    except NotImplementedError:
+        pass
+    for sig in signals:
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+
+    def tick():
+        loop.call_later(SIGNAL_TICK, tick)
+
+    tick()
 
 
 def parse_tcp(text):

@@ -41,6 +41,7 @@ test: build-prod cargo-test pytest pytest-debug conformance test-pythons
 cargo-test: $(STAMP)
 	cargo test --quiet
 	cargo test --quiet -p ferroloop-loadgen
+	cargo test --quiet -p ferroloop-echo-limit
 
 pytest: build-prod
 	$(PYTEST) tests
@@ -126,4 +127,4 @@ bench-tls: bench-venv loadgen
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-3.*
+	rm -rf $(VENV) .venv-3.* .venv-bench

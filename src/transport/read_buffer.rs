@@ -28,9 +28,9 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
 }
 
-/// `recv(fd, max)` as a `bytes` object (empty at end of stream).
-pub fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> Result<Bound<'_, PyBytes>, Errno> {
-    read_with(py, fd, max, socket::recv)
+/// `recv(fd, READ_SIZE)` as a `bytes` object (empty at end of stream).
+pub fn recv_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno> {
+    read_with(py, fd, socket::recv)
 }
 
 extern "C" {
@@ -77,23 +77,17 @@ pub fn recv_new_bytes(py: Python<'_>, fd: RawFd, max: usize) -> PyResult<Result<
 /// `read(fd, READ_SIZE)` as a `bytes` object (empty at end of file), for
 /// pipes and character devices.
 pub fn read_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno> {
-    read_with(py, fd, READ_SIZE, pipe::read)
+    read_with(py, fd, pipe::read)
 }
 
 fn read_with(
     py: Python<'_>,
     fd: RawFd,
-    max: usize,
     call: fn(RawFd, &mut [u8]) -> Result<usize, Errno>,
 ) -> Result<Bound<'_, PyBytes>, Errno> {
-    if max > READ_SIZE {
-        let mut buf = vec![0; max];
-        let n = call(fd, &mut buf)?;
-        return Ok(PyBytes::new(py, &buf[..n]));
-    }
     READ_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = call(fd, &mut buf[..max])?;
+        let n = call(fd, &mut buf)?;
         Ok(PyBytes::new(py, &buf[..n]))
     })
 }

@@ -23,7 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
-use super::read_buffer::{recv_bytes, READ_SIZE};
+use super::read_buffer::recv_bytes;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
@@ -375,7 +375,7 @@ impl SocketTransportCore {
 
     fn read_into_bytes(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        match recv_bytes(py, fd, READ_SIZE) {
+        match recv_bytes(py, fd) {
             Err(e) if would_block(e) => Ok(()),
             Err(e) => {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();

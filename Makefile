@@ -10,7 +10,8 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 export FERROLOOP_REQUIRED := 1
 
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
-	conformance conformance-update lint format bench bench-quick bench-echo bench-tls loadgen clean \
+	conformance conformance-update lint format bench bench-quick bench-echo bench-tls bench-http \
+	bench-chart loadgen clean \
 	test-pythons
 
 $(STAMP): requirements-dev.txt
@@ -89,10 +90,10 @@ BENCH_LOOPS := uvloop rloop rsloop veloxloop
 BENCH_STAMP := $(BENCH_VENV)/.installed-loops
 BENCH_WHEEL := target/bench-wheel
 
-$(BENCH_STAMP): | $(STAMP)
+$(BENCH_STAMP): bench/requirements.txt | $(STAMP)
 	test -x $(BENCH_PY) || "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
-	$(BENCH_PY) -m pip install -q trustme
+	$(BENCH_PY) -m pip install -q -r bench/requirements.txt
 	@for loop in $(BENCH_LOOPS); do \
 		if timeout 900 $(BENCH_PY) -m pip install -q --prefer-binary $$loop \
 			>$(BENCH_VENV)/pip-$$loop.log 2>&1; then \
@@ -112,12 +113,23 @@ bench-venv: $(BENCH_STAMP) $(STAMP)
 bench-quick: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --quick --markdown
 	$(BENCH_PY) bench/echo.py --quick --markdown
+	$(BENCH_PY) bench/echo.py --http --quick --markdown
 
 # Micro: every loop that imports, 5 rounds; echo: asyncio, ferroloop, uvloop and the limit
-# server (bench/README.md says why). About 18 minutes on 2 CPUs.
+# server (bench/README.md says why); http: every loop. Then the README's chart, which also
+# shows the last TLS run (`make bench-tls`). About 20 minutes on 2 CPUs.
 bench: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme README.md
 	$(BENCH_PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
+	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
+	$(MAKE) bench-chart
+
+bench-http: bench-venv loadgen
+	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
+
+# The README's chart, from whichever suites' results are in bench/results.
+bench-chart: $(BENCH_STAMP)
+	$(BENCH_PY) bench/chart.py --out bench/results/bench.png $(wildcard bench/results/*.json)
 
 bench-echo: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md

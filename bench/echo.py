@@ -17,9 +17,14 @@ when named in --loops.
 trustme CA and certificate; the load generator verifies it), plus a handshake row where every
 request comes on a new connection, so requests/s are full TLS handshakes per second.
 
+`--http` runs the http suite instead: HTTP/1.1 keep-alive GETs at 64 connections against
+three server stacks (bench/servers/web.py): a bare httptools Protocol, an aiohttp app and
+uvicorn with a raw ASGI app, each answering with a 1 KiB body, on every loop that imports.
+
     python bench/echo.py --quick               # about 5 minutes
     python bench/echo.py --markdown --json bench/results/echo.json --syscalls
     python bench/echo.py --tls --quick         # 9 rows: about 2 minutes
+    python bench/echo.py --http --markdown     # 3 rows, 5 loops, 3 rounds: about 2 minutes
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import NamedTuple
 
 import serving
 from micro import cpu_model, probe, render
-from serving import LIMIT
+from serving import HTTP_KINDS, LIMIT
 
 # What bench/servers/echo.py can run, and the limit server.
 LOOPS = ("asyncio", "ferroloop", "uvloop", "rloop", "rsloop", "veloxloop", LIMIT)
@@ -50,6 +55,8 @@ OPTIONAL = ("rloop", "rsloop", "veloxloop")
 DEFAULT_LOOPS = {
     "full": ("asyncio", "ferroloop", "uvloop", LIMIT),
     "quick": ("asyncio", "ferroloop", "uvloop", *OPTIONAL, LIMIT),
+    # 3 rows: every loop fits.
+    "http": ("asyncio", "ferroloop", "uvloop", *OPTIONAL),
 }
 KINDS = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
@@ -60,7 +67,7 @@ CONNECTIONS = (1, 64)
 QUICK_SHAPES = ((1024, 1), (1024, 64), (100 * 1024, 64))
 # (warm-up, measured) seconds per measurement
 TIMING = {"full": (0.5, 1.5), "quick": (0.25, 0.6)}
-ROUNDS = {"full": 3, "quick": 3}
+ROUNDS = {"full": 3, "quick": 3, "http": 3}
 # Syscall counts: the difference between two runs of SYSCALL_BASE and SYSCALL_BASE +
 # SYSCALL_REQUESTS exchanges, so the interpreter's start-up and shutdown cancel out.
 SYSCALL_BASE, SYSCALL_REQUESTS = 100, 1000
@@ -74,6 +81,9 @@ TLS_SIZES = (1024, 100 * 1024)
 # for every 1 KiB request (full handshake, no resumption). Enough to keep the server busy
 # while a handshake's round trips are in flight, few enough that the client is not the limit.
 HANDSHAKE_CONNECTIONS = 16
+# --http: every stack over TCP, a 1 KiB response body, 64 keep-alive connections.
+HTTP_SIZES = (1024,)
+HTTP_CONNECTIONS = (64,)
 
 
 class Row(NamedTuple):
@@ -355,6 +365,12 @@ def main():
         help="clients of the --tls handshake row (protocol, TCP, a new connection per 1 KiB "
         f"request; default {HANDSHAKE_CONNECTIONS}; 0: no handshake row)",
     )
+    p.add_argument(
+        "--http",
+        action="store_true",
+        help="the http suite instead: httptools, aiohttp and uvicorn servers over TCP, "
+        "HTTP/1.1 keep-alive, 1 KiB bodies, 64 connections",
+    )
     p.add_argument("--warmup", type=float, help="seconds before measuring")
     p.add_argument("--duration", type=float, help="measured seconds")
     p.add_argument("--target", default="ferroloop", help="loop whose ratios are reported")
@@ -375,16 +391,22 @@ def main():
             f"echo.py: no load generator at {args.loadgen}; "
             "build it with `cargo build --release -p ferroloop-loadgen`"
         )
-    if args.tls and (args.syscalls or args.only_syscalls):
-        sys.exit("echo.py: --syscalls counts the plain-text servers; run it without --tls")
-    mode = "quick" if args.quick else "full"
-    kinds = parse_list(args.kinds or ",".join(TLS_KINDS if args.tls else KINDS), KINDS)
-    default_transports = TLS_TRANSPORTS if args.tls else TRANSPORTS
-    transports = parse_list(args.transports or ",".join(default_transports), TRANSPORTS)
-    if args.tls or args.sizes or args.connections or not args.quick:
-        default_sizes = TLS_SIZES if args.tls else SIZES
+    if args.tls and args.http:
+        sys.exit("echo.py: --tls and --http are separate suites; run one at a time")
+    if (args.tls or args.http) and (args.syscalls or args.only_syscalls):
+        sys.exit("echo.py: --syscalls counts the echo servers; run it without --tls or --http")
+    mode = "http" if args.http else "quick" if args.quick else "full"
+    all_kinds = HTTP_KINDS if args.http else KINDS
+    default_kinds = HTTP_KINDS if args.http else TLS_KINDS if args.tls else KINDS
+    kinds = parse_list(args.kinds or ",".join(default_kinds), all_kinds)
+    default_transports = TLS_TRANSPORTS if args.tls or args.http else TRANSPORTS
+    allowed_transports = ("tcp",) if args.http else TRANSPORTS  # web.py serves TCP
+    transports = parse_list(args.transports or ",".join(default_transports), allowed_transports)
+    if args.tls or args.http or args.sizes or args.connections or not args.quick:
+        default_sizes = TLS_SIZES if args.tls else HTTP_SIZES if args.http else SIZES
+        default_conns = HTTP_CONNECTIONS if args.http else CONNECTIONS
         sizes = parse_ints(args.sizes, 1, 64 << 20) if args.sizes else default_sizes
-        conns = parse_ints(args.connections, 1, 10_000) if args.connections else CONNECTIONS
+        conns = parse_ints(args.connections, 1, 10_000) if args.connections else default_conns
         shapes = list(itertools.product(sizes, conns))
     else:
         shapes = list(QUICK_SHAPES)
@@ -393,15 +415,15 @@ def main():
         if not 1 <= args.handshake_connections <= 10_000:
             sys.exit("echo.py: --handshake-connections must be from 0 to 10000")
         rows.append(Row("protocol", "tcp", 1024, args.handshake_connections, True, True))
-    warmup, duration = TIMING[mode]
+    warmup, duration = TIMING["quick" if args.quick else "full"]
     timing = (args.warmup if args.warmup is not None else warmup, args.duration or duration)
     rounds = args.rounds or ROUNDS[mode]
 
     loops, versions, notes = [], {}, []
     for name in parse_list(args.loops or ",".join(DEFAULT_LOOPS[mode]), LOOPS):
         if name == LIMIT:
-            version, why = probe_limit(args.limit, args.tls)
-            if version is None and (args.loops or not args.tls):
+            version, why = probe_limit(args.limit, args.tls, args.http)
+            if version is None and (args.loops or not (args.tls or args.http)):
                 notes.append(f"{LIMIT} server skipped: {why}")
             if version is not None:
                 loops.append(name)
@@ -430,6 +452,7 @@ def main():
     for note in notes:
         print("note:", note, file=sys.stderr)
 
+    stacks = http_stacks() if args.http else {}
     workdir = tempfile.mkdtemp(prefix="ferroloop-echo-")  # Unix sockets, strace output, PEM
     load = [os.getloadavg()[0]]
     t_start = time.monotonic()
@@ -474,6 +497,7 @@ def main():
         else "not pinned"
     )
     meta = {
+        "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
@@ -490,6 +514,8 @@ def main():
     }
     if args.tls:
         meta["tls"] = negotiated(results)
+    if stacks:
+        meta["http_stacks"] = stacks
     caption = (
         f"Python {meta['python']}, {meta['cpu_model']} ({meta['cpus']} CPUs), {pin}; "
         f"{rounds} interleaved rounds of {timing[0]:g} s warm-up + {timing[1]:g} s measured, "
@@ -511,6 +537,15 @@ def main():
             "N clients each making a new connection for every request (connect, full "
             "handshake, one echo, close), so requests/s are handshakes/s. "
             "Generated by `bench/echo.py --tls`."
+        )
+    elif args.http:
+        caption += (
+            f"HTTP/1.1 keep-alive GETs, each answered with a {size_name(sizes[0])} body "
+            "(bench/servers/web.py): `httptools` an asyncio.Protocol parsing with httptools, "
+            "`aiohttp` an aiohttp web.Application, `uvicorn` a raw ASGI app on uvicorn with "
+            "`--http httptools`, the loop chosen through its `--loop` setting ("
+            + ", ".join(f"{k} {v}" for k, v in stacks.items())
+            + "). Generated by `bench/echo.py --http`."
         )
     else:
         caption += "Generated by `make bench`."
@@ -535,7 +570,8 @@ def main():
     if args.readme:
         from readme import update_readme
 
-        update_readme(args.readme, "echo-tls" if args.tls else "echo", caption + "\n\n" + text)
+        marker = "echo-tls" if args.tls else "http" if args.http else "echo"
+        update_readme(args.readme, marker, caption + "\n\n" + text)
     for failure in failures:
         print("failed:", failure)
     if args.json:
@@ -553,10 +589,23 @@ def main():
     return 1 if fatal else 0
 
 
-def probe_limit(path, tls):
+def http_stacks():
+    """{package: version} of what the http suite's servers import; exits if one is missing."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("httptools", "aiohttp", "uvicorn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            sys.exit(f"echo.py: --http needs {package} (`make bench-venv` installs it)")
+    return versions
+
+
+def probe_limit(path, tls, http):
     """(version, None) if the limit server can run here, else (None, reason)."""
-    if tls:
-        return None, "it has no TLS"
+    if tls or http:
+        return None, "it has no TLS" if tls else "it speaks no HTTP"
     if not os.access(path, os.X_OK):
         return None, f"no binary at {path} (build it with `make loadgen`)"
     return "(bench/limit)", None

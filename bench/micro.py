@@ -573,6 +573,7 @@ def main():
     header, rows, summary = summarize(samples, loops, target, unavailable)
     pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
     meta = {
+        "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),

@@ -1,6 +1,7 @@
-"""Process plumbing for the echo benchmark: a server, the load generator, strace.
+"""Process plumbing for the echo and http benchmarks: a server, the load generator, strace.
 
-Each measurement starts `bench/servers/echo.py` in a fresh interpreter, waits for its
+Each measurement starts `bench/servers/echo.py` (`bench/servers/web.py` for the http
+suite's stacks) in a fresh interpreter, waits for its
 `READY <address> pid=<pid>` line, runs the Rust load generator against it, then stops it with
 SIGTERM. A server that reports `NOTIMPL` (its loop lacks a method the style needs) makes the
 measurement "n/a" with that reason rather than a failure. With `TlsFiles` both sides speak
@@ -23,6 +24,9 @@ from typing import NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "servers", "echo.py")
+# The http suite's server stacks, served by bench/servers/web.py over TCP.
+WEB_SERVER = os.path.join(HERE, "servers", "web.py")
+HTTP_KINDS = ("httptools", "aiohttp", "uvicorn")
 READY_TIMEOUT = 30  # seconds for an interpreter to import its loop and listen
 STOP_TIMEOUT = 10
 LIMIT = "limit"  # the plain-Rust echo server (bench/limit), measured as if it were a loop
@@ -76,7 +80,9 @@ class Server:
     """One echo server process; `address` and `pid` are None if it never became ready.
     `loop` LIMIT runs the `limit` binary (bench/limit), which has no styles and no TLS."""
 
-    def __init__(self, loop, kind, transport, cpu, workdir, prefix=(), tls=None, limit=None):
+    def __init__(
+        self, loop, kind, transport, cpu, workdir, prefix=(), tls=None, limit=None, size=None
+    ):
         if transport == "tcp":
             where = ["--tcp", "127.0.0.1:0"]
         else:
@@ -84,6 +90,9 @@ class Server:
         pin = ["--cpu", str(cpu)] if cpu is not None else []
         if loop == LIMIT:
             cmd = [*prefix, limit or default_limit(), *where, *pin]
+        elif kind in HTTP_KINDS:  # `size`: the response body
+            cmd = [*prefix, sys.executable, WEB_SERVER, "--loop", loop, "--kind", kind]
+            cmd += [*where, "--size", str(size), *pin]
         else:
             cmd = [*prefix, sys.executable, SERVER, "--loop", loop, "--kind", kind, *where, *pin]
         if tls:
@@ -166,11 +175,13 @@ def measure(
     `limit`: the limit server's binary, if not the default."""
     warmup, duration = timing
     server_cpu, client_cpu = cpus
-    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls, limit=limit)
+    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls, limit=limit, size=size)
     result = err = None
     try:
         if srv.address:
             args = ["--connections", conns, "--size", size, "--warmup", warmup]
+            if kind in HTTP_KINDS:
+                args += ["--mode", "http"]
             args += ["--duration", duration, "--server-pid", srv.pid]
             if tls:
                 args += ["--tls", "--tls-ca", tls.ca, "--tls-name", tls.name]

@@ -12,9 +12,10 @@ pub const USAGE: &str = "\
 usage: loadgen --target ADDR [options]
 
   --target ADDR       [tcp:]HOST:PORT ([::1]:PORT for IPv6) or unix:PATH
-  --mode MODE         exchange protocol: echo (default)
+  --mode MODE         exchange protocol: echo (default), or http: HTTP/1.1 keep-alive
+                      GET requests, each reply a 200 with a --size-byte body
   --connections N     concurrent connections, each one exchange at a time (default 1)
-  --size BYTES        request size (default 1024)
+  --size BYTES        echo: request size; http: response body size (default 1024)
   --warmup SECS       warm-up before measuring (default 1)
   --duration SECS     measured time (default 5)
   --requests N        instead of a duration: exactly N exchanges in all, no warm-up
@@ -172,7 +173,7 @@ mod tests {
             "--target 127.0.0.1:80 --duration 1e9",
             "--target 127.0.0.1:80 --warmup -1",
             "--target 127.0.0.1:80 --requests 10 --duration 1",
-            "--target 127.0.0.1:80 --mode http",
+            "--target 127.0.0.1:80 --mode gopher",
             "--target 127.0.0.1:80 --size",
             "--target 127.0.0.1:80 --frobnicate 1",
             "--target nonsense",

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::http::HttpGet;
+
 /// A request/response protocol, one exchange at a time on a connection.
 pub trait Exchange {
     /// Prepares the next request (called before each one).
@@ -20,13 +22,16 @@ pub trait Exchange {
 pub enum Mode {
     /// Send `size` bytes, expect the same bytes back.
     Echo,
+    /// HTTP/1.1 keep-alive `GET`, expect a 200 with a `size`-byte body.
+    Http,
 }
 
 impl Mode {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "echo" => Ok(Mode::Echo),
-            _ => Err(format!("unknown mode {s:?} (implemented: echo)")),
+            "http" => Ok(Mode::Http),
+            _ => Err(format!("unknown mode {s:?} (implemented: echo, http)")),
         }
     }
 
@@ -34,6 +39,7 @@ impl Mode {
     pub fn exchange(self, size: usize, conn: usize) -> Box<dyn Exchange> {
         match self {
             Mode::Echo => Box::new(Echo::new(size, conn)),
+            Mode::Http => Box::new(HttpGet::new(size, conn)),
         }
     }
 }
@@ -42,6 +48,7 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Mode::Echo => "echo",
+            Mode::Http => "http",
         })
     }
 }
@@ -134,9 +141,10 @@ mod tests {
         e.start();
         let req = e.request().to_vec();
         assert_eq!(e.on_reply(&req), Ok(true));
+        assert_eq!(Mode::parse("http"), Ok(Mode::Http));
         assert_eq!(
-            Mode::parse("http").unwrap_err(),
-            "unknown mode \"http\" (implemented: echo)"
+            Mode::parse("gopher").unwrap_err(),
+            "unknown mode \"gopher\" (implemented: echo, http)"
         );
     }
 }

@@ -10,11 +10,12 @@
 //! verified against a given CA and name; records are read and written in the same
 //! non-blocking loop. `--reconnect` opens a new connection (non-blocking connect, full TLS
 //! handshake) for every exchange and closes it after the reply: connections or handshakes
-//! per second.
+//! per second. `--mode http` sends HTTP/1.1 keep-alive `GET`s instead of echo messages.
 
 pub mod args;
 pub mod conn;
 pub mod exchange;
+pub mod http;
 pub mod report;
 pub mod run;
 pub mod stats;

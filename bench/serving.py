@@ -117,15 +117,15 @@ class Server:
             buf += chunk
         return buf.split(b"\n", 1)[0].decode(errors="replace")
 
-    def stop(self):
-        """SIGTERM (to the interpreter, not a wrapper such as strace), then wait; returns
-        (exit code, NOTIMPL message or None, last line of stderr)."""
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM (to the interpreter, not a wrapper such as strace), then wait up to
+        `timeout` seconds; returns (exit code, NOTIMPL message or None, last line of stderr)."""
         try:
             os.kill(self.pid or self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
-            code = self.proc.wait(STOP_TIMEOUT)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()

@@ -21,7 +21,7 @@ request comes on a new connection, so requests/s are full TLS handshakes per sec
 three server stacks (bench/servers/web.py): a bare httptools Protocol, an aiohttp app and
 uvicorn with a raw ASGI app, each answering with a 1 KiB body, on every loop that imports.
 
-    python bench/echo.py --quick               # about 5 minutes
+    python bench/echo.py --quick               # 9 rows over TCP: about 2 minutes
     python bench/echo.py --markdown --json bench/results/echo.json --syscalls
     python bench/echo.py --tls --quick         # 9 rows: about 2 minutes
     python bench/echo.py --http --markdown     # 3 rows, 5 loops, 3 rounds: about 2 minutes
@@ -63,8 +63,10 @@ TRANSPORTS = ("tcp", "unix")
 SIZES = (1024, 10 * 1024, 100 * 1024)
 CONNECTIONS = (1, 64)
 # --quick: the 1 KiB rows (latency-bound at 1 connection, loop-overhead-bound at 64) and
-# 100 KiB at 64 connections (the buffering paths), 3 rounds of short runs.
+# 100 KiB at 64 connections (the buffering paths), over TCP (rloop and veloxloop have no
+# Unix server), 3 rounds of short runs.
 QUICK_SHAPES = ((1024, 1), (1024, 64), (100 * 1024, 64))
+QUICK_TRANSPORTS = ("tcp",)
 # (warm-up, measured) seconds per measurement
 TIMING = {"full": (0.5, 1.5), "quick": (0.25, 0.6)}
 ROUNDS = {"full": 3, "quick": 3, "http": 3}
@@ -340,7 +342,7 @@ def parse_ints(text, low, high):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~5 minutes")
+    p.add_argument("--quick", action="store_true", help="fewer rows, short runs: ~2 minutes")
     p.add_argument("--rounds", type=int, help="rounds (default 3)")
     p.add_argument(
         "--loops",
@@ -399,7 +401,9 @@ def main():
     all_kinds = HTTP_KINDS if args.http else KINDS
     default_kinds = HTTP_KINDS if args.http else TLS_KINDS if args.tls else KINDS
     kinds = parse_list(args.kinds or ",".join(default_kinds), all_kinds)
-    default_transports = TLS_TRANSPORTS if args.tls or args.http else TRANSPORTS
+    default_transports = (
+        TLS_TRANSPORTS if args.tls or args.http else QUICK_TRANSPORTS if args.quick else TRANSPORTS
+    )
     allowed_transports = ("tcp",) if args.http else TRANSPORTS  # web.py serves TCP
     transports = parse_list(args.transports or ",".join(default_transports), allowed_transports)
     if args.tls or args.http or args.sizes or args.connections or not args.quick:

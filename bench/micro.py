@@ -29,7 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
+
+from servers.echo import describe  # the servers' account of a NotImplementedError
 
 clock = time.perf_counter
 CHECK = 255  # round-trip loops look at the clock every CHECK + 1 iterations
@@ -393,15 +394,6 @@ def child(spec):
     if errors:
         sys.exit("exception handler called: " + errors[0])
     print(json.dumps(result))
-
-
-def describe(exc):
-    """A NotImplementedError's message or, for a bare one (an asyncio.AbstractEventLoop
-    method the loop does not override), the method that raised it."""
-    if str(exc):
-        return str(exc)
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].name}: NotImplementedError" if frames else repr(exc)
 
 
 # ---------------------------------------------------------------- driver (parent side)

@@ -34,6 +34,7 @@ from echo import (
     LOOPS,
     Run,
     close_server,
+    describe,
     new_loop,
     parse_tcp,
     stop_on_signals,
@@ -212,7 +213,7 @@ def run_in(loop_name, coro):
     try:
         loop.run_until_complete(coro)
     except NotImplementedError as exc:
-        return str(exc) or "NotImplementedError"
+        return describe(exc)
     finally:
         loop.close()
     return None

@@ -26,7 +26,10 @@ pytestmark = [
 ]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-GROWTH_LIMIT = 4 * 1024 * 1024
+# The second run of a workload may still grow the heap by an allocator step (one was seen:
+# exactly 4 MiB, 3.12, late in a full run); a leak of even 100 bytes per callback, timer or
+# task of the 100,000 shows well above this.
+GROWTH_LIMIT = 8 * 1024 * 1024
 
 
 def rss() -> int:

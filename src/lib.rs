@@ -23,6 +23,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::socket::SocketTransportCore>()?;
+    m.add_class::<transport::tls::TlsPump>()?;
     m.add_class::<transport::pipe::ReadPipeTransportCore>()?;
     m.add_class::<transport::pipe::WritePipeTransportCore>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -699,3 +699,79 @@ def test_pause_and_resume_reading(loop, run):
         return paused, seen_while_paused, got, resumed
 
     assert run(main()) == (False, b"", b"held back", True)
+
+
+def test_write_accepts_bytes_like_and_refuses_the_rest(loop, run):
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, proto = await _tls_client(loop, server)
+        errors = []
+        for bad in ("text", 7, None, [b"x"]):
+            try:
+                transport.write(bad)
+            except TypeError as exc:
+                errors.append(str(exc))
+        transport.write(b"")
+        transport.write(bytearray())
+        chunks = [b"bytes,", bytearray(b"bytearray,"), memoryview(b"memoryview,"), b"end"]
+        for chunk in chunks:
+            transport.write(chunk)
+        # A bytearray changed after write() was sent as it was.
+        reused = bytearray(b"first")
+        transport.write(reused)
+        reused[:] = b"XXXXX"
+        transport.writelines([b"-", bytearray(b"lines")])
+        got = await proto.wait_bytes(len(b"bytes,bytearray,memoryview,endfirst-lines"))
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return errors, got
+
+    errors, got = run(main())
+    assert errors == [
+        "data: expecting a bytes-like instance, got str",
+        "data: expecting a bytes-like instance, got int",
+        "data: expecting a bytes-like instance, got NoneType",
+        "data: expecting a bytes-like instance, got list",
+    ]
+    assert got == b"bytes,bytearray,memoryview,endfirst-lines"
+
+
+def test_writes_after_close_are_dropped(loop, run):
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, proto = await _tls_client(loop, server)
+        transport.write(b"before")
+        await proto.wait_bytes(6)
+        transport.close()
+        transport.write(b"after close")
+        await proto.lost
+        transport.write(b"after lost")
+        await _close(server)
+        return bytes(proto.data), proto.lost_exc
+
+    assert run(main()) == (b"before", [None])
+
+
+def test_context_with_its_own_sslobject_class(loop, run):
+    class CountingSSLObject(ssl.SSLObject):
+        reads = 0
+
+        def read(self, len=1024, buffer=None):
+            type(self).reads += 1
+            return super().read(len, buffer)
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        context = tls.client_context()
+        context.sslobject_class = CountingSSLObject
+        transport, proto = await _tls_client(loop, server, context)
+        data = net.payload(300 * 1024)
+        transport.write(data)
+        got = await proto.wait_bytes(len(data))
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return got == data, CountingSSLObject.reads > 0
+
+    assert run(main()) == (True, True)

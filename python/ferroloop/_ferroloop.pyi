@@ -15,6 +15,7 @@ __all__ = [
     "Handle",
     "TimerHandle",
     "SocketTransportCore",
+    "TlsPump",
     "ReadPipeTransportCore",
     "WritePipeTransportCore",
     "__version__",
@@ -182,6 +183,13 @@ class SocketTransportCore:
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
     def _make_empty_waiter(self) -> asyncio.Future[None]: ...
     def _reset_empty_waiter(self) -> None: ...
+
+@final
+class TlsPump:
+    """Runs the data-flow steps of one ``asyncio.sslproto.SSLProtocol``
+    natively; created by the socket transport whose protocol it is."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
 @final
 class ReadPipeTransportCore:

@@ -5,4 +5,5 @@ mod datagram;
 pub mod pipe;
 pub mod read_buffer;
 pub mod socket;
+pub mod tls;
 mod write_buffer;

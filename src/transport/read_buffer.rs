@@ -91,3 +91,14 @@ fn read_with(
         Ok(PyBytes::new(py, &buf[..n]))
     })
 }
+
+/// `recv(fd, READ_SIZE)` into the reusable buffer, then `use_bytes` on what
+/// arrived (empty at end of stream), for callers that copy the bytes
+/// somewhere themselves (the TLS pump's memory BIO) and need no `bytes`.
+pub fn recv_then<R>(fd: RawFd, use_bytes: impl FnOnce(&[u8]) -> R) -> Result<R, Errno> {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let n = socket::recv(fd, &mut buf)?;
+        Ok(use_bytes(&buf[..n]))
+    })
+}

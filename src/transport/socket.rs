@@ -24,6 +24,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
 use super::read_buffer::recv_bytes;
+use super::tls::TlsPump;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
@@ -50,6 +51,9 @@ pub(super) struct Inner {
     pub(super) protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`.
     pub(super) buffered: bool,
+    /// Runs the protocol's data-flow steps when it is asyncio's own
+    /// `SSLProtocol` (see `tls.rs`).
+    pub(super) tls: Option<Py<TlsPump>>,
     pub(super) protocol_connected: bool,
     pub(super) server: Option<Py<PyAny>>,
     pub(super) extra: Option<Py<PyDict>>,
@@ -111,6 +115,7 @@ impl Default for Inner {
             fd: -1,
             protocol: None,
             buffered: false,
+            tls: None,
             protocol_connected: false,
             server: None,
             extra: None,
@@ -323,7 +328,7 @@ impl SocketTransportCore {
     }
 
     /// The peer closed its side: `eof_received()` decides whether to close.
-    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         if slf.get().debug(py) {
             helpers::log_debug(py)?.call1(("%r received EOF", slf.get().owner(py, slf)))?;
@@ -478,6 +483,11 @@ impl SocketTransportCore {
             extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
         }
         let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let tls = if buffered && !datagram {
+            TlsPump::attach(protocol)?
+        } else {
+            None
+        };
         Ok(SocketTransportCore {
             inner: GilCell::new(Inner {
                 owner: Some(owner.clone().unbind()),
@@ -486,6 +496,7 @@ impl SocketTransportCore {
                 fd,
                 protocol: Some(protocol.clone().unbind()),
                 buffered,
+                tls,
                 protocol_connected: true,
                 server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
                 extra: Some(extra_dict.unbind()),
@@ -512,7 +523,7 @@ impl SocketTransportCore {
     /// The socket is readable: read once and hand the data to the protocol.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (fd, buffered, protocol) = {
+        let (fd, buffered, protocol, tls) = {
             let st = slf.get().inner.borrow(py);
             if st.conn_lost > 0 || st.lost {
                 return Ok(());
@@ -524,8 +535,18 @@ impl SocketTransportCore {
             let Some(protocol) = st.protocol.as_ref() else {
                 return Ok(());
             };
-            (st.fd, st.buffered, protocol.clone_ref(py))
+            (
+                st.fd,
+                st.buffered,
+                protocol.clone_ref(py),
+                st.tls.as_ref().map(|t| t.clone_ref(py)),
+            )
         };
+        if let Some(tls) = tls {
+            if TlsPump::read_ready(slf, tls.bind(py), fd)? {
+                return Ok(());
+            }
+        }
         if buffered {
             SocketTransportCore::read_into_protocol_buffer(slf, fd, protocol.bind(py))
         } else {
@@ -712,12 +733,13 @@ impl SocketTransportCore {
                 .map(drop),
             _ => Ok(()),
         };
-        let (sock, server, protocol, event_loop, waiter) = {
+        let (sock, server, protocol, tls, event_loop, waiter) = {
             let mut st = this.inner.borrow_mut(py);
             (
                 st.sock.take(),
                 st.server.take(),
                 st.protocol.take(),
+                st.tls.take(),
                 st.event_loop.take(),
                 st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
             )
@@ -726,7 +748,7 @@ impl SocketTransportCore {
             Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
             None => Ok(()),
         };
-        drop((protocol, event_loop));
+        drop((protocol, tls, event_loop));
         if let Some(server) = server {
             // 3.13's Server tracks its transports; older ones only count them.
             if py.version_info() >= (3, 13) {
@@ -801,11 +823,19 @@ impl SocketTransportCore {
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let tls = if buffered && self.inner.borrow(py).datagrams.is_none() {
+            TlsPump::attach(protocol)?
+        } else {
+            None
+        };
         let old = {
             let mut st = self.inner.borrow_mut(py);
             st.buffered = buffered;
             st.protocol_connected = true;
-            st.protocol.replace(protocol.clone().unbind())
+            (
+                std::mem::replace(&mut st.tls, tls),
+                st.protocol.replace(protocol.clone().unbind()),
+            )
         };
         drop(old);
         Ok(())
@@ -955,6 +985,7 @@ impl SocketTransportCore {
         visit.call(&st.event_loop)?;
         visit.call(&st.sock)?;
         visit.call(&st.protocol)?;
+        visit.call(&st.tls)?;
         visit.call(&st.server)?;
         visit.call(&st.extra)?;
         visit.call(&st.empty_waiter)?;

@@ -1,0 +1,451 @@
+//! A native pump for the interpreter's own TLS protocol, 3.11+'s
+//! `asyncio.sslproto.SSLProtocol` (the stdlib `ssl` module's `SSLObject` over
+//! two memory BIOs).
+//!
+//! That class is pure Python: one encrypted message in and one out cost about
+//! fifteen Python frames (`get_buffer`, `buffer_updated`, `_do_read`,
+//! `_do_read__copied`, `SSLObject.read`, `_process_outgoing`, the flow-control
+//! checks, and the app transport's `write`, `_write_appdata`, `_do_write`...),
+//! most of the time a TLS round trip spends outside OpenSSL. When a socket
+//! transport's protocol is exactly that class, the steps of the state in which
+//! application data flows (`WRAPPED`) run here instead: the same calls on the
+//! same `SSLObject` and BIOs, the same attribute updates on the protocol, in
+//! the same order, with the same exceptions caught. Everything else — the
+//! handshake, flushing, shutdown, a non-empty write backlog, a flow-control
+//! change, a `BufferedProtocol` application — calls the protocol's own Python
+//! method at the point where asyncio's code would, so the state machine, its
+//! timeouts and its errors remain the interpreter's. All state stays in the
+//! protocol's attributes; the pump only holds references.
+//!
+//! Mirrors `sslproto.py` of 3.11–3.13, whose methods used here are identical.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::read_buffer::recv_then;
+use super::socket::{protocol_failed, SocketTransportCore};
+use crate::errors::os_error;
+use crate::gil_cell::GilCell;
+use crate::sys::socket::would_block;
+
+/// Classes the pump compares against, imported once.
+mod stdlib {
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+
+    macro_rules! attr {
+        ($name:ident, $module:literal, $attr:literal) => {
+            pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+                static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                CELL.import(py, $module, $attr)
+            }
+        };
+    }
+    attr!(ssl_protocol, "asyncio.sslproto", "SSLProtocol");
+    attr!(protocol_state, "asyncio.sslproto", "SSLProtocolState");
+    attr!(ssl_object, "ssl", "SSLObject");
+    attr!(want_read, "ssl", "SSLWantReadError");
+    attr!(syscall_error, "ssl", "SSLSyscallError");
+}
+
+/// The objects of one `SSLProtocol` the pump works on. None of them is
+/// reassigned by `sslproto.py` during a connection.
+struct Parts {
+    protocol: Py<PyAny>,
+    /// The protocol's `_SSLProtocolTransport`; its `write` is `TlsPump.write`.
+    app_transport: Py<PyAny>,
+    /// The `_ssl._SSLObject` behind `protocol._sslobj` when that is a plain
+    /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
+    /// `protocol._sslobj` itself (a context's own `sslobject_class`).
+    sslobj: Py<PyAny>,
+    incoming: Py<PyAny>,
+    outgoing: Py<PyAny>,
+    /// `SSLProtocolState.WRAPPED`, compared by identity as enum members are.
+    wrapped: Py<PyAny>,
+}
+
+/// Runs the data-flow steps of one `asyncio.sslproto.SSLProtocol` natively.
+/// Created by the socket transport whose protocol it is; its `write` replaces
+/// the app transport's.
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
+pub struct TlsPump {
+    parts: GilCell<Option<Arc<Parts>>>,
+}
+
+/// `except SSLAgainErrors`: the `SSLObject` needs more input.
+fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
+    Ok(err.is_instance(py, stdlib::want_read(py)?) || err.is_instance(py, stdlib::syscall_error(py)?))
+}
+
+/// `except Exception as ex: self._fatal_error(ex, 'Fatal error on SSL protocol')`
+/// around `_do_read`'s and `_write_appdata`'s bodies; other exceptions
+/// (`KeyboardInterrupt`, `CancelledError`...) propagate as they do there.
+fn guarded(protocol: &Bound<'_, PyAny>, result: PyResult<()>) -> PyResult<()> {
+    let py = protocol.py();
+    match result {
+        Err(err) if err.is_instance_of::<PyException>(py) => protocol
+            .call_method1(
+                intern!(py, "_fatal_error"),
+                (err.into_value(py), "Fatal error on SSL protocol"),
+            )
+            .map(drop),
+        other => other,
+    }
+}
+
+/// Whether a flow-control check must act: `size >= high and not paused`, or
+/// `size <= low and paused`. `None` when a value is not a machine integer;
+/// the caller then lets the protocol's own method decide.
+fn crosses(
+    protocol: &Bound<'_, PyAny>,
+    size: Option<i64>,
+    paused: &Bound<'_, pyo3::types::PyString>,
+    high: &Bound<'_, pyo3::types::PyString>,
+    low: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<Option<bool>> {
+    let Some(size) = size else { return Ok(None) };
+    let paused = protocol.getattr(paused)?.is_truthy()?;
+    let mark = protocol.getattr(if paused { low } else { high })?;
+    Ok(mark
+        .extract::<i64>()
+        .ok()
+        .map(|mark| if paused { size <= mark } else { size >= mark }))
+}
+
+impl Parts {
+    fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self
+            .protocol
+            .bind(py)
+            .getattr(intern!(py, "_state"))?
+            .is(self.wrapped.bind(py)))
+    }
+
+    /// `SSLProtocol._do_read` in state `WRAPPED`.
+    fn do_read(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        let body = || -> PyResult<()> {
+            if !protocol.getattr(intern!(py, "_app_reading_paused"))?.is_truthy()? {
+                if protocol.getattr(intern!(py, "_app_protocol_is_buffer"))?.is_truthy()? {
+                    protocol.call_method0(intern!(py, "_do_read__buffered"))?;
+                } else {
+                    self.read_copied(py)?;
+                }
+                if protocol.getattr(intern!(py, "_write_backlog"))?.is_truthy()? {
+                    protocol.call_method0(intern!(py, "_do_write"))?;
+                } else {
+                    self.process_outgoing(py)?;
+                }
+            }
+            self.control_ssl_reading(py)
+        };
+        guarded(protocol, body())
+    }
+
+    /// `SSLProtocol._do_read__copied`: decrypt everything available and hand
+    /// it to the application in one `data_received`.
+    fn read_copied(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        let sslobj = self.sslobj.bind(py);
+        let max_size = protocol.getattr(intern!(py, "max_size"))?;
+        let mut chunks = Vec::new();
+        let mut close_notify = false;
+        loop {
+            match sslobj.call_method1(intern!(py, "read"), (&max_size,)) {
+                Ok(chunk) if !chunk.is_truthy()? => {
+                    close_notify = true;
+                    break;
+                }
+                Ok(chunk) => chunks.push(chunk),
+                Err(err) if is_again(py, &err)? => break,
+                Err(err) => return Err(err),
+            }
+        }
+        let data = match chunks.len() {
+            0 => None,
+            1 => chunks.pop(),
+            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, chunks)?,))?),
+        };
+        if let Some(data) = data {
+            protocol
+                .getattr(intern!(py, "_app_protocol"))?
+                .call_method1(intern!(py, "data_received"), (data,))?;
+        }
+        if close_notify {
+            protocol.call_method0(intern!(py, "_call_eof_received"))?;
+            protocol.call_method0(intern!(py, "_start_shutdown"))?;
+        }
+        Ok(())
+    }
+
+    /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
+    fn process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        if !protocol.getattr(intern!(py, "_ssl_writing_paused"))?.is_truthy()? {
+            let data = self.outgoing.bind(py).call_method0(intern!(py, "read"))?;
+            if data.len()? > 0 {
+                protocol
+                    .getattr(intern!(py, "_transport"))?
+                    .call_method1(intern!(py, "write"), (data,))?;
+            }
+        }
+        self.control_app_writing(py)
+    }
+
+    /// `SSLProtocol._control_app_writing`, whose method runs only when it
+    /// has something to do.
+    fn control_app_writing(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        let pending = self
+            .outgoing
+            .bind(py)
+            .getattr(intern!(py, "pending"))?
+            .extract::<i64>()
+            .ok();
+        let backlog = protocol
+            .getattr(intern!(py, "_write_buffer_size"))?
+            .extract::<i64>()
+            .ok();
+        let size = pending.zip(backlog).and_then(|(a, b)| a.checked_add(b));
+        let act = crosses(
+            protocol,
+            size,
+            intern!(py, "_app_writing_paused"),
+            intern!(py, "_outgoing_high_water"),
+            intern!(py, "_outgoing_low_water"),
+        )?;
+        if act != Some(false) {
+            protocol.call_method0(intern!(py, "_control_app_writing"))?;
+        }
+        Ok(())
+    }
+
+    /// `SSLProtocol._control_ssl_reading`, likewise.
+    fn control_ssl_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        let size = self
+            .incoming
+            .bind(py)
+            .getattr(intern!(py, "pending"))?
+            .extract::<i64>()
+            .ok();
+        let act = crosses(
+            protocol,
+            size,
+            intern!(py, "_ssl_reading_paused"),
+            intern!(py, "_incoming_high_water"),
+            intern!(py, "_incoming_low_water"),
+        )?;
+        if act != Some(false) {
+            protocol.call_method0(intern!(py, "_control_ssl_reading"))?;
+        }
+        Ok(())
+    }
+
+    /// `SSLProtocol._write_appdata((data,))` in state `WRAPPED` with an
+    /// empty backlog, for `bytes` and `bytearray` (whose `len` is their size).
+    fn write_appdata(&self, py: Python<'_>, data: &Bound<'_, PyAny>, len: usize) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        // asyncio appends `data` to the backlog, counts it, then `_do_write`
+        // writes it and takes it off again; only what stays is recorded here.
+        let keep = |rest: Bound<'_, PyAny>, size: usize| -> PyResult<()> {
+            protocol
+                .getattr(intern!(py, "_write_backlog"))?
+                .call_method1(intern!(py, "append"), (rest,))?;
+            let total = protocol.getattr(intern!(py, "_write_buffer_size"))?.add(size)?;
+            protocol.setattr(intern!(py, "_write_buffer_size"), total)
+        };
+        let body = || -> PyResult<()> {
+            match self.sslobj.bind(py).call_method1(intern!(py, "write"), (data,)) {
+                Ok(count) => {
+                    let count: usize = count.extract()?;
+                    if count < len {
+                        // A partial write: `_do_write`'s loop goes on with the rest.
+                        let rest = data.get_item(pyo3::types::PySlice::new(py, count as isize, len as isize, 1))?;
+                        keep(rest, len - count)?;
+                        protocol.call_method0(intern!(py, "_do_write"))?;
+                        return Ok(());
+                    }
+                }
+                Err(err) if is_again(py, &err)? => keep(data.clone(), len)?,
+                Err(err) => {
+                    keep(data.clone(), len)?;
+                    return Err(err);
+                }
+            }
+            self.process_outgoing(py)
+        };
+        guarded(protocol, body())
+    }
+}
+
+impl TlsPump {
+    /// A pump for `protocol` when it is exactly 3.11+'s `SSLProtocol`, with
+    /// the app transport's `write` pointed at it; `None` for anything else.
+    pub(super) fn attach(protocol: &Bound<'_, PyAny>) -> PyResult<Option<Py<TlsPump>>> {
+        let py = protocol.py();
+        // 3.10's sslproto is a different design (`_SSLPipe`, no buffered reads).
+        if py.version_info() < (3, 11) || !protocol.get_type().is(stdlib::ssl_protocol(py)?) {
+            return Ok(None);
+        }
+        let app_transport = protocol.getattr(intern!(py, "_app_transport"))?;
+        if app_transport.is_none() {
+            return Ok(None);
+        }
+        let wrapper = protocol.getattr(intern!(py, "_sslobj"))?;
+        let sslobj = if wrapper.get_type().is(stdlib::ssl_object(py)?) {
+            wrapper.getattr(intern!(py, "_sslobj"))?
+        } else {
+            wrapper
+        };
+        let parts = Parts {
+            protocol: protocol.clone().unbind(),
+            app_transport: app_transport.clone().unbind(),
+            sslobj: sslobj.unbind(),
+            incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
+            outgoing: protocol.getattr(intern!(py, "_outgoing"))?.unbind(),
+            wrapped: stdlib::protocol_state(py)?.getattr(intern!(py, "WRAPPED"))?.unbind(),
+        };
+        let pump = Bound::new(
+            py,
+            TlsPump {
+                parts: GilCell::new(Some(Arc::new(parts))),
+            },
+        )?;
+        // An instance attribute, as the socket transport's own `write` is:
+        // the app transport keeps its class (and repr), and each message
+        // skips three Python frames.
+        app_transport.setattr(intern!(py, "write"), pump.getattr(intern!(py, "write"))?)?;
+        Ok(Some(pump.unbind()))
+    }
+
+    fn parts(&self, py: Python<'_>) -> Option<Arc<Parts>> {
+        self.parts.borrow(py).clone()
+    }
+
+    /// The socket is readable and the protocol is this pump's. Returns
+    /// `false`, having done nothing, unless the protocol is `WRAPPED`; the
+    /// transport then takes asyncio's `get_buffer`/`buffer_updated` path.
+    pub(super) fn read_ready(
+        transport: &Bound<'_, SocketTransportCore>,
+        pump: &Bound<'_, TlsPump>,
+        fd: std::os::fd::RawFd,
+    ) -> PyResult<bool> {
+        let py = transport.py();
+        let Some(parts) = pump.get().parts(py) else {
+            return Ok(false);
+        };
+        if !parts.is_wrapped(py)? {
+            return Ok(false);
+        }
+        // `buffer_updated(n)`: `self._incoming.write(view[:n])`, straight from
+        // the read buffer through a memoryview released right after.
+        let incoming = parts.incoming.bind(py);
+        let received = recv_then(fd, |bytes| -> PyResult<usize> {
+            if bytes.is_empty() {
+                return Ok(0);
+            }
+            // SAFETY: `bytes` stays alive and unchanged for the call below; the
+            // view is read-only and released before this closure returns, so no
+            // reference to the memory outlives it.
+            let view = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyMemoryView_FromMemory(
+                        bytes.as_ptr() as *mut _,
+                        bytes.len() as ffi::Py_ssize_t,
+                        ffi::PyBUF_READ,
+                    ),
+                )?
+                .cast_into_unchecked::<PyMemoryView>()
+            };
+            let written = incoming.call_method1(intern!(py, "write"), (&view,));
+            view.call_method0(intern!(py, "release"))?;
+            written?;
+            Ok(bytes.len())
+        });
+        const FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";
+        match received {
+            Err(e) if would_block(e) => Ok(true),
+            Err(e) => {
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                SocketTransportCore::fatal_error(transport, exc, "Fatal read error on socket transport")?;
+                Ok(true)
+            }
+            Ok(Err(err)) => protocol_failed(transport, err, FAILED).map(|()| true),
+            Ok(Ok(0)) => {
+                SocketTransportCore::on_eof(transport, parts.protocol.bind(py))?;
+                Ok(true)
+            }
+            Ok(Ok(_)) => match parts.do_read(py) {
+                Ok(()) => Ok(true),
+                Err(err) => protocol_failed(transport, err, FAILED).map(|()| true),
+            },
+        }
+    }
+}
+
+#[pymethods]
+impl TlsPump {
+    /// `_SSLProtocolTransport.write`.
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = data.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data: expecting a bytes-like instance, got {}",
+                data.get_type().name()?
+            )));
+        }
+        if !data.is_truthy()? {
+            return Ok(());
+        }
+        let Some(parts) = self.parts(py) else {
+            return Err(PyTypeError::new_err("transport is not initialised"));
+        };
+        let protocol = parts.app_transport.bind(py).getattr(intern!(py, "_ssl_protocol"))?;
+        let len = if let Ok(bytes) = data.cast_exact::<PyBytes>() {
+            Some(bytes.as_bytes().len())
+        } else {
+            data.cast_exact::<PyByteArray>().ok().map(|b| b.len())
+        };
+        if let Some(len) = len {
+            if protocol.is(parts.protocol.bind(py))
+                && parts.is_wrapped(py)?
+                && !protocol.getattr(intern!(py, "_write_backlog"))?.is_truthy()?
+            {
+                return parts.write_appdata(py, data, len);
+            }
+        }
+        protocol
+            .call_method1(intern!(py, "_write_appdata"), (PyTuple::new(py, [data])?,))
+            .map(drop)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(parts) = self.parts.try_borrow_unguarded() else {
+            return Ok(());
+        };
+        if let Some(p) = parts.as_ref() {
+            visit.call(&p.protocol)?;
+            visit.call(&p.app_transport)?;
+            visit.call(&p.sslobj)?;
+            visit.call(&p.incoming)?;
+            visit.call(&p.outgoing)?;
+            visit.call(&p.wrapped)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let parts = self.parts.take_unguarded();
+        drop(parts);
+    }
+}

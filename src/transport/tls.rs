@@ -24,7 +24,7 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::read_buffer::recv_then;
@@ -57,7 +57,10 @@ mod stdlib {
 /// reassigned by `sslproto.py` during a connection.
 struct Parts {
     protocol: Py<PyAny>,
-    /// The protocol's `_SSLProtocolTransport`; its `write` is `TlsPump.write`.
+    /// A weak reference to the protocol's `_SSLProtocolTransport`, whose
+    /// `write` is `TlsPump.write`: a strong one would be a reference cycle
+    /// that outlives the connection, and asyncio frees these objects without
+    /// the garbage collector once the connection is lost.
     app_transport: Py<PyAny>,
     /// The `_ssl._SSLObject` behind `protocol._sslobj` when that is a plain
     /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
@@ -305,7 +308,7 @@ impl TlsPump {
         };
         let parts = Parts {
             protocol: protocol.clone().unbind(),
-            app_transport: app_transport.clone().unbind(),
+            app_transport: PyWeakrefReference::new(&app_transport)?.into_any().unbind(),
             sslobj: sslobj.unbind(),
             incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
             outgoing: protocol.getattr(intern!(py, "_outgoing"))?.unbind(),
@@ -410,7 +413,12 @@ impl TlsPump {
         let Some(parts) = self.parts(py) else {
             return Err(PyTypeError::new_err("transport is not initialised"));
         };
-        let protocol = parts.app_transport.bind(py).getattr(intern!(py, "_ssl_protocol"))?;
+        // `self._ssl_protocol`; once the transport is gone only a saved
+        // `write` can still be called, and its protocol was this one.
+        let protocol = match parts.app_transport.bind(py).cast::<PyWeakrefReference>()?.upgrade() {
+            Some(transport) => transport.getattr(intern!(py, "_ssl_protocol"))?,
+            None => parts.protocol.bind(py).clone(),
+        };
         let len = if let Ok(bytes) = data.cast_exact::<PyBytes>() {
             Some(bytes.as_bytes().len())
         } else {

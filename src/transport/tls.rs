@@ -17,7 +17,8 @@
 //! timeouts and its errors remain the interpreter's. All state stays in the
 //! protocol's attributes; the pump only holds references.
 //!
-//! Mirrors `sslproto.py` of 3.11–3.13, whose methods used here are identical.
+//! Mirrors `sslproto.py` of 3.11–3.13, whose methods used here are identical;
+//! other versions are not attached.
 
 use std::sync::Arc;
 
@@ -292,8 +293,11 @@ impl TlsPump {
     /// the app transport's `write` pointed at it; `None` for anything else.
     pub(super) fn attach(protocol: &Bound<'_, PyAny>) -> PyResult<Option<Py<TlsPump>>> {
         let py = protocol.py();
-        // 3.10's sslproto is a different design (`_SSLPipe`, no buffered reads).
-        if py.version_info() < (3, 11) || !protocol.get_type().is(stdlib::ssl_protocol(py)?) {
+        // 3.10's sslproto is a different design (`_SSLPipe`, no buffered reads),
+        // and a Python newer than 3.13 may change the private attributes used
+        // here: both keep asyncio's own path.
+        let version = py.version_info();
+        if version < (3, 11) || version >= (3, 14) || !protocol.get_type().is(stdlib::ssl_protocol(py)?) {
             return Ok(None);
         }
         let app_transport = protocol.getattr(intern!(py, "_app_transport"))?;

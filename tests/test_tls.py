@@ -10,6 +10,7 @@ import asyncio
 import socket
 import ssl
 import sys
+import weakref
 
 import pytest
 from support import net, tls
@@ -775,3 +776,59 @@ def test_context_with_its_own_sslobject_class(loop, run):
         return got == data, CountingSSLObject.reads > 0
 
     assert run(main()) == (True, True)
+
+
+def test_a_finished_connection_keeps_no_hold_on_its_context(loop):
+    """The server closes first, the client closes in reply, and the loop stops before the
+    client's connection_lost has run (the application protocol, which keeps its transport,
+    is then still referenced by that pending call). Nothing of the connection may keep the
+    client's SSL context alive: on asyncio it is freed at once."""
+    events = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.write(b"hello")
+
+        def data_received(self, data):
+            self.transport.close()
+
+    class Client(asyncio.Protocol):
+        def __init__(self, got_data, got_eof):
+            self.got_data, self.got_eof = got_data, got_eof
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.got_data.set_result(data)
+
+        def eof_received(self):
+            self.got_eof.set_result(True)
+
+        def connection_lost(self, exc):
+            events.append("lost")
+
+    context = tls.client_context()
+
+    async def main():
+        server = await loop.create_server(Server, "127.0.0.1", 0, ssl=tls.server_context())
+        got_data, got_eof = loop.create_future(), loop.create_future()
+        transport, _ = await loop.create_connection(
+            lambda: Client(got_data, got_eof),
+            *net.address_of(server),
+            ssl=context,
+            server_hostname=tls.HOSTNAME,
+        )
+        assert await got_data == b"hello"
+        transport.write(b"bye")
+        await got_eof
+        transport.close()
+        server.close()
+
+    loop.run_until_complete(main())
+    released = weakref.ref(context)
+    del context
+    assert released() is None
+    loop.run_until_complete(asyncio.sleep(0.1))  # lets the connection finish closing
+    assert events == ["lost"]

@@ -748,6 +748,9 @@ impl SocketTransportCore {
             Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
             None => Ok(()),
         };
+        if let Some(tls) = &tls {
+            TlsPump::detach(tls.bind(py))?;
+        }
         drop((protocol, tls, event_loop));
         if let Some(server) = server {
             // 3.13's Server tracks its transports; older ones only count them.
@@ -837,6 +840,10 @@ impl SocketTransportCore {
                 st.protocol.replace(protocol.clone().unbind()),
             )
         };
+        // The old protocol's pump no longer sees this socket's data.
+        if let Some(pump) = &old.0 {
+            TlsPump::detach(pump.bind(py))?;
+        }
         drop(old);
         Ok(())
     }

@@ -58,11 +58,6 @@ mod stdlib {
 /// reassigned by `sslproto.py` during a connection.
 struct Parts {
     protocol: Py<PyAny>,
-    /// A weak reference to the protocol's `_SSLProtocolTransport`, whose
-    /// `write` is `TlsPump.write`: a strong one would be a reference cycle
-    /// that outlives the connection, and asyncio frees these objects without
-    /// the garbage collector once the connection is lost.
-    app_transport: Py<PyAny>,
     /// The `_ssl._SSLObject` behind `protocol._sslobj` when that is a plain
     /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
     /// `protocol._sslobj` itself (a context's own `sslobject_class`).
@@ -78,7 +73,13 @@ struct Parts {
 /// the app transport's.
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TlsPump {
+    /// None once detached: the connection is lost.
     parts: GilCell<Option<Arc<Parts>>>,
+    /// A weak reference to the protocol's `_SSLProtocolTransport`, whose
+    /// `write` is `TlsPump.write`: a strong one would be a reference cycle
+    /// that outlives the connection, and asyncio frees these objects without
+    /// the garbage collector once the connection is lost.
+    app_transport: Py<PyAny>,
 }
 
 /// `except SSLAgainErrors`: the `SSLObject` needs more input.
@@ -160,6 +161,16 @@ impl Parts {
         let mut chunks = Vec::new();
         let mut close_notify = false;
         loop {
+            // asyncio reads until the SSLObject raises SSLWantReadError: with
+            // the incoming BIO empty and no decrypted bytes left in the last
+            // record, that read cannot return anything (OpenSSL reads records
+            // from the BIO only as it needs them, read-ahead being off in the
+            // ssl module), and raising it costs more than the read of a
+            // message. It is skipped then; a first read, or one with bytes
+            // left, is made as asyncio makes it.
+            if !chunks.is_empty() && self.drained(py)? {
+                break;
+            }
             match sslobj.call_method1(intern!(py, "read"), (&max_size,)) {
                 Ok(chunk) if !chunk.is_truthy()? => {
                     close_notify = true;
@@ -185,6 +196,17 @@ impl Parts {
             protocol.call_method0(intern!(py, "_start_shutdown"))?;
         }
         Ok(())
+    }
+
+    /// Nothing left to decrypt: the incoming BIO is empty and the `SSLObject`
+    /// has no bytes of a record it already decrypted.
+    fn drained(&self, py: Python<'_>) -> PyResult<bool> {
+        let incoming = self.incoming.bind(py).getattr(intern!(py, "pending"))?;
+        if incoming.extract::<i64>().ok() != Some(0) {
+            return Ok(false);
+        }
+        let decrypted = self.sslobj.bind(py).call_method0(intern!(py, "pending"))?;
+        Ok(decrypted.extract::<i64>().ok() == Some(0))
     }
 
     /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
@@ -312,7 +334,6 @@ impl TlsPump {
         };
         let parts = Parts {
             protocol: protocol.clone().unbind(),
-            app_transport: PyWeakrefReference::new(&app_transport)?.into_any().unbind(),
             sslobj: sslobj.unbind(),
             incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
             outgoing: protocol.getattr(intern!(py, "_outgoing"))?.unbind(),
@@ -322,6 +343,7 @@ impl TlsPump {
             py,
             TlsPump {
                 parts: GilCell::new(Some(Arc::new(parts))),
+                app_transport: PyWeakrefReference::new(&app_transport)?.into_any().unbind(),
             },
         )?;
         // An instance attribute, as the socket transport's own `write` is:
@@ -333,6 +355,36 @@ impl TlsPump {
 
     fn parts(&self, py: Python<'_>) -> Option<Arc<Parts>> {
         self.parts.borrow(py).clone()
+    }
+
+    /// The connection is lost (or the transport changed protocol): let go of
+    /// the protocol, and give the app transport back its class's `write`.
+    /// Until then the app transport, which the application may keep, holds
+    /// the pump and through it the protocol, its `SSLObject` and its context;
+    /// asyncio's app transport lets go of them once closed.
+    pub(super) fn detach(pump: &Bound<'_, TlsPump>) -> PyResult<()> {
+        let py = pump.py();
+        let parts = pump.get().parts.borrow_mut(py).take();
+        let app_transport = pump
+            .get()
+            .app_transport
+            .bind(py)
+            .cast::<PyWeakrefReference>()?
+            .upgrade();
+        if let Some(transport) = app_transport {
+            if let Ok(dict) = transport.getattr(intern!(py, "__dict__")) {
+                let ours = match dict.get_item(intern!(py, "write")) {
+                    Ok(write) => write.getattr(intern!(py, "__self__")).is_ok_and(|owner| owner.is(pump)),
+                    Err(_) => false,
+                };
+                if ours {
+                    dict.del_item(intern!(py, "write"))?;
+                }
+            }
+        }
+        // Released last: a decref can run any code.
+        drop(parts);
+        Ok(())
     }
 
     /// The socket is readable and the protocol is this pump's. Returns
@@ -414,12 +466,23 @@ impl TlsPump {
         if !data.is_truthy()? {
             return Ok(());
         }
+        let app_transport = self.app_transport.bind(py).cast::<PyWeakrefReference>()?.upgrade();
         let Some(parts) = self.parts(py) else {
-            return Err(PyTypeError::new_err("transport is not initialised"));
+            // Detached, and called through a `write` saved before: the class's
+            // own, as asyncio would run it. With the app transport gone too,
+            // the connection it wrote to is long lost.
+            return match app_transport {
+                Some(transport) => transport
+                    .get_type()
+                    .getattr(intern!(py, "write"))?
+                    .call1((transport, data))
+                    .map(drop),
+                None => Ok(()),
+            };
         };
         // `self._ssl_protocol`; once the transport is gone only a saved
         // `write` can still be called, and its protocol was this one.
-        let protocol = match parts.app_transport.bind(py).cast::<PyWeakrefReference>()?.upgrade() {
+        let protocol = match app_transport {
             Some(transport) => transport.getattr(intern!(py, "_ssl_protocol"))?,
             None => parts.protocol.bind(py).clone(),
         };
@@ -445,9 +508,9 @@ impl TlsPump {
         let Some(parts) = self.parts.try_borrow_unguarded() else {
             return Ok(());
         };
+        visit.call(&self.app_transport)?;
         if let Some(p) = parts.as_ref() {
             visit.call(&p.protocol)?;
-            visit.call(&p.app_transport)?;
             visit.call(&p.sslobj)?;
             visit.call(&p.incoming)?;
             visit.call(&p.outgoing)?;

@@ -809,9 +809,7 @@ def test_a_finished_connection_keeps_no_hold_on_its_context(loop):
         def connection_lost(self, exc):
             events.append("lost")
 
-    context = tls.client_context()
-
-    async def main():
+    async def main(context):
         server = await loop.create_server(Server, "127.0.0.1", 0, ssl=tls.server_context())
         got_data, got_eof = loop.create_future(), loop.create_future()
         transport, _ = await loop.create_connection(
@@ -826,8 +824,9 @@ def test_a_finished_connection_keeps_no_hold_on_its_context(loop):
         transport.close()
         server.close()
 
-    loop.run_until_complete(main())
+    context = tls.client_context()
     released = weakref.ref(context)
+    loop.run_until_complete(main(context))
     del context
     assert released() is None
     loop.run_until_complete(asyncio.sleep(0.1))  # lets the connection finish closing

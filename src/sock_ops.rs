@@ -7,12 +7,17 @@
 //! done, so cancelling a pending call loses no data and leaves the socket
 //! usable. The Python `Loop` wraps these in coroutines (asyncio's methods are
 //! coroutines: `create_task(loop.sock_recv(...))` must work).
+//!
+//! When an op ends (done, failed or cancelled) its side of the fd stays in
+//! the epoll set, edge-triggered, for the next op on the same socket: a
+//! request/response exchange then costs no `epoll_ctl` at all, where adding
+//! and removing the fd per wait cost two (see `loop_core::readers`).
 
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
@@ -63,20 +68,22 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
         }
         Kind::SendAll { data, sent } => {
             let view = RawBuffer::get(data.bind(py), false)?;
-            let rest = &view.as_slice()[*sent..];
-            match socket::send(fd, rest) {
-                Ok(k) if k == rest.len() => Ok(Step::Done(py.None())),
-                Ok(k) => {
-                    *sent += k;
-                    Ok(Step::Wait)
+            // Sends until done or EAGAIN: an edge-triggered wait is only
+            // certain to be woken after the kernel said it is full.
+            loop {
+                let rest = &view.as_slice()[*sent..];
+                match socket::send(fd, rest) {
+                    Ok(k) if k == rest.len() => return Ok(Step::Done(py.None())),
+                    Ok(k) => *sent += k,
+                    Err(e) => return wait_or_raise(e),
                 }
-                Err(e) => wait_or_raise(e),
             }
         }
     }
 }
 
-/// A socket operation waiting for its fd; called by the loop when ready.
+/// A socket operation waiting for its fd. Called with no argument when the
+/// fd is ready, and with the future as its done callback.
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct SockOp {
     event_loop: Py<LoopCore>,
@@ -85,7 +92,7 @@ pub struct SockOp {
     future: Py<PyAny>,
     kind: GilCell<Option<Kind>>,
     /// The reader/writer handle, to tell "replaced by another registration"
-    /// (cancelled) from "still ours" when the future completes.
+    /// from "still ours" when the op ends.
     handle: GilCell<Option<Py<Handle>>>,
 }
 
@@ -98,7 +105,7 @@ impl SockOp {
         if let Step::Done(value) = attempt(py, fd, &mut kind)? {
             return Ok(value);
         }
-        slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+        ensure_fd_no_transport(slf, fd)?;
         let future = slf.call_method0(intern!(py, "create_future"))?;
         let op = Bound::new(
             py,
@@ -111,51 +118,61 @@ impl SockOp {
                 handle: GilCell::new(None),
             },
         )?;
-        let handle = slf.get().add_io_fd(py, fd, side, op.as_any(), &PyTuple::empty(py))?;
+        let handle = slf.get().add_sock_op(py, sock, fd, side, op.as_any())?;
         *op.get().handle.borrow_mut(py) = Some(handle);
-        future.call_method1(intern!(py, "add_done_callback"), (op.getattr(intern!(py, "_done"))?,))?;
+        future.call_method1(intern!(py, "add_done_callback"), (&op,))?;
         Ok(future.unbind())
+    }
+
+    /// Ends the op once: forgets its state and parks its side of the fd.
+    fn finish(&self, py: Python<'_>) {
+        let kind = self.kind.borrow_mut(py).take();
+        drop(kind);
+        let handle = self.handle.borrow_mut(py).take();
+        if let Some(handle) = handle {
+            self.event_loop.get().park_sock_op(py, self.fd, self.side, &handle);
+        }
     }
 }
 
 #[pymethods]
 impl SockOp {
-    /// The fd is ready: try again, completing the future unless it would block.
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let future = self.future.bind(py);
+    /// `op()`: the fd is ready; try again, completing the future unless it
+    /// would block. `op(future)`: the future is done (cancelled, normally).
+    #[pyo3(signature = (future = None))]
+    fn __call__(slf: &Bound<'_, Self>, future: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if future.is_some() {
+            this.finish(py);
+            return Ok(());
+        }
+        let future = this.future.bind(py);
         if future.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(());
         }
         let step = {
-            let mut kind = self.kind.borrow_mut(py);
+            let mut kind = this.kind.borrow_mut(py);
             let Some(kind) = kind.as_mut() else { return Ok(()) };
-            attempt(py, self.fd, kind)
+            attempt(py, this.fd, kind)
         };
-        match step {
-            Ok(Step::Wait) => Ok(()),
-            Ok(Step::Done(value)) => {
-                future.call_method1(intern!(py, "set_result"), (value,))?;
-                Ok(())
+        let outcome = match step {
+            Ok(Step::Wait) => return Ok(()),
+            Ok(Step::Done(value)) => Ok(value),
+            // Propagates out of the loop, as in asyncio; the op stays.
+            Err(err) if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) => {
+                return Err(err)
             }
-            Err(err) => {
-                if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-                    return Err(err);
-                }
-                future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
-                Ok(())
-            }
-        }
-    }
-
-    /// The future is done (result, error or cancelled): stop watching the fd,
-    /// unless another registration already replaced this one.
-    fn _done(&self, py: Python<'_>, _future: &Bound<'_, PyAny>) -> PyResult<()> {
-        let kind = self.kind.borrow_mut(py).take();
-        drop(kind);
-        let handle = self.handle.borrow_mut(py).take();
-        if handle.is_some_and(|h| !h.get().is_cancelled()) {
-            self.event_loop.get().remove_io_fd(py, self.fd, self.side)?;
-        }
+            Err(err) => Err(err),
+        };
+        // Ended here, so the done callback has nothing left to do: removing it
+        // saves scheduling it.
+        this.finish(py);
+        future.call_method1(intern!(py, "remove_done_callback"), (slf,))?;
+        match outcome {
+            Ok(value) => future.call_method1(intern!(py, "set_result"), (value,))?,
+            Err(err) => future.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?,
+        };
         Ok(())
     }
 
@@ -173,6 +190,25 @@ impl SockOp {
         }
         Ok(())
     }
+}
+
+/// asyncio's `_ensure_fd_no_transport(fd)`: `RuntimeError` if a transport
+/// that is not closing uses `fd`. Its common outcome (no transport at all) is
+/// one dict lookup here; anything else is asyncio's own method.
+fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> {
+    let py = slf.py();
+    // `_transports` is a WeakValueDictionary; `data` is its plain dict.
+    let free = slf
+        .getattr(intern!(py, "_transports"))
+        .and_then(|t| t.getattr(intern!(py, "data")))
+        .ok()
+        .and_then(|d| d.cast_into::<PyDict>().ok())
+        .is_some_and(|d| matches!(d.get_item(fd), Ok(None)));
+    if free {
+        return Ok(());
+    }
+    slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+    Ok(())
 }
 
 #[pymethods]

@@ -485,3 +485,201 @@ def test_cancelled_sock_connect_removes_writer(loop, run):
     finally:
         for s in (*fillers, listener):
             s.close()
+
+
+# --- one socket, many waits -------------------------------------------------------------
+# ferroloop keeps a socket's epoll registration from one sock_* call to the next; these
+# check that what asyncio guarantees still holds whatever happens between two calls.
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_many_waits_on_one_socket(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        got = []
+        for i in range(20):
+            task = loop.create_task(loop.sock_recv(a, 100))
+            await asyncio.sleep(0)  # the call waits: nothing has arrived
+            b.send(b"%d" % i)
+            got.append(await task)
+            await loop.sock_sendall(a, got[-1])
+            assert b.recv(100) == got[-1]
+        return got
+
+    assert run(main()) == [b"%d" % i for i in range(20)]
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_cancel_between_waits_loses_no_data(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        b.send(b"one")
+        first = loop.create_task(loop.sock_recv(a, 100))
+        assert await first == b"one"
+        waiting = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(waiting)
+        await _cancel(waiting)
+        assert loop.remove_reader(a) is False
+        b.send(b"two")
+        await asyncio.sleep(0.01)  # arrives while nothing waits
+        return await loop.sock_recv(a, 100)
+
+    assert run(main()) == b"two"
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_data_arriving_between_calls_is_received(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        got = []
+        for i in range(5):
+            task = loop.create_task(loop.sock_recv(a, 100))
+            await _not_done_after(task, 0.005)
+            b.send(b"x%d" % i)
+            got.append(await task)
+            b.send(b"y%d" % i)
+            await asyncio.sleep(0.005)  # polls while nothing waits on the socket
+            got.append(await loop.sock_recv(a, 100))
+        return got
+
+    assert run(main()) == [p % i for i in range(5) for p in (b"x%d", b"y%d")]
+
+
+def test_new_socket_on_a_reused_fd_number(loop, run, tmp_path):
+    # The first socket is closed after a call that waited; the kernel hands its number
+    # to the next socket, whose calls must still be woken.
+    async def main():
+        a, b = net.connected_pair("unix", tmp_path)
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"old")
+        assert await task == b"old"
+        number = a.fileno()
+        a.close()
+        b.close()
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        d.setblocking(False)
+        try:
+            if number not in (c.fileno(), d.fileno()):
+                pytest.skip("the kernel did not reuse the fd number")
+            ours, peer = (c, d) if c.fileno() == number else (d, c)
+            task = loop.create_task(loop.sock_recv(ours, 100))
+            await _not_done_after(task)
+            peer.send(b"new")
+            return await task
+        finally:
+            c.close()
+            d.close()
+
+    assert run(main()) == b"new"
+
+
+def test_reused_fd_number_while_the_old_file_is_still_open(loop, run, tmp_path):
+    # A duplicate (a forked child has one too) keeps the old file, and its epoll
+    # registration, alive after close(): its events must not reach the new socket.
+    async def main():
+        a, b = net.connected_pair("unix", tmp_path)
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"old")
+        assert await task == b"old"
+        number = a.fileno()
+        dup = a.dup()
+        a.close()
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        d.setblocking(False)
+        try:
+            if number not in (c.fileno(), d.fileno()):
+                pytest.skip("the kernel did not reuse the fd number")
+            ours, peer = (c, d) if c.fileno() == number else (d, c)
+            task = loop.create_task(loop.sock_recv(ours, 100))
+            b.send(b"to the old file")
+            await _not_done_after(task)
+            peer.send(b"new")
+            return await task, dup.recv(100)
+        finally:
+            for s in (b, dup, c, d):
+                s.close()
+
+    assert run(main()) == (b"new", b"to the old file")
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_add_reader_after_sock_recv(loop, run, pair):
+    # A reader added after a call that waited is asyncio's level-triggered reader: called
+    # again while the data stays unread.
+    a, b = pair
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"one")
+        assert await task == b"one"
+        calls = []
+        loop.add_reader(a, calls.append, None)
+        b.send(b"two")
+        for _ in range(50):
+            await asyncio.sleep(0.001)
+            if len(calls) >= 3:
+                break
+        assert loop.remove_reader(a) is True
+        assert len(calls) >= 3
+        assert a.recv(100) == b"two"
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"three")
+        return await task
+
+    assert run(main()) == b"three"
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_transport_after_sock_recv(loop, run, pair):
+    a, b = pair
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"raw")
+        assert await task == b"raw"
+        received = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                received.set_result(data)
+
+        transport, _ = await loop.create_connection(Proto, sock=a)
+        b.send(b"via transport")
+        try:
+            return await asyncio.wait_for(received, 5)
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+
+    assert run(main()) == b"via transport"
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_recv_waits_after_sendall_waited(loop, run, pair):
+    # sendall waited for room, then the socket keeps becoming writable as the peer reads:
+    # nothing may mistake that for the reader's event.
+    a, b = pair
+    net.shrink_buffers(a)
+    net.shrink_buffers(b)
+    data = net.payload(net.MiB, seed=2)
+
+    async def main():
+        reader = loop.create_task(net.recv_exactly(loop, b, len(data)))
+        await loop.sock_sendall(a, data)
+        assert await reader == data
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await _not_done_after(task)
+        b.send(b"reply")
+        return await task
+
+    assert run(main()) == b"reply"

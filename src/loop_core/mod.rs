@@ -57,8 +57,9 @@ pub(crate) struct State {
     pub ready: VecDeque<Py<Handle>>,
     /// Pending `call_later`/`call_at` timers.
     pub timers: TimerHeap<Py<TimerHandle>>,
-    /// `add_reader`/`add_writer` registrations.
-    pub io: Registry<Py<Handle>>,
+    /// `add_reader`/`add_writer` registrations; the owners are weak
+    /// references to the sockets of `sock_*` operations.
+    pub io: Registry<Py<Handle>, Py<PyAny>>,
     /// `threading.get_ident()` of the thread running the loop, if running.
     pub thread_id: Option<Py<PyAny>>,
     /// Reused buffer for epoll events.
@@ -297,6 +298,7 @@ impl LoopCore {
             }
         };
         let mut stale: Vec<(i32, readers::Side)> = Vec::new();
+        let mut parked: Vec<(u64, readers::Side)> = Vec::new();
         let mut queued = false;
         {
             let mut guard = self.state.borrow_mut(py);
@@ -309,9 +311,15 @@ impl LoopCore {
                     self.woken.store(false, Ordering::SeqCst);
                     continue;
                 }
-                let (reader, writer) = st.io.lookup(ev.u64, ev.events);
+                let hit = st.io.lookup(ev.u64, ev.events);
+                if hit.parked_reader {
+                    parked.push((ev.u64, readers::Side::Read));
+                }
+                if hit.parked_writer {
+                    parked.push((ev.u64, readers::Side::Write));
+                }
                 let (fd, _) = readers::untoken(ev.u64);
-                for (handle, side) in [(reader, readers::Side::Read), (writer, readers::Side::Write)] {
+                for (handle, side) in [(hit.reader, readers::Side::Read), (hit.writer, readers::Side::Write)] {
                     let Some(handle) = handle else { continue };
                     if handle.get().is_cancelled() {
                         stale.push((fd, side));
@@ -324,11 +332,14 @@ impl LoopCore {
             st.events = events;
         }
         self.io_just_polled.store(queued, Ordering::Relaxed);
-        if !stale.is_empty() {
+        if !stale.is_empty() || !parked.is_empty() {
             let sys = self.sys.borrow(py);
             let mut gone = Vec::new();
             if let Some(sys) = sys.as_ref() {
                 let mut st = self.state.borrow_mut(py);
+                for (data, side) in parked {
+                    st.io.unpark(&sys.epoll, data, side);
+                }
                 for (fd, side) in stale {
                     gone.extend(st.io.remove(&sys.epoll, fd, side));
                 }
@@ -578,7 +589,7 @@ impl LoopCore {
         let timers: Vec<_> = st.timers.drain().collect();
         let io = match sys.as_ref() {
             Some(sys) => st.io.drain(&sys.epoll),
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         // Released only after the borrow ends: a decref can run any code.
         drop(st);

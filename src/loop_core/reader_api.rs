@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
 
 use super::readers::Side;
 use super::LoopCore;
@@ -67,10 +67,79 @@ impl LoopCore {
                 .io
                 .add(&sys.epoll, fd, side, handle.clone_ref(py))?
         };
-        if let Some(old) = old {
+        if let Some(old) = old.handle {
             Handle::cancel_inner(old.bind(py))?;
         }
         Ok(handle)
+    }
+
+    /// Installs a `sock_*` operation's `callback` on one side of `sock`'s
+    /// `fd`. The registration outlives the operation (see `park_sock_op`), so
+    /// consecutive operations on one socket cost no `epoll_ctl`. `sock` is
+    /// remembered through a weak reference: a live, identical socket object
+    /// still owns the same open file, while an fd number alone may have been
+    /// closed and reused.
+    pub(crate) fn add_sock_op(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        side: Side,
+        callback: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_open()?;
+        // The temporary strong reference `upgrade` takes is to an object that
+        // is alive anyway, so releasing it under the borrow runs no code.
+        let same = self.state.borrow(py).io.owned_by(fd, |owner| {
+            owner
+                .bind(py)
+                .cast::<PyWeakrefReference>()
+                .is_ok_and(|w| w.upgrade().is_some_and(|o| o.is(sock)))
+        });
+        // Created outside any borrow: allocating can run the garbage collector.
+        // An object that takes no weak references is verified every time.
+        let owner = if same {
+            None
+        } else {
+            Some(match PyWeakrefReference::new(sock) {
+                Ok(weak) => weak.into_any().unbind(),
+                Err(_) => py.None(),
+            })
+        };
+        let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
+        let old = {
+            let sys = self.sys.borrow(py);
+            let Some(sys) = sys.as_ref() else {
+                return Err(crate::errors::loop_closed());
+            };
+            self.state
+                .borrow_mut(py)
+                .io
+                .add_op(&sys.epoll, fd, side, handle.clone_ref(py), owner)?
+        };
+        if let Some(old) = old.handle {
+            Handle::cancel_inner(old.bind(py))?;
+        }
+        drop(old.owner);
+        Ok(handle)
+    }
+
+    /// The `sock_*` operation whose handle is `handle` is over: its side of
+    /// `fd` stays registered for the next one. Nothing if the handle was
+    /// replaced meanwhile (by `add_reader`, say).
+    pub(crate) fn park_sock_op(&self, py: Python<'_>, fd: RawFd, side: Side, handle: &Py<Handle>) {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let taken = {
+            let sys = self.sys.borrow(py);
+            let Some(sys) = sys.as_ref() else { return };
+            self.state
+                .borrow_mut(py)
+                .io
+                .park(&sys.epoll, fd, side, |h| h.is(handle))
+        };
+        drop(taken);
     }
 
     /// Stops watching one side of `fd`; whether it was watched.

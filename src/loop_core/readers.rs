@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 
-use crate::sys::epoll::{Epoll, READABLE, WRITABLE};
+use crate::sys::epoll::{Epoll, EDGE, READABLE, WRITABLE};
 use crate::sys::Errno;
 
 /// Which side of an fd a handle waits on.
@@ -20,20 +20,110 @@ pub enum Side {
     Write,
 }
 
-struct Entry<H> {
-    reader: Option<H>,
-    writer: Option<H>,
+/// What one side of a registered fd holds.
+enum Slot<H> {
+    Empty,
+    /// `add_reader`/`add_writer` or a transport: level-triggered, as asyncio.
+    Callback(H),
+    /// A `sock_*` operation waiting for readiness.
+    Op(H),
+    /// A `sock_*` operation finished here and the next one will likely wait
+    /// on the same side: the kernel registration is kept (see [`Registry::park`]).
+    Parked,
+}
+
+impl<H> Slot<H> {
+    fn kind(&self) -> Kind {
+        match self {
+            Slot::Empty => Kind::Empty,
+            Slot::Callback(_) => Kind::Callback,
+            Slot::Op(_) => Kind::Op,
+            Slot::Parked => Kind::Parked,
+        }
+    }
+
+    fn handle(&self) -> Option<&H> {
+        match self {
+            Slot::Callback(h) | Slot::Op(h) => Some(h),
+            Slot::Empty | Slot::Parked => None,
+        }
+    }
+
+    fn take_handle(&mut self, replacement: Slot<H>) -> Option<H> {
+        match std::mem::replace(self, replacement) {
+            Slot::Callback(h) | Slot::Op(h) => Some(h),
+            Slot::Empty | Slot::Parked => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Empty,
+    Callback,
+    Op,
+    Parked,
+}
+
+/// The epoll mask for a pair of slots. With no callback on the fd the
+/// registration is edge-triggered and includes parked sides: a `sock_*`
+/// operation only waits after its system call said EAGAIN, so an edge always
+/// follows, and a parked side that nobody waits on cannot make the loop spin.
+/// Callbacks keep asyncio's level-triggered semantics, so parked sides are left
+/// out of their mask.
+fn mask_for(reader: Kind, writer: Kind) -> u32 {
+    let level = reader == Kind::Callback || writer == Kind::Callback;
+    let wanted = |k: Kind| matches!(k, Kind::Callback | Kind::Op) || (k == Kind::Parked && !level);
+    let mask = interest(wanted(reader), wanted(writer));
+    if mask != 0 && !level {
+        mask | EDGE
+    } else {
+        mask
+    }
+}
+
+struct Entry<H, O> {
+    reader: Slot<H>,
+    writer: Slot<H>,
     /// Matches the high half of the epoll data this fd was registered with.
     generation: u32,
+    /// The mask the kernel holds for this fd; 0 while not registered.
+    registered: u32,
+    /// The object whose `sock_*` operations parked here, to recognise the same
+    /// open socket later (the fd number alone may have been closed and reused).
+    owner: Option<O>,
+}
+
+impl<H, O> Entry<H, O> {
+    fn slot(&mut self, side: Side) -> &mut Slot<H> {
+        match side {
+            Side::Read => &mut self.reader,
+            Side::Write => &mut self.writer,
+        }
+    }
+
+    fn kinds_with(&self, side: Side, kind: Kind) -> (Kind, Kind) {
+        match side {
+            Side::Read => (kind, self.writer.kind()),
+            Side::Write => (self.reader.kind(), kind),
+        }
+    }
+}
+
+/// What [`Registry::add`] and [`Registry::add_op`] replaced; dropped by the
+/// caller once it no longer borrows the registry.
+pub struct Replaced<H, O> {
+    pub handle: Option<H>,
+    pub owner: Option<O>,
 }
 
 /// Registered readers and writers, kept in step with the epoll interest set.
-pub struct Registry<H> {
-    fds: HashMap<RawFd, Entry<H>>,
+pub struct Registry<H, O = ()> {
+    fds: HashMap<RawFd, Entry<H, O>>,
     next_generation: u32,
 }
 
-impl<H> Default for Registry<H> {
+impl<H, O> Default for Registry<H, O> {
     fn default() -> Self {
         Registry {
             fds: HashMap::new(),
@@ -52,112 +142,276 @@ pub fn untoken(data: u64) -> (RawFd, u32) {
     ((data & 0xffff_ffff) as u32 as RawFd, (data >> 32) as u32)
 }
 
-impl<H> Registry<H> {
-    /// Installs `handle` on one side of `fd`, replacing (and returning) any
-    /// previous one. On error nothing changes.
-    pub fn add(&mut self, epoll: &Epoll, fd: RawFd, side: Side, handle: H) -> Result<Option<H>, Errno> {
-        match self.fds.get_mut(&fd) {
-            Some(entry) => {
-                let (reader, writer) = match side {
-                    Side::Read => (true, entry.writer.is_some()),
-                    Side::Write => (entry.reader.is_some(), true),
-                };
-                let data = token(fd, entry.generation);
-                let mask = interest(reader, writer);
-                // The caller may have closed and reopened the fd behind our back,
-                // which silently drops it from epoll: re-add it in that case.
-                match epoll.modify(fd, mask, data) {
-                    Err(Errno(libc::ENOENT)) => epoll.add(fd, mask, data)?,
-                    other => other?,
-                }
-                let slot = match side {
-                    Side::Read => &mut entry.reader,
-                    Side::Write => &mut entry.writer,
-                };
-                Ok(slot.replace(handle))
+impl<H, O> Registry<H, O> {
+    fn new_generation(&mut self) -> u32 {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        generation
+    }
+
+    /// Tells the kernel the mask for `kinds` if it differs from what it has
+    /// (always when `verify`); on error nothing changes. `Ok(false)`: the fd
+    /// has nothing left to watch and was unregistered.
+    fn sync(&mut self, epoll: &Epoll, fd: RawFd, kinds: (Kind, Kind), verify: bool) -> Result<bool, Errno> {
+        let want = mask_for(kinds.0, kinds.1);
+        let Some(registered) = self.fds.get(&fd).map(|e| e.registered) else {
+            return Ok(false);
+        };
+        if want == 0 {
+            if registered != 0 {
+                // ENOENT/EBADF: the caller already closed the fd; nothing to undo.
+                let _ = epoll.delete(fd);
             }
-            None => {
-                let generation = self.next_generation;
-                self.next_generation = self.next_generation.wrapping_add(1).max(1);
-                let mask = interest(side == Side::Read, side == Side::Write);
-                epoll.add(fd, mask, token(fd, generation))?;
-                let (reader, writer) = match side {
-                    Side::Read => (Some(handle), None),
-                    Side::Write => (None, Some(handle)),
-                };
-                self.fds.insert(
-                    fd,
-                    Entry {
-                        reader,
-                        writer,
-                        generation,
-                    },
-                );
-                Ok(None)
+            return Ok(false);
+        }
+        if registered == want && !verify {
+            return Ok(true);
+        }
+        if registered == 0 {
+            let generation = self.new_generation();
+            epoll.add(fd, want, token(fd, generation))?;
+            if let Some(e) = self.fds.get_mut(&fd) {
+                e.generation = generation;
+                e.registered = want;
+            }
+            return Ok(true);
+        }
+        let old = self.fds.get(&fd).map_or(0, |e| e.generation);
+        match epoll.modify(fd, want, token(fd, old)) {
+            Err(Errno(libc::ENOENT)) => {
+                // The fd was closed and its number reused behind our back,
+                // which silently dropped it from epoll. A new generation, so
+                // that events of the old file (still open elsewhere, say in a
+                // forked child) cannot reach the new registration.
+                let generation = self.new_generation();
+                epoll.add(fd, want, token(fd, generation))?;
+                if let Some(e) = self.fds.get_mut(&fd) {
+                    e.generation = generation;
+                }
+            }
+            other => other?,
+        }
+        if let Some(e) = self.fds.get_mut(&fd) {
+            e.registered = want;
+        }
+        Ok(true)
+    }
+
+    fn entry(&mut self, fd: RawFd) -> &mut Entry<H, O> {
+        self.fds.entry(fd).or_insert_with(|| Entry {
+            reader: Slot::Empty,
+            writer: Slot::Empty,
+            generation: 0,
+            registered: 0,
+            owner: None,
+        })
+    }
+
+    /// Drops the entry of `fd` if it holds nothing the kernel still watches.
+    fn forget_if_unused(&mut self, fd: RawFd) {
+        if self.fds.get(&fd).is_some_and(|e| e.registered == 0) {
+            self.fds.remove(&fd);
+        }
+    }
+
+    /// Installs a level-triggered callback on one side of `fd`, replacing
+    /// (and returning) any previous handle. Parked sides are discarded. On
+    /// error nothing changes.
+    pub fn add(&mut self, epoll: &Epoll, fd: RawFd, side: Side, handle: H) -> Result<Replaced<H, O>, Errno> {
+        let entry = self.entry(fd);
+        let other = match side {
+            Side::Read => entry.writer.kind(),
+            Side::Write => entry.reader.kind(),
+        };
+        let other = if other == Kind::Parked { Kind::Empty } else { other };
+        let kinds = match side {
+            Side::Read => (Kind::Callback, other),
+            Side::Write => (other, Kind::Callback),
+        };
+        // The caller may have closed and reopened the fd: always check.
+        if let Err(e) = self.sync(epoll, fd, kinds, true) {
+            self.forget_if_unused(fd);
+            return Err(e);
+        }
+        let entry = self.entry(fd);
+        for s in [Side::Read, Side::Write] {
+            if matches!(entry.slot(s), Slot::Parked) {
+                *entry.slot(s) = Slot::Empty;
+            }
+        }
+        let handle = entry.slot(side).take_handle(Slot::Callback(handle));
+        Ok(Replaced {
+            handle,
+            owner: entry.owner.take(),
+        })
+    }
+
+    /// Whether `fd` is registered on behalf of an owner that `is_owner`
+    /// recognises (see [`Registry::add_op`]).
+    pub fn owned_by(&self, fd: RawFd, is_owner: impl FnOnce(&O) -> bool) -> bool {
+        self.fds.get(&fd).and_then(|e| e.owner.as_ref()).is_some_and(is_owner)
+    }
+
+    /// Installs a `sock_*` operation's handle on one side of `fd`. `owner`
+    /// `None` means the caller checked with [`Registry::owned_by`] that the
+    /// fd still refers to the socket it was registered for, so a kept
+    /// registration is reused without a system call; otherwise the kernel's
+    /// registration is verified and `owner` recorded. On error nothing changes.
+    pub fn add_op(
+        &mut self,
+        epoll: &Epoll,
+        fd: RawFd,
+        side: Side,
+        handle: H,
+        owner: Option<O>,
+    ) -> Result<Replaced<H, O>, Errno> {
+        let entry = self.entry(fd);
+        let kinds = entry.kinds_with(side, Kind::Op);
+        if let Err(e) = self.sync(epoll, fd, kinds, owner.is_some()) {
+            self.forget_if_unused(fd);
+            return Err(e);
+        }
+        let entry = self.entry(fd);
+        let handle = entry.slot(side).take_handle(Slot::Op(handle));
+        let owner = match owner {
+            Some(new) => entry.owner.replace(new),
+            None => None,
+        };
+        Ok(Replaced { handle, owner })
+    }
+
+    /// A `sock_*` operation is over: if `is_mine` recognises the handle on
+    /// that side, it is taken out and returned, and the side stays in the
+    /// interest set (edge-triggered, no system call) for the next operation.
+    pub fn park(&mut self, epoll: &Epoll, fd: RawFd, side: Side, is_mine: impl FnOnce(&H) -> bool) -> Option<H> {
+        let entry = self.fds.get_mut(&fd)?;
+        match entry.slot(side) {
+            Slot::Op(h) if is_mine(h) => {}
+            _ => return None,
+        }
+        let kinds = entry.kinds_with(side, Kind::Parked);
+        let keep = match self.sync(epoll, fd, kinds, false) {
+            Ok(keep) => keep,
+            // The fd is gone (closed); the registration with it.
+            Err(_) => false,
+        };
+        let entry = self.fds.get_mut(&fd)?;
+        if keep {
+            entry.slot(side).take_handle(Slot::Parked)
+        } else {
+            let handle = entry.slot(side).take_handle(Slot::Empty);
+            entry.registered = 0;
+            self.remove_entry_if_empty(fd);
+            handle
+        }
+    }
+
+    /// A parked side of the registration `data` reported an event nobody
+    /// waits for: stop watching it, so it cannot wake the loop again.
+    pub fn unpark(&mut self, epoll: &Epoll, data: u64, side: Side) {
+        let (fd, generation) = untoken(data);
+        let Some(entry) = self.fds.get_mut(&fd) else { return };
+        if entry.generation != generation || !matches!(entry.slot(side), Slot::Parked) {
+            return;
+        }
+        let kinds = entry.kinds_with(side, Kind::Empty);
+        let keep = self.sync(epoll, fd, kinds, false).unwrap_or(false);
+        if let Some(entry) = self.fds.get_mut(&fd) {
+            *entry.slot(side) = Slot::Empty;
+            if !keep {
+                entry.registered = 0;
+                self.remove_entry_if_empty(fd);
             }
         }
     }
 
-    /// Removes one side of `fd` and returns its handle, if there was one.
+    fn remove_entry_if_empty(&mut self, fd: RawFd) {
+        let Some(entry) = self.fds.get_mut(&fd) else { return };
+        if entry.registered != 0 {
+            return;
+        }
+        for side in [Side::Read, Side::Write] {
+            if matches!(entry.slot(side), Slot::Parked) {
+                *entry.slot(side) = Slot::Empty;
+            }
+        }
+        if matches!(entry.reader, Slot::Empty) && matches!(entry.writer, Slot::Empty) {
+            self.fds.remove(&fd);
+        }
+    }
+
+    /// Removes one side of `fd` and returns its handle, if there was one. A
+    /// parked side is dropped too, but reported as nothing (no reader).
     pub fn remove(&mut self, epoll: &Epoll, fd: RawFd, side: Side) -> Option<H> {
         let entry = self.fds.get_mut(&fd)?;
-        let removed = match side {
-            Side::Read => entry.reader.take(),
-            Side::Write => entry.writer.take(),
-        };
-        removed.as_ref()?;
-        if entry.reader.is_none() && entry.writer.is_none() {
-            // ENOENT/EBADF: the caller already closed the fd; nothing to undo.
-            let _ = epoll.delete(fd);
-            self.fds.remove(&fd);
-        } else {
-            let mask = interest(entry.reader.is_some(), entry.writer.is_some());
-            let _ = epoll.modify(fd, mask, token(fd, entry.generation));
+        if matches!(entry.slot(side), Slot::Empty) {
+            return None;
+        }
+        let kinds = entry.kinds_with(side, Kind::Empty);
+        // A failed MOD means the fd is gone; the registration with it.
+        let keep = self.sync(epoll, fd, kinds, false).unwrap_or(false);
+        let entry = self.fds.get_mut(&fd)?;
+        let removed = entry.slot(side).take_handle(Slot::Empty);
+        if !keep {
+            entry.registered = 0;
+            entry.reader = match std::mem::replace(&mut entry.reader, Slot::Empty) {
+                Slot::Parked => Slot::Empty,
+                other => other,
+            };
+            entry.writer = match std::mem::replace(&mut entry.writer, Slot::Empty) {
+                Slot::Parked => Slot::Empty,
+                other => other,
+            };
+            if matches!(entry.reader, Slot::Empty) && matches!(entry.writer, Slot::Empty) {
+                self.fds.remove(&fd);
+            }
         }
         removed
     }
 
     /// The handles an epoll event is for: (reader, writer), each present only
-    /// when the event reports that side ready. Stale events give nothing.
-    pub fn lookup(&self, data: u64, events: u32) -> (Option<&H>, Option<&H>) {
+    /// when the event reports that side ready, and which parked sides it hit.
+    /// Stale events give nothing.
+    pub fn lookup(&self, data: u64, events: u32) -> Lookup<'_, H> {
         let (fd, generation) = untoken(data);
         let Some(entry) = self.fds.get(&fd) else {
-            return (None, None);
+            return Lookup::default();
         };
         if entry.generation != generation {
-            return (None, None);
+            return Lookup::default();
         }
         // As selectors does: anything besides EPOLLOUT (hang-up, error) wakes
         // the reader, anything besides EPOLLIN wakes the writer.
-        let reader = if events & !WRITABLE != 0 {
-            entry.reader.as_ref()
-        } else {
-            None
-        };
-        let writer = if events & !READABLE != 0 {
-            entry.writer.as_ref()
-        } else {
-            None
-        };
-        (reader, writer)
-    }
-
-    /// Unregisters everything, returning the handles (on loop close).
-    pub fn drain(&mut self, epoll: &Epoll) -> Vec<H> {
-        let mut out = Vec::new();
-        for (fd, entry) in self.fds.drain() {
-            let _ = epoll.delete(fd);
-            out.extend(entry.reader);
-            out.extend(entry.writer);
+        let read = events & !WRITABLE != 0;
+        let write = events & !READABLE != 0;
+        Lookup {
+            reader: if read { entry.reader.handle() } else { None },
+            writer: if write { entry.writer.handle() } else { None },
+            parked_reader: read && matches!(entry.reader, Slot::Parked),
+            parked_writer: write && matches!(entry.writer, Slot::Parked),
         }
-        out
     }
 
-    /// Whether `fd` has a (reader, writer).
+    /// Unregisters everything, returning the handles and owners (on loop close).
+    pub fn drain(&mut self, epoll: &Epoll) -> (Vec<H>, Vec<O>) {
+        let mut handles = Vec::new();
+        let mut owners = Vec::new();
+        for (fd, mut entry) in self.fds.drain() {
+            if entry.registered != 0 {
+                let _ = epoll.delete(fd);
+            }
+            handles.extend(entry.reader.take_handle(Slot::Empty));
+            handles.extend(entry.writer.take_handle(Slot::Empty));
+            owners.extend(entry.owner);
+        }
+        (handles, owners)
+    }
+
+    /// Whether `fd` has a (reader, writer). Parked sides wait for nothing.
     pub fn sides(&self, fd: RawFd) -> (bool, bool) {
         self.fds
             .get(&fd)
-            .map_or((false, false), |e| (e.reader.is_some(), e.writer.is_some()))
+            .map_or((false, false), |e| (e.reader.handle().is_some(), e.writer.handle().is_some()))
     }
 
     /// Whether no fd is registered.
@@ -167,7 +421,28 @@ impl<H> Registry<H> {
 
     /// Visits every handle (for the garbage collector).
     pub fn handles(&self) -> impl Iterator<Item = &H> {
-        self.fds.values().flat_map(|e| e.reader.iter().chain(e.writer.iter()))
+        self.fds
+            .values()
+            .flat_map(|e| e.reader.handle().into_iter().chain(e.writer.handle()))
+    }
+}
+
+/// See [`Registry::lookup`].
+pub struct Lookup<'a, H> {
+    pub reader: Option<&'a H>,
+    pub writer: Option<&'a H>,
+    pub parked_reader: bool,
+    pub parked_writer: bool,
+}
+
+impl<H> Default for Lookup<'_, H> {
+    fn default() -> Self {
+        Lookup {
+            reader: None,
+            writer: None,
+            parked_reader: false,
+            parked_writer: false,
+        }
     }
 }
 
@@ -187,21 +462,95 @@ mod tests {
         evs[..n].iter().map(|e| (e.u64, e.events)).collect()
     }
 
+    fn handles<H: Copy, O>(reg: &Registry<H, O>, ev: (u64, u32)) -> (Option<H>, Option<H>) {
+        let hit = reg.lookup(ev.0, ev.1);
+        (hit.reader.copied(), hit.writer.copied())
+    }
+
+    #[test]
+    fn parked_op_keeps_its_registration() {
+        let ep = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut reg: Registry<&str, u8> = Registry::default();
+        let fd = a.as_raw_fd();
+        reg.add_op(&ep, fd, Side::Read, "op1", Some(7)).unwrap();
+        assert!(wait(&ep).is_empty());
+        assert_eq!(reg.park(&ep, fd, Side::Read, |h| *h == "other"), None);
+        assert_eq!(reg.park(&ep, fd, Side::Read, |h| *h == "op1"), Some("op1"));
+        assert_eq!(reg.sides(fd), (false, false));
+        assert!(reg.owned_by(fd, |o| *o == 7));
+        // Trusted: no system call, the kernel still has the edge-triggered fd.
+        reg.add_op(&ep, fd, Side::Read, "op2", None).unwrap();
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        let evs = wait(&ep);
+        assert_eq!(handles(&reg, evs[0]), (Some("op2"), None));
+        // Edge-triggered: unread data is not reported again.
+        assert!(wait(&ep).is_empty());
+        reg.park(&ep, fd, Side::Read, |h| *h == "op2");
+        std::io::Write::write_all(&mut b, b"y").unwrap();
+        let evs = wait(&ep);
+        let hit = reg.lookup(evs[0].0, evs[0].1);
+        assert!(hit.parked_reader && hit.reader.is_none());
+        // A parked side that fires is dropped, and with it the fd.
+        reg.unpark(&ep, evs[0].0, Side::Read);
+        assert!(reg.is_empty());
+        std::io::Write::write_all(&mut b, b"z").unwrap();
+        assert!(wait(&ep).is_empty());
+    }
+
+    #[test]
+    fn callback_discards_parked_sides_and_is_level_triggered() {
+        let ep = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut reg: Registry<&str, u8> = Registry::default();
+        let fd = a.as_raw_fd();
+        reg.add_op(&ep, fd, Side::Write, "op", Some(1)).unwrap();
+        reg.park(&ep, fd, Side::Write, |_| true);
+        let replaced = reg.add(&ep, fd, Side::Read, "cb").unwrap();
+        assert_eq!((replaced.handle, replaced.owner), (None, Some(1)));
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        for _ in 0..2 {
+            let evs = wait(&ep);
+            assert_eq!(evs.len(), 1);
+            assert_eq!(evs[0].1 & WRITABLE, 0, "the parked writer was dropped");
+            assert_eq!(handles(&reg, evs[0]), (Some("cb"), None));
+        }
+        assert_eq!(reg.remove(&ep, fd, Side::Read), Some("cb"));
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn untrusted_op_on_a_reused_fd_registers_again() {
+        let ep = Epoll::new().unwrap();
+        let mut reg: Registry<&str, u8> = Registry::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        reg.add_op(&ep, fd, Side::Read, "old", Some(1)).unwrap();
+        reg.park(&ep, fd, Side::Read, |_| true);
+        drop(a); // closing removes it from epoll behind the registry's back
+        let (c, mut d) = UnixStream::pair().unwrap();
+        assert_eq!(c.as_raw_fd(), fd);
+        reg.add_op(&ep, fd, Side::Read, "new", Some(2)).unwrap();
+        std::io::Write::write_all(&mut d, b"x").unwrap();
+        let evs = wait(&ep);
+        assert_eq!(handles(&reg, evs[0]), (Some("new"), None));
+    }
+
     #[test]
     fn reader_and_writer_share_one_registration() {
         let ep = Epoll::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut reg = Registry::default();
+        let mut reg: Registry<&str> = Registry::default();
         let fd = a.as_raw_fd();
-        assert_eq!(reg.add(&ep, fd, Side::Write, "w").unwrap(), None);
-        assert_eq!(reg.add(&ep, fd, Side::Read, "r").unwrap(), None);
+        assert_eq!(reg.add(&ep, fd, Side::Write, "w").unwrap().handle, None);
+        assert_eq!(reg.add(&ep, fd, Side::Read, "r").unwrap().handle, None);
         std::io::Write::write_all(&mut b, b"x").unwrap();
         let evs = wait(&ep);
         assert_eq!(evs.len(), 1);
-        assert_eq!(reg.lookup(evs[0].0, evs[0].1), (Some(&"r"), Some(&"w")));
+        assert_eq!(handles(&reg, evs[0]), (Some("r"), Some("w")));
         assert_eq!(reg.remove(&ep, fd, Side::Write), Some("w"));
         let evs = wait(&ep);
-        assert_eq!(reg.lookup(evs[0].0, evs[0].1), (Some(&"r"), None));
+        assert_eq!(handles(&reg, evs[0]), (Some("r"), None));
         assert_eq!(reg.remove(&ep, fd, Side::Write), None);
         assert_eq!(reg.remove(&ep, fd, Side::Read), Some("r"));
         assert!(wait(&ep).is_empty());
@@ -211,32 +560,34 @@ mod tests {
     fn replacing_returns_the_old_handle() {
         let ep = Epoll::new().unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
-        let mut reg = Registry::default();
+        let mut reg: Registry<i32> = Registry::default();
         reg.add(&ep, a.as_raw_fd(), Side::Read, 1).unwrap();
-        assert_eq!(reg.add(&ep, a.as_raw_fd(), Side::Read, 2).unwrap(), Some(1));
+        assert_eq!(reg.add(&ep, a.as_raw_fd(), Side::Read, 2).unwrap().handle, Some(1));
     }
 
     #[test]
     fn stale_generation_is_ignored() {
         let ep = Epoll::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut reg = Registry::default();
+        let mut reg: Registry<&str> = Registry::default();
         let fd = a.as_raw_fd();
         reg.add(&ep, fd, Side::Read, "old").unwrap();
         std::io::Write::write_all(&mut b, b"x").unwrap();
         let stale = wait(&ep)[0];
         reg.remove(&ep, fd, Side::Read);
         reg.add(&ep, fd, Side::Read, "new").unwrap();
-        assert_eq!(reg.lookup(stale.0, stale.1), (None, None));
+        assert_eq!(handles(&reg, stale), (None, None));
         let fresh = wait(&ep)[0];
-        assert_eq!(reg.lookup(fresh.0, fresh.1), (Some(&"new"), None));
+        assert_eq!(handles(&reg, fresh), (Some("new"), None));
     }
 
     #[test]
     fn bad_fd_leaves_registry_unchanged() {
         let ep = Epoll::new().unwrap();
         let mut reg: Registry<u8> = Registry::default();
-        assert_eq!(reg.add(&ep, 100_000, Side::Read, 1), Err(Errno(libc::EBADF)));
+        assert_eq!(reg.add(&ep, 100_000, Side::Read, 1).err(), Some(Errno(libc::EBADF)));
+        assert_eq!(reg.add_op(&ep, 100_000, Side::Read, 1, Some(())).err(), Some(Errno(libc::EBADF)));
+        assert!(reg.is_empty());
         assert_eq!(reg.handles().count(), 0);
     }
 }

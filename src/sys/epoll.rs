@@ -1,4 +1,4 @@
-//! epoll, level-triggered, with nanosecond wait timeouts.
+//! epoll, with nanosecond wait timeouts.
 //!
 //! asyncio's selector rounds timeouts up to whole milliseconds, so
 //! `sleep(0.0005)` takes about 1.1 ms there. `epoll_pwait2` (Linux 5.11+) takes a
@@ -15,6 +15,8 @@ use super::{syscall, Errno};
 pub const READABLE: u32 = libc::EPOLLIN as u32;
 /// Readiness for writing.
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// Edge-triggered: report a change of readiness once, not every wait.
+pub const EDGE: u32 = libc::EPOLLET as u32;
 
 /// Set once `epoll_pwait2` fails with ENOSYS, so we stop trying it.
 static NO_PWAIT2: AtomicBool = AtomicBool::new(false);

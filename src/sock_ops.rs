@@ -17,6 +17,7 @@ use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
@@ -101,6 +102,7 @@ impl SockOp {
     /// waits for readiness.
     fn start(slf: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>, side: Side, mut kind: Kind) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        check_socket(slf, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         if let Step::Done(value) = attempt(py, fd, &mut kind)? {
             return Ok(value);
@@ -190,6 +192,37 @@ impl SockOp {
         }
         Ok(())
     }
+}
+
+/// The checks asyncio makes before any `sock_*` call: an `ssl.SSLSocket` is
+/// refused, and in debug mode so is a blocking socket. Only the common
+/// outcome (a plain socket, no debug mode) is decided here; everything else is
+/// `ferroloop._sockets._check_nonblocking`, which raises the interpreter's own
+/// errors. Native because a Python call per operation was a tenth of a
+/// request's instructions.
+fn check_socket(slf: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    static SSL_SOCKET: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    let ssl_socket = SSL_SOCKET.get_or_try_init(py, || -> PyResult<_> {
+        // asyncio's own reference: None where the ssl module is missing.
+        let ssl = py.import("asyncio.base_events")?.getattr("ssl")?;
+        Ok(if ssl.is_none() {
+            None
+        } else {
+            Some(ssl.getattr("SSLSocket")?.unbind())
+        })
+    })?;
+    let is_ssl = match ssl_socket {
+        Some(ty) => sock.is_instance(ty.bind(py))?,
+        None => false,
+    };
+    if is_ssl || slf.get().debug() {
+        static CHECK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        CHECK
+            .import(py, "ferroloop._sockets", "_check_nonblocking")?
+            .call1((slf, sock))?;
+    }
+    Ok(())
 }
 
 /// asyncio's `_ensure_fd_no_transport(fd)`: `RuntimeError` if a transport

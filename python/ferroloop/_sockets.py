@@ -56,6 +56,8 @@ _FROM_UNIX_LOOP = (
 
 
 def _check_nonblocking(loop: Any, sock: Any) -> None:
+    # Called by the native sock_* operations only for an SSL socket or in
+    # debug mode, so the errors are this Python's own.
     base_events._check_ssl_socket(sock)
     if loop._debug and sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
@@ -108,7 +110,6 @@ class SocketAPI:
 
     async def sock_recv(self, sock: Any, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``."""
-        _check_nonblocking(self, sock)
         result = self._sock_recv(sock, n)  # type: ignore[attr-defined]
         if result.__class__ is _Future:
             return await result
@@ -116,7 +117,6 @@ class SocketAPI:
 
     async def sock_recv_into(self, sock: Any, buf: Any) -> int:
         """Receive into ``buf``; the number of bytes received."""
-        _check_nonblocking(self, sock)
         result = self._sock_recv_into(sock, buf)  # type: ignore[attr-defined]
         if result.__class__ is _Future:
             return await result
@@ -124,7 +124,6 @@ class SocketAPI:
 
     async def sock_sendall(self, sock: Any, data: Any) -> None:
         """Send all of ``data``, waiting for the socket as needed."""
-        _check_nonblocking(self, sock)
         result = self._sock_sendall(sock, data)  # type: ignore[attr-defined]
         if result.__class__ is _Future:
             await result

@@ -544,6 +544,12 @@ impl LoopCore {
         self.debug()
     }
 
+    /// `BaseEventLoop.get_debug()`, natively: every `Future` and `Task`
+    /// calls it when created, and the Python method cost a frame each time.
+    fn get_debug(&self) -> bool {
+        self.debug()
+    }
+
     #[setter(_debug)]
     fn set_debug_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.shared.debug.store(value.is_truthy()?, Ordering::Relaxed);

@@ -9,7 +9,8 @@ The server is the benchmark's own (bench/servers/echo.py, web.py for the http st
 as in bench/echo.py, under the same load generator.
 
 - **perf** (default): `perf record -e cpu-clock` on the server process over a measured window
-  (this machine has no hardware counters: the samples are timer ticks, kernel included). The
+  (this machine has no hardware counters: the samples are timer ticks, kernel included), and
+  how often the server went to sleep per request (voluntary context switches). The
   report gives the share of samples per library (`[kernel.kallsyms]`, libpython, the loop's
   extension, libc...) and the top functions, so a gap between two loops can be put on the
   kernel, the interpreter or the loop.
@@ -56,7 +57,9 @@ def perf_profile(loadgen, loop, row, cpus, seconds, workdir):
         )
         args = ["--connections", conns, "--size", size, "--warmup", 0.5, "--duration", seconds]
         args += ["--server-pid", srv.pid] + (["--mode", "http"] if kind in HTTP_KINDS else [])
+        sleeps = voluntary_switches(srv.pid)
         result, err = serving.run_loadgen(loadgen, srv.address, args, cpus[1], seconds + 1)
+        sleeps = voluntary_switches(srv.pid) - sleeps
         perf_err = perf.communicate(timeout=seconds + 30)[1].decode(errors="replace")
     finally:
         if perf and perf.poll() is None:
@@ -69,9 +72,22 @@ def perf_profile(loadgen, loop, row, cpus, seconds, workdir):
     return {
         "rate": result["requests_per_s"],
         "cpu_us": result["server_cpu_us_per_request"],
+        # Over warm-up and window alike, so per request only roughly.
+        "sleeps": sleeps / (result["requests_per_s"] * (seconds + 0.5)),
         "dso": perf_report(data, "dso"),
         "sym": perf_report(data, "sym,dso"),
     }
+
+
+def voluntary_switches(pid):
+    """How often the process has gone to sleep (blocked) so far, all its threads."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def perf_report(data, sort):
@@ -137,7 +153,10 @@ def report_perf(loop, p):
     if "error" in p:
         print(f"\n### {loop}: failed: {p['error']}")
         return
-    print(f"\n### {loop}: {p['rate']:.0f} req/s, server CPU {p['cpu_us']} µs/req\n")
+    print(
+        f"\n### {loop}: {p['rate']:.0f} req/s, server CPU {p['cpu_us']} µs/req, "
+        f"sleeps {p['sleeps']:.2f}/req\n"
+    )
     print("| share | library |\n| ---: | --- |")
     for share, *name in p["dso"][:8]:
         print(f"| {share:.1f}% | {' '.join(name)} |")

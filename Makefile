@@ -115,13 +115,14 @@ bench-quick: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --quick --markdown
 	$(BENCH_PY) bench/echo.py --http --quick --markdown
 
-# Micro: every loop that imports, 5 rounds; echo: asyncio, ferroloop, uvloop and the limit
-# server (bench/README.md says why); http: every loop. Then the README's chart, which also
-# shows the last TLS run (`make bench-tls`). About 20 minutes on 2 CPUs.
+# Micro: every loop that imports, 5 rounds; echo and TLS echo: asyncio, ferroloop, uvloop,
+# rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
+# the README's chart. About 18 minutes on 2 CPUs.
 bench: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme README.md
 	$(BENCH_PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
 	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
+	$(BENCH_PY) bench/echo.py --tls --markdown --json bench/results/echo-tls.json --readme README.md
 	$(MAKE) bench-chart
 
 bench-http: bench-venv loadgen

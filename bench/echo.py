@@ -50,10 +50,11 @@ LOOPS = ("asyncio", "ferroloop", "uvloop", "rloop", "rsloop", "veloxloop", LIMIT
 # Comparison loops installed when they can be (`make bench-venv`): a failed measurement of
 # one is reported, not retried, and does not make the run fail.
 OPTIONAL = ("rloop", "rsloop", "veloxloop")
-# The full run stays with the three loops it has always had (plus the limit, one measurement
-# per shape and round): each more loop adds about 4 minutes. --quick has them all.
+# The full run: the three reference loops, rloop, and the limit (one measurement per shape and
+# round); with 1 s windows it fits `make bench` with the TLS suite in 20 minutes. veloxloop (and
+# rsloop, where it installs) would add about 3 minutes each: --quick has them, and --loops.
 DEFAULT_LOOPS = {
-    "full": ("asyncio", "ferroloop", "uvloop", LIMIT),
+    "full": ("asyncio", "ferroloop", "uvloop", "rloop", LIMIT),
     "quick": ("asyncio", "ferroloop", "uvloop", *OPTIONAL, LIMIT),
     # 3 rows: every loop fits.
     "http": ("asyncio", "ferroloop", "uvloop", *OPTIONAL),
@@ -68,7 +69,7 @@ CONNECTIONS = (1, 64)
 QUICK_SHAPES = ((1024, 1), (1024, 64), (100 * 1024, 64))
 QUICK_TRANSPORTS = ("tcp",)
 # (warm-up, measured) seconds per measurement
-TIMING = {"full": (0.5, 1.5), "quick": (0.25, 0.6)}
+TIMING = {"full": (0.3, 1.0), "quick": (0.25, 0.6)}
 ROUNDS = {"full": 3, "quick": 3, "http": 3}
 # Syscall counts: the difference between two runs of SYSCALL_BASE and SYSCALL_BASE +
 # SYSCALL_REQUESTS exchanges, so the interpreter's start-up and shutdown cancel out.

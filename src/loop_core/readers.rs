@@ -526,9 +526,13 @@ mod tests {
         let fd = a.as_raw_fd();
         reg.add_op(&ep, fd, Side::Read, "old", Some(1)).unwrap();
         reg.park(&ep, fd, Side::Read, |_| true);
-        drop(a); // closing removes it from epoll behind the registry's back
         let (c, mut d) = UnixStream::pair().unwrap();
-        assert_eq!(c.as_raw_fd(), fd);
+        // Closes the old file at `fd` (which removes it from epoll behind the
+        // registry's back) and puts the new socket there, in one step: tests
+        // run in parallel, so a plain close could hand the number to another.
+        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
+        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
+        drop(c);
         reg.add_op(&ep, fd, Side::Read, "new", Some(2)).unwrap();
         std::io::Write::write_all(&mut d, b"x").unwrap();
         let evs = wait(&ep);

@@ -408,9 +408,9 @@ impl<H, O> Registry<H, O> {
 
     /// Whether `fd` has a (reader, writer). Parked sides wait for nothing.
     pub fn sides(&self, fd: RawFd) -> (bool, bool) {
-        self.fds
-            .get(&fd)
-            .map_or((false, false), |e| (e.reader.handle().is_some(), e.writer.handle().is_some()))
+        self.fds.get(&fd).map_or((false, false), |e| {
+            (e.reader.handle().is_some(), e.writer.handle().is_some())
+        })
     }
 
     /// Whether no fd is registered.
@@ -589,7 +589,10 @@ mod tests {
         let ep = Epoll::new().unwrap();
         let mut reg: Registry<u8> = Registry::default();
         assert_eq!(reg.add(&ep, 100_000, Side::Read, 1).err(), Some(Errno(libc::EBADF)));
-        assert_eq!(reg.add_op(&ep, 100_000, Side::Read, 1, Some(())).err(), Some(Errno(libc::EBADF)));
+        assert_eq!(
+            reg.add_op(&ep, 100_000, Side::Read, 1, Some(())).err(),
+            Some(Errno(libc::EBADF))
+        );
         assert!(reg.is_empty());
         assert_eq!(reg.handles().count(), 0);
     }

@@ -9,9 +9,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
 
-use super::readers::Side;
+use super::readers::{Registry, Replaced, Side};
 use super::LoopCore;
 use crate::handles::Handle;
+use crate::sys::epoll::Epoll;
+use crate::sys::Errno;
+
+type Io = Registry<Py<Handle>, Py<PyAny>>;
 
 /// An int fd, or the result of `fileobj.fileno()`, with selectors' errors.
 pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -57,20 +61,30 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, None)?;
+        self.install(py, |io, epoll| io.add(epoll, fd, side, handle.clone_ref(py)))?;
+        Ok(handle)
+    }
+
+    /// Runs `add` on the registry with the loop's epoll, then cancels the
+    /// handle it replaced, as asyncio does, and releases what it returned
+    /// only once the registry is no longer borrowed (a decref can run code).
+    fn install(
+        &self,
+        py: Python<'_>,
+        add: impl FnOnce(&mut Io, &Epoll) -> Result<Replaced<Py<Handle>, Py<PyAny>>, Errno>,
+    ) -> PyResult<()> {
         let old = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {
                 return Err(crate::errors::loop_closed());
             };
-            self.state
-                .borrow_mut(py)
-                .io
-                .add(&sys.epoll, fd, side, handle.clone_ref(py))?
+            add(&mut self.state.borrow_mut(py).io, &sys.epoll)?
         };
         if let Some(old) = old.handle {
             Handle::cancel_inner(old.bind(py))?;
         }
-        Ok(handle)
+        drop(old.owner);
+        Ok(())
     }
 
     /// Installs a `sock_*` operation's `callback` on one side of `sock`'s
@@ -107,20 +121,7 @@ impl LoopCore {
             })
         };
         let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
-        let old = {
-            let sys = self.sys.borrow(py);
-            let Some(sys) = sys.as_ref() else {
-                return Err(crate::errors::loop_closed());
-            };
-            self.state
-                .borrow_mut(py)
-                .io
-                .add_op(&sys.epoll, fd, side, handle.clone_ref(py), owner)?
-        };
-        if let Some(old) = old.handle {
-            Handle::cancel_inner(old.bind(py))?;
-        }
-        drop(old.owner);
+        self.install(py, |io, epoll| io.add_op(epoll, fd, side, handle.clone_ref(py), owner))?;
         Ok(handle)
     }
 

@@ -12,6 +12,7 @@
 pub(crate) mod reader_api;
 pub mod readers;
 mod schedule;
+mod spin;
 mod tasks;
 pub mod timers;
 
@@ -100,6 +101,8 @@ pub struct LoopCore {
     /// The last poll queued I/O handles, so the callbacks they schedule can
     /// run without another zero-timeout poll first (see `poll`).
     pub(crate) io_just_polled: AtomicBool,
+    /// When to poll before blocking, learned from recent waits.
+    pub(crate) spinner: GilCell<spin::Spinner>,
 }
 
 impl LoopCore {
@@ -230,6 +233,39 @@ impl LoopCore {
         }
     }
 
+    /// A wait that may block: polls first while events have been arriving
+    /// within microseconds of going idle (see `spin`), then blocks. Both run
+    /// with the GIL released.
+    fn wait_or_poll(
+        &self,
+        py: Python<'_>,
+        epfd: std::os::fd::RawFd,
+        events: &mut [libc::epoll_event],
+        timeout: Option<u64>,
+    ) -> PyResult<Result<usize, Errno>> {
+        let plan = self.spinner.borrow(py).plan(timeout);
+        let mut remaining = timeout;
+        if let Some(plan) = plan {
+            let (n, outcome) =
+                py.detach(|| spin::poll_for(plan, || crate::sys::epoll::wait_fd(epfd, events, Some(0)).unwrap_or(0)));
+            self.spinner.borrow_mut(py).after_poll(outcome);
+            if n > 0 || outcome == spin::Outcome::TimedOut {
+                return Ok(Ok(n));
+            }
+            // A signal caught while polling has no system call to interrupt:
+            // handle it before blocking, as `poll` does.
+            py.check_signals()?;
+            remaining = timeout.map(|t| t.saturating_sub(plan.until_ns));
+        }
+        let start = std::time::Instant::now();
+        let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));
+        let blocked = start.elapsed().as_nanos() as u64;
+        self.spinner
+            .borrow_mut(py)
+            .after_block(blocked, matches!(result, Ok(n) if n > 0));
+        Ok(result)
+    }
+
     /// Waits for I/O with the GIL released and queues the handles of ready fds.
     fn poll(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
         // A signal that arrived while native code or a C callback ran (no
@@ -281,7 +317,14 @@ impl LoopCore {
                 crate::sys::epoll::wait_fd(epfd, &mut events, timeout)
             }
         } else {
-            py.detach(|| crate::sys::epoll::wait_fd(epfd, &mut events, timeout))
+            match self.wait_or_poll(py, epfd, &mut events, timeout) {
+                Ok(result) => result,
+                Err(err) => {
+                    self.polling.store(false, Ordering::SeqCst);
+                    self.state.borrow_mut(py).events = events;
+                    return Err(err);
+                }
+            }
         };
         self.polling.store(false, Ordering::SeqCst);
         let n = match result {
@@ -496,6 +539,9 @@ impl LoopCore {
             woken: AtomicBool::new(false),
             iterations: AtomicU64::new(0),
             io_just_polled: AtomicBool::new(false),
+            spinner: GilCell::new(spin::Spinner::new(
+                spin::max_from_env().map_err(pyo3::exceptions::PyValueError::new_err)?,
+            )),
         })
     }
 

@@ -1,0 +1,312 @@
+//! Poll-before-block: when the loop runs out of work and the last events came
+//! back quickly, it polls for a few microseconds before it blocks in epoll.
+//!
+//! Why: a request/response peer usually answers within microseconds of our
+//! reply, and going to sleep for that moment costs more than the wait itself.
+//! On a virtual machine a blocked thread's wake-up (scheduler, idle exit,
+//! context switch) takes ~20 µs, so a one-connection echo server that blocks
+//! after every reply runs at about half the rate of one that is still awake
+//! when the next request lands. Measured on 2 vCPUs, 1 KiB echo over one
+//! Unix connection: 14-19k req/s blocking, 33-43k polling, at no more CPU per
+//! request, because the sleep and wake-up cost the CPU about as much as a
+//! 20 µs poll. A 50 µs window also catches TCP peers, which answer later, but
+//! then costs more CPU per request than it saves on streaming rows (100 KiB
+//! messages arriving in pieces), so the default is 20 µs.
+//!
+//! The cost is bounded in both directions:
+//! - System calls: the first check is timed to when events have been
+//!   arriving (learned from the previous waits), so a hit replaces the
+//!   blocking `epoll_wait` with a zero-timeout one, one system call either
+//!   way. Only checks after a late first one add calls.
+//! - Idle CPU: polling is on only while waits are short. A poll that finds
+//!   nothing switches it off, and misses in a row keep it off for
+//!   exponentially more waits, so a quiet loop blocks at once, as asyncio's
+//!   does, and never spends more than one window per quiet spell.
+//!
+//! Nothing observable changes: the same events are reported in the same
+//! order, timers are never run early (the window is capped at the timeout),
+//! and the GIL is released while polling, as while blocking.
+//! `FERROLOOP_POLL_US` sets the longest window (0 turns polling off), for
+//! hosts where idle CPU matters more than latency.
+
+use std::time::{Duration, Instant};
+
+/// Longest poll before blocking unless `FERROLOOP_POLL_US` says otherwise.
+const DEFAULT_MAX_NS: u64 = 20_000;
+/// Between two checks after the first.
+const CHECK_EVERY_NS: u64 = 4_000;
+/// The earliest first check.
+const MIN_FIRST_NS: u64 = 1_000;
+/// After n misses in a row, 2^n waits pass before polling may resume.
+const MAX_BACKOFF: u32 = 6;
+
+/// The window in force, learned from the recent waits.
+#[derive(Debug, Clone)]
+pub(crate) struct Spinner {
+    /// Longest poll before blocking; 0: never poll.
+    max_ns: u64,
+    /// When to check first, from the start of the wait; 0: polling is off.
+    first_ns: u64,
+    /// Polls in a row that found nothing (capped); each doubles the number
+    /// of waits that must pass before polling may come back on.
+    misses: u32,
+    /// Blocking waits left before polling may come back on.
+    cooldown: u32,
+}
+
+/// How a poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Events were there at the first check.
+    First,
+    /// Events were there at a later check, this long after the start.
+    Later(u64),
+    /// Nothing within the window; the loop blocks next.
+    Missed,
+    /// The timeout ended the poll before the window did; says nothing about
+    /// when events arrive.
+    TimedOut,
+}
+
+/// What [`Spinner::plan`] asks the loop to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub first_ns: u64,
+    pub until_ns: u64,
+    /// The timeout cut the window short.
+    pub capped: bool,
+}
+
+/// The longest window `FERROLOOP_POLL_US` asks for, or the default when it
+/// is unset; a value that is not a whole number of microseconds is an error,
+/// not a silent default.
+pub(crate) fn max_from_env() -> Result<u64, String> {
+    match std::env::var("FERROLOOP_POLL_US") {
+        Err(_) => Ok(DEFAULT_MAX_NS),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(us) if us <= 1_000 => Ok(us * 1_000),
+            _ => Err(format!(
+                "FERROLOOP_POLL_US must be a whole number of microseconds from 0 to 1000, got {v:?}"
+            )),
+        },
+    }
+}
+
+impl Spinner {
+    pub(crate) fn new(max_ns: u64) -> Self {
+        Spinner {
+            max_ns,
+            first_ns: 0,
+            misses: 0,
+            cooldown: 0,
+        }
+    }
+
+    /// The poll to make before a wait that may block for `timeout_ns`
+    /// (`None`: indefinitely), or `None` to block at once.
+    pub(crate) fn plan(&self, timeout_ns: Option<u64>) -> Option<Plan> {
+        if self.first_ns == 0 || timeout_ns == Some(0) {
+            return None;
+        }
+        let limit = timeout_ns.unwrap_or(u64::MAX);
+        Some(Plan {
+            first_ns: self.first_ns.min(limit),
+            until_ns: self.max_ns.min(limit),
+            capped: limit < self.max_ns,
+        })
+    }
+
+    /// Learns from a poll's outcome.
+    pub(crate) fn after_poll(&mut self, outcome: Outcome) {
+        match outcome {
+            // Probe a little earlier each time, so the first check follows
+            // the peer when it speeds up.
+            Outcome::First => {
+                self.first_ns = (self.first_ns - self.first_ns / 64).max(MIN_FIRST_NS);
+                self.misses = 0;
+            }
+            Outcome::Later(at) => {
+                self.first_ns = at.clamp(MIN_FIRST_NS, self.max_ns);
+                self.misses = 0;
+            }
+            Outcome::Missed => {
+                self.first_ns = 0;
+                self.misses = (self.misses + 1).min(MAX_BACKOFF);
+                self.cooldown = 1 << self.misses;
+            }
+            Outcome::TimedOut => {}
+        }
+    }
+
+    /// Learns from a blocking wait that lasted `blocked_ns` and returned
+    /// events (`woke`) or timed out. A wait ended by an event within two
+    /// windows turns polling on, first checking halfway (the rest was the
+    /// wake-up, which costs about as much as a window), unless recent polls
+    /// missed.
+    pub(crate) fn after_block(&mut self, blocked_ns: u64, woke: bool) {
+        if self.cooldown > 0 {
+            self.cooldown -= 1;
+            return;
+        }
+        if woke && self.first_ns == 0 && blocked_ns < 2 * self.max_ns {
+            self.first_ns = (blocked_ns / 2).max(MIN_FIRST_NS);
+        }
+    }
+}
+
+/// Runs `plan`, calling `check` (a zero-timeout poll that returns the number
+/// of events) at `plan.first_ns` and then every few microseconds until
+/// `plan.until_ns`. Spins in between: sleeping is what this avoids.
+pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize, Outcome) {
+    let start = Instant::now();
+    let until = start + Duration::from_nanos(plan.until_ns);
+    let mut next = start + Duration::from_nanos(plan.first_ns);
+    let mut first = true;
+    loop {
+        let now = Instant::now();
+        if now >= next {
+            let n = check();
+            if n > 0 {
+                let outcome = if first {
+                    Outcome::First
+                } else {
+                    Outcome::Later(now.duration_since(start).as_nanos() as u64)
+                };
+                return (n, outcome);
+            }
+            if now >= until {
+                let outcome = if plan.capped {
+                    Outcome::TimedOut
+                } else {
+                    Outcome::Missed
+                };
+                return (0, outcome);
+            }
+            first = false;
+            next = (now + Duration::from_nanos(CHECK_EVERY_NS)).min(until);
+        }
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_until_a_short_wait_ends_with_an_event() {
+        let mut s = Spinner::new(50_000);
+        assert_eq!(s.plan(None), None);
+        s.after_block(2_000_000, true);
+        assert_eq!(s.plan(None), None, "a long wait keeps it off");
+        s.after_block(100_000, true);
+        assert_eq!(s.plan(None), None, "two windows or more keep it off");
+        s.after_block(30_000, false);
+        assert_eq!(s.plan(None), None, "a timeout keeps it off");
+        s.after_block(30_000, true);
+        assert_eq!(
+            s.plan(None),
+            Some(Plan {
+                first_ns: 15_000,
+                until_ns: 50_000,
+                capped: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_miss_turns_it_off() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(10_000, true);
+        s.after_poll(Outcome::Missed);
+        assert_eq!(s.plan(None), None);
+        s.after_block(10_000, true);
+        assert_eq!(s.plan(None), None, "not on the wait right after a miss");
+    }
+
+    #[test]
+    fn misses_in_a_row_back_off() {
+        let mut s = Spinner::new(50_000);
+        for misses in 1..=8u32 {
+            s.after_block(10_000, true);
+            assert!(s.plan(None).is_some());
+            s.after_poll(Outcome::Missed);
+            let waits = 1u32 << misses.min(MAX_BACKOFF);
+            for _ in 0..waits {
+                s.after_block(10_000, true);
+                assert_eq!(s.plan(None), None);
+            }
+        }
+        s.after_block(10_000, true);
+        s.after_poll(Outcome::First);
+        s.after_poll(Outcome::Missed);
+        s.after_block(10_000, true);
+        s.after_block(10_000, true);
+        assert_eq!(s.plan(None), None, "a hit resets the count, so one miss waits 2");
+        s.after_block(10_000, true);
+        assert!(s.plan(None).is_some());
+    }
+
+    #[test]
+    fn the_first_check_follows_the_events() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(10_000, true);
+        s.after_poll(Outcome::Later(12_000));
+        assert_eq!(s.plan(None).unwrap().first_ns, 12_000);
+        for _ in 0..200 {
+            s.after_poll(Outcome::First);
+        }
+        assert_eq!(s.plan(None).unwrap().first_ns, MIN_FIRST_NS);
+        s.after_poll(Outcome::TimedOut);
+        assert_eq!(s.plan(None).unwrap().first_ns, MIN_FIRST_NS);
+    }
+
+    #[test]
+    fn the_timeout_caps_the_window() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(40_000, true);
+        assert_eq!(s.plan(Some(0)), None);
+        assert_eq!(
+            s.plan(Some(5_000)),
+            Some(Plan {
+                first_ns: 5_000,
+                until_ns: 5_000,
+                capped: true
+            })
+        );
+    }
+
+    #[test]
+    fn zero_max_never_polls() {
+        let mut s = Spinner::new(0);
+        s.after_block(10, true);
+        assert_eq!(s.plan(None), None);
+    }
+
+    #[test]
+    fn poll_for_reports_where_the_events_were() {
+        let plan = Plan {
+            first_ns: 0,
+            until_ns: 1_000_000,
+            capped: false,
+        };
+        assert_eq!(poll_for(plan, || 3), (3, Outcome::First));
+        let mut calls = 0;
+        let (n, outcome) = poll_for(plan, || {
+            calls += 1;
+            usize::from(calls == 3)
+        });
+        assert_eq!(n, 1);
+        assert!(matches!(outcome, Outcome::Later(at) if at >= 2 * CHECK_EVERY_NS));
+        let short = Plan {
+            first_ns: 1_000,
+            until_ns: 10_000,
+            capped: false,
+        };
+        let start = Instant::now();
+        assert_eq!(poll_for(short, || 0), (0, Outcome::Missed));
+        assert!(start.elapsed() >= Duration::from_nanos(10_000));
+        let capped = Plan { capped: true, ..short };
+        assert_eq!(poll_for(capped, || 0), (0, Outcome::TimedOut));
+    }
+}

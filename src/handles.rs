@@ -48,6 +48,26 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Calls `f` on each Python object the handle holds, for the garbage
+    /// collector; stops at the first error.
+    fn each_ref<E>(&self, mut f: impl FnMut(&Py<PyAny>) -> Result<(), E>) -> Result<(), E> {
+        if let Some(context) = self.context.try_borrow_unguarded() {
+            if let Some(context) = context.as_ref() {
+                f(context)?;
+            }
+        }
+        if let Some(traceback) = &self.source_traceback {
+            f(traceback)?;
+        }
+        if let Some(call) = self.call.try_borrow_unguarded() {
+            if let Some((callback, args)) = call.as_ref() {
+                f(callback)?;
+                f(args.as_any())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds a handle. `source_traceback` is only given in debug mode.
     pub fn new(
         callback: Py<PyAny>,
@@ -174,17 +194,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(context) = self.context.try_borrow_unguarded() {
-            visit.call(&*context)?;
-        }
-        visit.call(&self.source_traceback)?;
-        if let Some(call) = self.call.try_borrow_unguarded() {
-            if let Some((cb, args)) = call.as_ref() {
-                visit.call(cb)?;
-                visit.call(args)?;
-            }
-        }
-        Ok(())
+        self.each_ref(|obj| visit.call(obj))
     }
 
     fn __clear__(&self) {
@@ -301,4 +311,54 @@ fn handles_equal(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyRe
         }
         _ => Ok(false),
     }
+}
+
+/// `Handle`'s `tp_traverse`, installed over PyO3's generated one by
+/// [`install_traverse`]. The garbage collector walks every queued handle on
+/// each young-generation collection, and PyO3's wrapper (its super-type walk,
+/// attach lock, panic trap and borrow guard) cost ~250 instructions per
+/// handle on top of the four visits, about 6% of a `call_soon`. A handle's
+/// fields need none of that: they are only read (a `GilCell` that happens to
+/// be borrowed is skipped, as in `__traverse__`), and nothing below panics.
+///
+/// # Safety
+/// Called by CPython's collector with `obj` an instance of `Handle` or of a
+/// subclass; `TimerHandle`'s (PyO3) traverse and CPython's `subtype_traverse`
+/// call it as the base's slot and leave the type visit to it, since `Handle`
+/// is a heap type whose base (`object`) is not.
+unsafe extern "C" fn handle_traverse(
+    obj: *mut pyo3::ffi::PyObject,
+    visit: pyo3::ffi::visitproc,
+    arg: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    // SAFETY: `obj` is a live object (see above); its type is a heap type and
+    // instances of heap types count as references to it.
+    let ret = unsafe { visit(pyo3::ffi::Py_TYPE(obj).cast(), arg) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: the collector runs with the thread attached; `obj` is borrowed
+    // for this call only and is a `Handle` (or subclass) instance, and the
+    // frozen class's fields are read without a borrow.
+    let handle = unsafe {
+        let py = Python::assume_attached();
+        Borrowed::from_ptr(py, obj).cast_unchecked::<Handle>()
+    };
+    // SAFETY: `visit`/`arg` are the collector's pair, called on live objects.
+    match handle.get().each_ref(|o| match unsafe { visit(o.as_ptr(), arg) } {
+        0 => Ok(()),
+        err => Err(err),
+    }) {
+        Ok(()) => 0,
+        Err(err) => err,
+    }
+}
+
+/// Replaces `Handle`'s generated `tp_traverse` with [`handle_traverse`];
+/// called once, when the module is initialised.
+pub(crate) fn install_traverse(py: Python<'_>) {
+    let ty = <Handle as pyo3::PyTypeInfo>::type_object_raw(py);
+    // SAFETY: `ty` is Handle's fully initialised heap type; no instance exists
+    // yet, and the collector reads the slot only with the thread attached.
+    unsafe { (*ty).tp_traverse = Some(handle_traverse) };
 }

@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
+    handles::install_traverse(m.py());
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::socket::SocketTransportCore>()?;
     m.add_class::<transport::tls::TlsPump>()?;

@@ -114,3 +114,38 @@ def test_handle_reuse_survives_many_iterations(loop, run) -> None:
         return await asyncio.gather(*(ping(200) for _ in range(50)))
 
     assert run(main()) == [200] * 50
+
+
+class _Box:
+    """Something a handle can reach and that can reach the handle back."""
+
+    handle: object = None
+
+    def touch(self, *args) -> None:
+        pass
+
+
+def test_reference_cycles_through_handles_are_collected(loop) -> None:
+    # Each box holds a handle that reaches the box again: through the callback (a bound
+    # method), the arguments, or the context. Only the garbage collector can free them,
+    # and only if a handle reports what it holds.
+    refs = []
+    for make in ("callback", "args", "context", "timer"):
+        box = _Box()
+        if make == "callback":
+            box.handle = loop.call_soon(box.touch)
+        elif make == "args":
+            box.handle = loop.call_soon(_Box().touch, box)
+        elif make == "context":
+            ctx = contextvars.copy_context()
+            ctx.run(VAR.set, box)
+            box.handle = loop.call_soon(_Box().touch, context=ctx)
+            del ctx
+        else:
+            box.handle = loop.call_later(0.001, box.touch)
+        refs.append((make, weakref.ref(box)))
+        del box
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert [make for make, ref in refs if ref() is not None] == []

@@ -248,6 +248,15 @@ impl LoopCore {
         if let Some(plan) = plan {
             let (n, outcome) =
                 py.detach(|| spin::poll_for(plan, || crate::sys::epoll::wait_fd(epfd, events, Some(0)).unwrap_or(0)));
+            // Polling is for peers outside the process. A wake-up from one of
+            // our own threads (an executor's result, `call_soon_threadsafe`)
+            // may come from a thread that needs this very CPU: never poll for
+            // those.
+            let outcome = if n > 0 && !from_peers(&events[..n]) {
+                spin::Outcome::Missed
+            } else {
+                outcome
+            };
             self.spinner.borrow_mut(py).after_poll(outcome);
             if n > 0 || outcome == spin::Outcome::TimedOut {
                 return Ok(Ok(n));
@@ -262,7 +271,7 @@ impl LoopCore {
         let blocked = start.elapsed().as_nanos() as u64;
         self.spinner
             .borrow_mut(py)
-            .after_block(blocked, matches!(result, Ok(n) if n > 0));
+            .after_block(blocked, matches!(result, Ok(n) if from_peers(&events[..n])));
         Ok(result)
     }
 
@@ -340,6 +349,9 @@ impl LoopCore {
                 return Err(os_error(err));
             }
         };
+        self.spinner
+            .borrow_mut(py)
+            .saw(events[..n].iter().filter(|ev| ev.u64 != WAKER_TOKEN).count());
         let mut stale: Vec<(i32, readers::Side)> = Vec::new();
         let mut parked: Vec<(u64, readers::Side)> = Vec::new();
         let mut queued = false;
@@ -455,6 +467,12 @@ impl LoopCore {
         }
         Ok(())
     }
+}
+
+/// Whether the events include one from an fd, not only the cross-thread
+/// waker.
+fn from_peers(events: &[libc::epoll_event]) -> bool {
+    events.iter().any(|ev| ev.u64 != WAKER_TOKEN)
 }
 
 /// The `context=` a caller passed, or (for `None`) a copy of the current

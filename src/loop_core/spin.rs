@@ -35,8 +35,11 @@ use std::time::{Duration, Instant};
 const DEFAULT_MAX_NS: u64 = 20_000;
 /// Between two checks after the first.
 const CHECK_EVERY_NS: u64 = 4_000;
-/// The earliest first check.
-const MIN_FIRST_NS: u64 = 1_000;
+/// The earliest first check. A peer that answers sooner is answering
+/// faster than this loop goes to sleep and wakes (the blocking wait for it
+/// barely sleeps), and several peers in flight (a 64-connection echo) keep
+/// events that close: polling for them only burns CPU, so it stops.
+const MIN_FIRST_NS: u64 = 5_000;
 /// After n misses in a row, 2^n waits pass before polling may resume.
 const MAX_BACKOFF: u32 = 6;
 
@@ -52,6 +55,8 @@ pub(crate) struct Spinner {
     misses: u32,
     /// Blocking waits left before polling may come back on.
     cooldown: u32,
+    /// fds the last poll reported ready.
+    last_batch: usize,
 }
 
 /// How a poll ended.
@@ -99,13 +104,14 @@ impl Spinner {
             first_ns: 0,
             misses: 0,
             cooldown: 0,
+            last_batch: 0,
         }
     }
 
     /// The poll to make before a wait that may block for `timeout_ns`
     /// (`None`: indefinitely), or `None` to block at once.
     pub(crate) fn plan(&self, timeout_ns: Option<u64>) -> Option<Plan> {
-        if self.first_ns == 0 || timeout_ns == Some(0) {
+        if self.first_ns == 0 || timeout_ns == Some(0) || self.last_batch > 1 {
             return None;
         }
         let limit = timeout_ns.unwrap_or(u64::MAX);
@@ -116,13 +122,23 @@ impl Spinner {
         })
     }
 
+    /// Records how many fds a poll (blocking or not) reported ready. Several
+    /// at once mean many peers in flight: the loop's own work then sets the
+    /// pace, not one peer's answer, and the next event is likely there before
+    /// any poll could look, so the next wait blocks (returning at once if so)
+    /// without polling first.
+    pub(crate) fn saw(&mut self, ready: usize) {
+        self.last_batch = ready;
+    }
+
     /// Learns from a poll's outcome.
     pub(crate) fn after_poll(&mut self, outcome: Outcome) {
         match outcome {
             // Probe a little earlier each time, so the first check follows
             // the peer when it speeds up.
             Outcome::First => {
-                self.first_ns = (self.first_ns - self.first_ns / 64).max(MIN_FIRST_NS);
+                let earlier = self.first_ns - self.first_ns / 32;
+                self.first_ns = if earlier < MIN_FIRST_NS { 0 } else { earlier };
                 self.misses = 0;
             }
             Outcome::Later(at) => {
@@ -142,14 +158,24 @@ impl Spinner {
     /// events (`woke`) or timed out. A wait ended by an event within two
     /// windows turns polling on, first checking halfway (the rest was the
     /// wake-up, which costs about as much as a window), unless recent polls
-    /// missed.
+    /// missed or the wait was so short that it never slept.
     pub(crate) fn after_block(&mut self, blocked_ns: u64, woke: bool) {
         if self.cooldown > 0 {
             self.cooldown -= 1;
             return;
         }
-        if woke && self.first_ns == 0 && blocked_ns < 2 * self.max_ns {
-            self.first_ns = (blocked_ns / 2).max(MIN_FIRST_NS);
+        if !woke {
+            return;
+        }
+        let half = blocked_ns / 2;
+        if self.first_ns == 0 {
+            if blocked_ns < 2 * self.max_ns && half >= MIN_FIRST_NS {
+                self.first_ns = half;
+            }
+        } else if blocked_ns < self.first_ns {
+            // Sooner than the first check would have looked: look sooner,
+            // or not at all if the wait was too short to have slept.
+            self.first_ns = if half >= MIN_FIRST_NS { half } else { 0 };
         }
     }
 }
@@ -253,12 +279,43 @@ mod tests {
         s.after_block(10_000, true);
         s.after_poll(Outcome::Later(12_000));
         assert_eq!(s.plan(None).unwrap().first_ns, 12_000);
+        s.after_poll(Outcome::First);
+        assert_eq!(s.plan(None).unwrap().first_ns, 12_000 - 12_000 / 32);
+        s.after_poll(Outcome::TimedOut);
+        assert_eq!(s.plan(None).unwrap().first_ns, 12_000 - 12_000 / 32);
         for _ in 0..200 {
             s.after_poll(Outcome::First);
         }
+        assert_eq!(s.plan(None), None, "events that come at once need no poll");
+        s.after_block(2 * MIN_FIRST_NS - 1, true);
+        assert_eq!(s.plan(None), None, "nor do waits too short to have slept");
+        s.after_block(2 * MIN_FIRST_NS, true);
         assert_eq!(s.plan(None).unwrap().first_ns, MIN_FIRST_NS);
-        s.after_poll(Outcome::TimedOut);
-        assert_eq!(s.plan(None).unwrap().first_ns, MIN_FIRST_NS);
+    }
+
+    #[test]
+    fn a_wait_shorter_than_the_first_check_pulls_it_in() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(30_000, true);
+        assert_eq!(s.plan(None).unwrap().first_ns, 15_000);
+        s.after_block(20_000, true);
+        assert_eq!(s.plan(None).unwrap().first_ns, 15_000, "a longer wait leaves it");
+        s.after_block(10_000, true);
+        assert_eq!(s.plan(None).unwrap().first_ns, 5_000);
+        s.after_block(2_000, true);
+        assert_eq!(s.plan(None), None, "a wait that never slept turns polling off");
+    }
+
+    #[test]
+    fn several_ready_fds_skip_the_next_poll() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(10_000, true);
+        s.saw(3);
+        assert_eq!(s.plan(None), None);
+        s.saw(1);
+        assert!(s.plan(None).is_some());
+        s.saw(0);
+        assert!(s.plan(None).is_some());
     }
 
     #[test]

@@ -21,7 +21,10 @@
 //! - Idle CPU: polling is on only while waits are short. A poll that finds
 //!   nothing switches it off, and misses in a row keep it off for
 //!   exponentially more waits, so a quiet loop blocks at once, as asyncio's
-//!   does, and never spends more than one window per quiet spell.
+//!   does, and never spends more than one window per quiet spell. Events
+//!   that come within 5 µs, several fds ready at once and wake-ups from the
+//!   loop's own threads (the loop core passes those as no event) keep it off
+//!   too: polling for them only burns CPU.
 //!
 //! Nothing observable changes: the same events are reported in the same
 //! order, timers are never run early (the window is capped at the timeout),
@@ -142,7 +145,8 @@ impl Spinner {
                 self.misses = 0;
             }
             Outcome::Later(at) => {
-                self.first_ns = at.clamp(MIN_FIRST_NS, self.max_ns);
+                // Not `clamp`: a window set below the floor must not panic.
+                self.first_ns = at.max(MIN_FIRST_NS).min(self.max_ns);
                 self.misses = 0;
             }
             Outcome::Missed => {
@@ -331,6 +335,21 @@ mod tests {
                 capped: true
             })
         );
+    }
+
+    #[test]
+    fn a_window_below_the_floor_never_polls_nor_panics() {
+        for max in [0, 1_000, MIN_FIRST_NS, MIN_FIRST_NS + 1_000] {
+            let mut s = Spinner::new(max);
+            for blocked in [1_000, 9_000, 10_000, 11_000, 50_000] {
+                s.after_block(blocked, true);
+                s.after_poll(Outcome::Later(blocked));
+                s.after_poll(Outcome::First);
+            }
+            if max <= MIN_FIRST_NS {
+                assert_eq!(s.plan(None), None, "max {max}");
+            }
+        }
     }
 
     #[test]

@@ -193,6 +193,8 @@ impl Handle {
         helpers::handle_repr(slf.py())?.call1((slf,))?.extract()
     }
 
+    // Declares the class to the garbage collector; the slot the collector
+    // calls for `Handle` is `handle_traverse`, installed over this one.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.each_ref(|obj| visit.call(obj))
     }

@@ -9,11 +9,7 @@ does not burn its CPU waiting. Each case runs on asyncio too, with the same outc
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -156,23 +152,8 @@ CTRL_C_CHILD = textwrap.dedent(
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_reaches_a_loop_serving_a_fast_peer(loop_kind, tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, loop_kind],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    try:
-        assert proc.stdout.readline().strip() == "busy"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert (proc.returncode, out.split()) == (0, ["interrupted"]), err
+    code, out, err = loops.interrupt_child(CTRL_C_CHILD, loop_kind, tmp_path, ready="busy")
+    assert (code, out.split()) == (0, ["interrupted"]), err
 
 
 SETTING_CHILD = textwrap.dedent(

@@ -6,14 +6,12 @@ import functools
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
 
 import pytest
-from support.loops import run_forever_bounded
+from support.loops import interrupt_child, run_forever_bounded
 
 
 @pytest.fixture
@@ -192,24 +190,8 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_in_run_cancels_main_and_raises_keyboard_interrupt(loop_kind, tmp_path):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, loop_kind],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, out, err = interrupt_child(CHILD, loop_kind, tmp_path, ready="ready")
     # The uncaught KeyboardInterrupt makes CPython exit by re-raising SIGINT on itself.
-    assert proc.returncode == -signal.SIGINT, (proc.returncode, err)
+    assert code == -signal.SIGINT, (code, err)
     assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
     assert out.splitlines() == ["main cancelled"], (out, err)

@@ -349,12 +349,11 @@ impl LoopCore {
                 return Err(os_error(err));
             }
         };
-        self.spinner
-            .borrow_mut(py)
-            .saw(events[..n].iter().filter(|ev| ev.u64 != WAKER_TOKEN).count());
         let mut stale: Vec<(i32, readers::Side)> = Vec::new();
         let mut parked: Vec<(u64, readers::Side)> = Vec::new();
         let mut queued = false;
+        // epoll reports an fd at most once per wait, so this is 0 or 1.
+        let mut waker_events = 0;
         {
             let mut guard = self.state.borrow_mut(py);
             let st = &mut *guard;
@@ -364,6 +363,7 @@ impl LoopCore {
                         sys.waker.drain();
                     }
                     self.woken.store(false, Ordering::SeqCst);
+                    waker_events += 1;
                     continue;
                 }
                 let hit = st.io.lookup(ev.u64, ev.events);
@@ -386,6 +386,7 @@ impl LoopCore {
             }
             st.events = events;
         }
+        self.spinner.borrow_mut(py).saw(n - waker_events);
         self.io_just_polled.store(queued, Ordering::Relaxed);
         if !stale.is_empty() || !parked.is_empty() {
             let sys = self.sys.borrow(py);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 
@@ -77,3 +78,26 @@ def run_child(
         cwd=cwd,
         check=False,
     )
+
+
+def interrupt_child(code: str, loop_kind: str, cwd, ready: str, timeout: float = 20.0):
+    """Start ``python -c code loop_kind``, wait for the line `ready`, send it SIGINT;
+    returns (returncode, stdout, stderr). The child is killed if it outlives `timeout`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, loop_kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == ready, (line, proc.stderr.read() if proc.poll() is not None else "")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err

@@ -1,6 +1,7 @@
 //! PyO3 glue: cached Python helpers and the raw calls that must be fast.
 
 pub mod buffer;
+pub mod filling_bytes;
 pub mod sockaddr;
 
 use pyo3::ffi;

@@ -7,11 +7,10 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyOverflowError;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::py::filling_bytes::FillingBytes;
 use crate::sys::{pipe, socket, Errno};
 
 /// Size of the reusable buffer, and most bytes a transport reads per event:
@@ -33,12 +32,6 @@ pub fn recv_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno
     read_with(py, fd, socket::recv)
 }
 
-extern "C" {
-    // CPython's resize of a `bytes` object nobody else references yet, as
-    // the socket module uses it after `recv`.
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
-}
-
 /// `sock.recv(max)` the way the socket module does it: the kernel writes
 /// into a new `bytes` of `max` bytes, which is then shrunk to what arrived.
 /// For `sock_recv`, whose caller picks `max`: the heap then sees the same
@@ -46,31 +39,18 @@ extern "C" {
 /// into an exact-size object made glibc return and re-fault heap pages on
 /// every request of an echo server holding many 64 KiB buffers.
 pub fn recv_new_bytes(py: Python<'_>, fd: RawFd, max: usize) -> PyResult<Result<Bound<'_, PyBytes>, Errno>> {
-    let len = ffi::Py_ssize_t::try_from(max).map_err(|_| PyOverflowError::new_err("recv size too large"))?;
-    // SAFETY: a NULL source asks for an uninitialised `bytes` of `len` bytes;
-    // the new reference is ours.
-    let mut obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
-    if obj.is_null() {
-        return Err(PyErr::fetch(py));
-    }
-    // SAFETY: `obj` is a live `bytes` object with `len` writable bytes that
-    // nothing else references yet.
-    let data = unsafe { ffi::PyBytes_AsString(obj) }.cast::<u8>();
-    match socket::recv_raw(fd, data, max) {
+    let mut out = FillingBytes::new(py, max)?;
+    let mut failed = None;
+    out.fill(|start, room| match socket::recv_raw(fd, start, room) {
+        Ok(n) => Ok(n),
         Err(e) => {
-            // SAFETY: releases the reference made above.
-            unsafe { ffi::Py_DECREF(obj) };
-            Ok(Err(e))
+            failed = Some(e);
+            Ok(0)
         }
-        Ok(n) => {
-            // SAFETY: `obj` is still referenced only here, as the resize
-            // requires; on failure it frees the object and sets `obj` to NULL.
-            if n != max && unsafe { _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) } != 0 {
-                return Err(PyErr::fetch(py));
-            }
-            // SAFETY: `obj` is an owned reference to a `bytes` object.
-            Ok(Ok(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() }))
-        }
+    })?;
+    match failed {
+        Some(e) => Ok(Err(e)),
+        None => out.finish().map(Ok),
     }
 }
 

@@ -32,6 +32,7 @@ use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
+use crate::py::filling_bytes::FillingBytes;
 use crate::sys::socket::would_block;
 
 /// Classes the pump compares against, imported once.
@@ -62,6 +63,10 @@ struct Parts {
     /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
     /// `protocol._sslobj` itself (a context's own `sslobject_class`).
     sslobj: Py<PyAny>,
+    /// `sslobj` is the `_ssl._SSLObject`, whose `read(n, buffer)` and
+    /// `pending()` are known to be OpenSSL's: reads may then decrypt straight
+    /// into the `bytes` handed to the application.
+    native: bool,
     incoming: Py<PyAny>,
     outgoing: Py<PyAny>,
     /// `SSLProtocolState.WRAPPED`, compared by identity as enum members are.
@@ -122,6 +127,15 @@ fn crosses(
         .map(|mark| if paused { size <= mark } else { size >= mark }))
 }
 
+/// What one readable event decrypted so far.
+#[derive(Default)]
+struct Reads<'py> {
+    chunks: Vec<Bound<'py, PyAny>>,
+    close_notify: bool,
+    /// No more reads are to be made for this event.
+    done: bool,
+}
+
 impl Parts {
     fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self
@@ -156,10 +170,35 @@ impl Parts {
     /// it to the application in one `data_received`.
     fn read_copied(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
-        let sslobj = self.sslobj.bind(py);
         let max_size = protocol.getattr(intern!(py, "max_size"))?;
-        let mut chunks = Vec::new();
-        let mut close_notify = false;
+        let mut read = Reads::default();
+        if let (true, Ok(max @ 1..)) = (self.native, max_size.extract::<usize>()) {
+            self.read_in_place(py, max, &mut read)?;
+        }
+        if !read.done {
+            self.read_chunks(py, &max_size, &mut read)?;
+        }
+        let data = match read.chunks.len() {
+            0 => None,
+            1 => read.chunks.pop(),
+            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, read.chunks)?,))?),
+        };
+        if let Some(data) = data {
+            protocol
+                .getattr(intern!(py, "_app_protocol"))?
+                .call_method1(intern!(py, "data_received"), (data,))?;
+        }
+        if read.close_notify {
+            protocol.call_method0(intern!(py, "_call_eof_received"))?;
+            protocol.call_method0(intern!(py, "_start_shutdown"))?;
+        }
+        Ok(())
+    }
+
+    /// asyncio's read loop: `read(max_size)` until the `SSLObject` has
+    /// nothing more, each call a new `bytes` joined afterwards.
+    fn read_chunks<'py>(&self, py: Python<'py>, max_size: &Bound<'py, PyAny>, read: &mut Reads<'py>) -> PyResult<()> {
+        let sslobj = self.sslobj.bind(py);
         loop {
             // asyncio reads until the SSLObject raises SSLWantReadError: with
             // the incoming BIO empty and no decrypted bytes left in the last
@@ -168,45 +207,80 @@ impl Parts {
             // ssl module), and raising it costs more than the read of a
             // message. It is skipped then; a first read, or one with bytes
             // left, is made as asyncio makes it.
-            if !chunks.is_empty() && self.drained(py)? {
+            if !read.chunks.is_empty() && self.drained(py)? {
+                return Ok(());
+            }
+            match sslobj.call_method1(intern!(py, "read"), (max_size,)) {
+                Ok(chunk) if !chunk.is_truthy()? => {
+                    read.close_notify = true;
+                    return Ok(());
+                }
+                Ok(chunk) => read.chunks.push(chunk),
+                Err(err) if is_again(py, &err)? => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The same reads, decrypting every record into one `bytes` sized for
+    /// all the ciphertext waiting (plaintext is never longer, compression
+    /// being off), so a message of many records is not copied again by a
+    /// join. Sets `read.done` unless that object filled up with more to
+    /// read, which only compression could cause; the chunked reads go on
+    /// from there.
+    fn read_in_place<'py>(&self, py: Python<'py>, max_size: usize, read: &mut Reads<'py>) -> PyResult<()> {
+        let (waiting, decrypted) = self.pending(py)?;
+        let (Some(waiting), Some(decrypted)) = (waiting, decrypted) else {
+            return Ok(());
+        };
+        let sslobj = self.sslobj.bind(py);
+        let mut out = FillingBytes::new(py, waiting.saturating_add(decrypted))?;
+        read.done = true;
+        loop {
+            // The first read is always made, as in `read_chunks`.
+            if out.filled() > 0 && self.drained(py)? {
                 break;
             }
-            match sslobj.call_method1(intern!(py, "read"), (&max_size,)) {
-                Ok(chunk) if !chunk.is_truthy()? => {
-                    close_notify = true;
+            if out.remaining() == 0 {
+                read.done = false;
+                break;
+            }
+            let want = out.remaining().min(max_size);
+            let result =
+                out.fill_through_view(|view| sslobj.call_method1(intern!(py, "read"), (want, view))?.extract());
+            match result {
+                Ok(0) => {
+                    read.close_notify = true;
                     break;
                 }
-                Ok(chunk) => chunks.push(chunk),
+                Ok(_) => {}
                 Err(err) if is_again(py, &err)? => break,
                 Err(err) => return Err(err),
             }
         }
-        let data = match chunks.len() {
-            0 => None,
-            1 => chunks.pop(),
-            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, chunks)?,))?),
-        };
-        if let Some(data) = data {
-            protocol
-                .getattr(intern!(py, "_app_protocol"))?
-                .call_method1(intern!(py, "data_received"), (data,))?;
-        }
-        if close_notify {
-            protocol.call_method0(intern!(py, "_call_eof_received"))?;
-            protocol.call_method0(intern!(py, "_start_shutdown"))?;
+        if out.filled() > 0 {
+            read.chunks.push(out.finish()?.into_any());
         }
         Ok(())
+    }
+
+    /// Ciphertext waiting in the incoming BIO, and decrypted bytes the
+    /// `SSLObject` holds; None where a value is not a machine integer.
+    fn pending(&self, py: Python<'_>) -> PyResult<(Option<usize>, Option<usize>)> {
+        let waiting = self.incoming.bind(py).getattr(intern!(py, "pending"))?.extract().ok();
+        let decrypted = self
+            .sslobj
+            .bind(py)
+            .call_method0(intern!(py, "pending"))?
+            .extract()
+            .ok();
+        Ok((waiting, decrypted))
     }
 
     /// Nothing left to decrypt: the incoming BIO is empty and the `SSLObject`
     /// has no bytes of a record it already decrypted.
     fn drained(&self, py: Python<'_>) -> PyResult<bool> {
-        let incoming = self.incoming.bind(py).getattr(intern!(py, "pending"))?;
-        if incoming.extract::<i64>().ok() != Some(0) {
-            return Ok(false);
-        }
-        let decrypted = self.sslobj.bind(py).call_method0(intern!(py, "pending"))?;
-        Ok(decrypted.extract::<i64>().ok() == Some(0))
+        Ok(self.pending(py)? == (Some(0), Some(0)))
     }
 
     /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
@@ -329,7 +403,8 @@ impl TlsPump {
             return Ok(None);
         }
         let wrapper = protocol.getattr(intern!(py, "_sslobj"))?;
-        let sslobj = if wrapper.get_type().is(stdlib::ssl_object(py)?) {
+        let native = wrapper.get_type().is(stdlib::ssl_object(py)?);
+        let sslobj = if native {
             wrapper.getattr(intern!(py, "_sslobj"))?
         } else {
             wrapper
@@ -337,6 +412,7 @@ impl TlsPump {
         let parts = Parts {
             protocol: protocol.clone().unbind(),
             sslobj: sslobj.unbind(),
+            native,
             incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
             outgoing: protocol.getattr(intern!(py, "_outgoing"))?.unbind(),
             wrapped: stdlib::protocol_state(py)?.getattr(intern!(py, "WRAPPED"))?.unbind(),

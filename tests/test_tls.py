@@ -783,6 +783,33 @@ def test_context_with_its_own_sslobject_class(loop, run):
     assert run(main()) == (True, True)
 
 
+@pytest.mark.skipif(not PY311, reason="3.10's SSLProtocol is not a BufferedProtocol")
+def test_the_ssl_protocol_is_asyncios_own(loop, run):
+    # ferroloop's transport never asks SSLProtocol for its read buffer, so it is made without
+    # one; the object must still be asyncio's class with asyncio's settings, and hand out the
+    # buffer should anything ask.
+    from asyncio import sslproto
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, proto = await _tls_client(loop, server)
+        ssl_protocol = transport._ssl_protocol
+        shape = (
+            type(ssl_protocol) is sslproto.SSLProtocol,
+            "max_size" in vars(ssl_protocol),
+            ssl_protocol.max_size,
+            len(ssl_protocol.get_buffer(-1)),
+        )
+        transport.write(b"still echoes")
+        got = await proto.wait_bytes(12)
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return shape, got
+
+    assert run(main()) == ((True, False, 256 * 1024, 256 * 1024), b"still echoes")
+
+
 @pytest.mark.skipif(not PY311, reason="3.10's SSL pipe does not report close_notify as EOF")
 def test_a_finished_connection_keeps_no_hold_on_its_context(loop):
     """The server closes first, the client closes in reply, and the loop stops before the

@@ -18,12 +18,38 @@ is ``BaseEventLoop``'s own.
 from __future__ import annotations
 
 import os
+import sys
 from asyncio import base_events, futures, selector_events, sslproto, unix_events
 from typing import Any
 
 from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
+
+# The versions whose SSLProtocol the native pump drives (src/transport/tls.rs).
+_PUMPED_SSLPROTO = (3, 11) <= sys.version_info[:2] < (3, 14)
+
+
+def _new_ssl_protocol(*args: Any, **kwargs: Any) -> sslproto.SSLProtocol:
+    """``sslproto.SSLProtocol(*args, **kwargs)``, without the 256 KiB buffer.
+
+    Its ``__init__`` zero-fills a ``bytearray(self.max_size)`` for
+    ``get_buffer``, a fresh mapping and 64 page faults per connection, while
+    the native pump receives into the transport's buffer and never asks for it.
+    ``max_size`` is shadowed for that one line; ``get_buffer`` grows the buffer
+    back on demand should it be called.
+    """
+    protocol = sslproto.SSLProtocol.__new__(sslproto.SSLProtocol)
+    if not _PUMPED_SSLPROTO:
+        protocol.__init__(*args, **kwargs)
+        return protocol
+    protocol.max_size = 0
+    try:
+        protocol.__init__(*args, **kwargs)
+    finally:
+        del protocol.max_size
+    return protocol
+
 
 _FROM_SELECTOR_LOOP = (
     "sock_recvfrom",
@@ -102,7 +128,7 @@ class SocketAPI:
     ) -> Any:
         # `timeouts`: ssl_handshake_timeout, and ssl_shutdown_timeout from 3.11,
         # as this Python's SSLProtocol takes them.
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _new_ssl_protocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)

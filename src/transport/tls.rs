@@ -145,6 +145,28 @@ impl Parts {
             .is(self.wrapped.bind(py)))
     }
 
+    /// The rest of `SSLProtocol.buffer_updated`, once the input is in the
+    /// incoming BIO: the step of the protocol's state, `_do_read`'s natively.
+    fn input_arrived(&self, py: Python<'_>) -> PyResult<()> {
+        let protocol = self.protocol.bind(py);
+        let state = protocol.getattr(intern!(py, "_state"))?;
+        if state.is(self.wrapped.bind(py)) {
+            return self.do_read(py);
+        }
+        let states = stdlib::protocol_state(py)?;
+        for (name, step) in [
+            (intern!(py, "DO_HANDSHAKE"), intern!(py, "_do_handshake")),
+            (intern!(py, "FLUSHING"), intern!(py, "_do_flush")),
+            (intern!(py, "SHUTDOWN"), intern!(py, "_do_shutdown")),
+        ] {
+            if state.is(&states.getattr(name)?) {
+                protocol.call_method0(step)?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// `SSLProtocol._do_read` in state `WRAPPED`.
     fn do_read(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
@@ -465,9 +487,10 @@ impl TlsPump {
         Ok(())
     }
 
-    /// The socket is readable and the protocol is this pump's. Returns
-    /// `false`, having done nothing, unless the protocol is `WRAPPED`; the
-    /// transport then takes asyncio's `get_buffer`/`buffer_updated` path.
+    /// The socket is readable and the protocol is this pump's: asyncio's
+    /// `get_buffer(-1)` and `buffer_updated(n)`, without the protocol's own
+    /// 256 KiB buffer. Returns `false`, having done nothing, once detached;
+    /// the transport then takes that path itself.
     pub(super) fn read_ready(
         transport: &Bound<'_, SocketTransportCore>,
         pump: &Bound<'_, TlsPump>,
@@ -477,9 +500,6 @@ impl TlsPump {
         let Some(parts) = pump.get().parts(py) else {
             return Ok(false);
         };
-        if !parts.is_wrapped(py)? {
-            return Ok(false);
-        }
         // `buffer_updated(n)`: `self._incoming.write(view[:n])`, straight from
         // the read buffer through a memoryview released right after.
         let incoming = parts.incoming.bind(py);
@@ -519,7 +539,7 @@ impl TlsPump {
                 SocketTransportCore::on_eof(transport, parts.protocol.bind(py))?;
                 Ok(true)
             }
-            Ok(Ok(_)) => match parts.do_read(py) {
+            Ok(Ok(_)) => match parts.input_arrived(py) {
                 Ok(()) => Ok(true),
                 Err(err) => protocol_failed(transport, err, FAILED).map(|()| true),
             },

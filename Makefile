@@ -115,14 +115,14 @@ bench-quick: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --quick --markdown
 	$(BENCH_PY) bench/echo.py --http --quick --markdown
 
-# Micro: every loop that imports, 5 rounds; echo and TLS echo: asyncio, ferroloop, uvloop,
+# Micro, echo and TLS echo 5 rounds each. Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
 # rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
-# the README's chart. About 18 minutes on 2 CPUs.
+# the README's chart. About 26 minutes on 2 CPUs.
 bench: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme README.md
-	$(BENCH_PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
+	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
 	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
-	$(BENCH_PY) bench/echo.py --tls --markdown --json bench/results/echo-tls.json --readme README.md
+	$(BENCH_PY) bench/echo.py --tls --rounds 5 --markdown --json bench/results/echo-tls.json --readme README.md
 	$(MAKE) bench-chart
 
 bench-http: bench-venv loadgen
@@ -133,7 +133,7 @@ bench-chart: $(BENCH_STAMP)
 	$(BENCH_PY) bench/chart.py --out bench/results/bench.png $(wildcard $(addprefix bench/results/,micro.json echo.json http.json echo-tls.json))
 
 bench-echo: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --markdown --syscalls --json bench/results/echo.json --readme README.md
+	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
 
 bench-tls: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --tls --rounds 5 --markdown --json bench/results/echo-tls.json --readme README.md

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import sys
 import weakref
 
@@ -140,3 +141,31 @@ def test_handle_cycle_is_collected(loop) -> None:
     loop.run_until_complete(asyncio.sleep(0))
     gc.collect()
     assert ref() is None
+
+
+def test_sent_bytes_are_released(loop, run) -> None:
+    # Once sent, written data belongs to nobody but its caller: no reference may stay behind,
+    # whether the write was made while the loop ran or while it was stopped.
+    data = os.urandom(64 * 1024)
+    baseline = sys.getrefcount(data)
+    a, b = socket.socketpair()
+
+    async def connect():
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        transport.write(data)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return transport, sys.getrefcount(data)
+
+    try:
+        transport, while_running = run(connect())
+        transport.write(data)  # the loop is stopped now
+        run(asyncio.sleep(0))
+        after_stopped_write = sys.getrefcount(data)
+        transport.close()
+        run(asyncio.sleep(0))
+        received = b.recv(256 * 1024, socket.MSG_WAITALL)
+    finally:
+        b.close()
+    assert (while_running, after_stopped_write) == (baseline, baseline)
+    assert received == data + data

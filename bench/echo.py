@@ -132,7 +132,9 @@ def limit_shape(row):
     return row.transport, row.size, row.conns
 
 
-def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None, limit=None):
+def run_rounds(
+    rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=None, limit=None, malloc="fixed"
+):
     """{row: {loop: [measurement, ...]}}, interleaved: each round runs each row on every loop,
     the first loop rotating. A (loop, style, transport, TLS) found n/a is not retried, nor is
     a row that failed on an OPTIONAL loop. LIMIT runs once per shape and round (on the
@@ -164,6 +166,7 @@ def run_rounds(rows, loops, rounds, timing, cpus, loadgen, workdir, tls_files=No
                     m = {"status": "n/a", "reason": known}
                 else:
                     extra = {"tls": tls, "reconnect": row.reconnect, "limit": limit}
+                    extra["malloc"] = malloc
                     m = serving.measure(loadgen, loop, *row[:4], timing, cpus, workdir, **extra)
                     if m["status"] == "n/a":
                         unavailable[(loop, kind, transport, row.tls)] = m["reason"]
@@ -272,7 +275,7 @@ def client_share(m):
     return r["client_cpu_s"] / r["duration_s"]
 
 
-def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports, limit=None):
+def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports, limit=None, malloc="fixed"):
     """Syscalls per request of each server at 1 KiB, one connection: {(kind, transport):
     {loop: ({syscall: per request}, None) or (None, reason)}}. LIMIT, which has no styles,
     is counted once per transport."""
@@ -283,7 +286,9 @@ def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports, limit=Non
             if loop == LIMIT and transport in limit_counts:
                 cells[loop] = limit_counts[transport]
                 continue
-            cells[loop] = syscalls_per_request(loadgen, loop, kind, transport, cpus, workdir, limit)
+            cells[loop] = syscalls_per_request(
+                loadgen, loop, kind, transport, cpus, workdir, limit, malloc
+            )
             if loop == LIMIT:
                 limit_counts[transport] = cells[loop]
             per, why = cells[loop]
@@ -292,12 +297,14 @@ def measure_syscalls(loops, cpus, loadgen, workdir, kinds, transports, limit=Non
     return table
 
 
-def syscalls_per_request(loadgen, loop, kind, transport, cpus, workdir, limit):
+def syscalls_per_request(loadgen, loop, kind, transport, cpus, workdir, limit, malloc):
     """({syscall: calls per request}, None) or (None, reason): the difference between a run
     of SYSCALL_BASE requests and one of SYSCALL_REQUESTS more."""
     counts = []
     for n in (SYSCALL_BASE, SYSCALL_BASE + SYSCALL_REQUESTS):
-        c, why = serving.count_syscalls(loadgen, loop, kind, transport, n, cpus, workdir, limit)
+        c, why = serving.count_syscalls(
+            loadgen, loop, kind, transport, n, cpus, workdir, limit, malloc
+        )
         if why:
             return None, why
         counts.append(c)
@@ -382,6 +389,13 @@ def main():
     p.add_argument("--no-pin", action="store_true", help="pin neither server nor client")
     p.add_argument("--loadgen", default=serving.default_loadgen(), help="load generator binary")
     p.add_argument("--limit", default=serving.default_limit(), help="limit server binary")
+    p.add_argument(
+        "--malloc",
+        choices=serving.MALLOC,
+        default="fixed",
+        help="servers' glibc malloc thresholds: fixed (mmap 4 MiB, trim 8 MiB; the default) "
+        "or glibc's own start-up values, which a process then moves (bench/README.md)",
+    )
     p.add_argument("--syscalls", action="store_true", help="also count syscalls per request")
     p.add_argument("--only-syscalls", action="store_true", help="count syscalls, nothing else")
     p.add_argument("--json", metavar="OUT", help="write every measurement and the summary")
@@ -471,13 +485,22 @@ def main():
         results = {}
         if not args.only_syscalls:
             results = run_rounds(
-                rows, loops, rounds, timing, cpus, args.loadgen, workdir, tls_files, args.limit
+                rows,
+                loops,
+                rounds,
+                timing,
+                cpus,
+                args.loadgen,
+                workdir,
+                tls_files,
+                args.limit,
+                args.malloc,
             )
         syscalls = None
         if args.syscalls or args.only_syscalls:
             if serving.have_strace():
                 syscalls = measure_syscalls(
-                    loops, cpus, args.loadgen, workdir, kinds, transports, args.limit
+                    loops, cpus, args.loadgen, workdir, kinds, transports, args.limit, args.malloc
                 )
             else:
                 notes.append("strace not found (apt-get install strace): syscalls not counted")
@@ -513,6 +536,7 @@ def main():
         "warmup_s": timing[0],
         "duration_s": timing[1],
         "pinned": {"server": cpus[0], "loadgen": cpus[1]},
+        "malloc": serving.FIXED_MALLOC if args.malloc == "fixed" else "glibc defaults",
         "seconds": round(time.monotonic() - t_start, 1),
         "loadavg_start_end": load,
         "notes": notes,
@@ -526,6 +550,8 @@ def main():
         f"{rounds} interleaved rounds of {timing[0]:g} s warm-up + {timing[1]:g} s measured, "
         f"{time.strftime('%Y-%m-%d')}; loops: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ". Servers' glibc malloc: "
+        + ("mmap threshold 4 MiB, trim threshold 8 MiB" if args.malloc == "fixed" else "defaults")
         + ". Cells: requests/s, median over rounds (min–max); ratios of medians, above 1 means "
         f"{target} serves more; CPU: server CPU time per request. "
     )

@@ -35,6 +35,25 @@ LOADGEN_SLACK = 30  # seconds a load generator may take beyond its warm-up and d
 # queued whenever it looks, and it would skip the wait (and syscalls) it makes at full
 # speed. A pause between exchanges lets it go idle before each request, as it does then.
 SYSCALL_PAUSE = 0.001
+# glibc's malloc moves two thresholds as a process runs: freeing a block it had mmapped raises
+# the mmap threshold to that block's size and the trim threshold to twice it. A new server that
+# never freed such a block hands the top of its heap back to the kernel whenever 128 KiB there
+# are free, then faults it in again with the next batch of messages; one that did keeps it.
+# Which state a server process lands in is chance, and it moves some rows twofold on every loop
+# alike, so by default each server runs with both fixed where a process that once freed a
+# 4 MiB block has them. MALLOC "glibc" leaves glibc's own start-up values (bench/README.md).
+MALLOC = ("fixed", "glibc")
+FIXED_MALLOC = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=8388608"
+
+
+def server_env(malloc):
+    """The environment of a server process under `malloc` (one of MALLOC)."""
+    if malloc not in MALLOC:
+        raise ValueError(f"malloc must be one of {MALLOC}, not {malloc!r}")
+    env = dict(os.environ)
+    if malloc == "fixed":
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), FIXED_MALLOC)))
+    return env
 
 
 class TlsFiles(NamedTuple):
@@ -78,10 +97,21 @@ def default_limit():
 
 class Server:
     """One echo server process; `address` and `pid` are None if it never became ready.
-    `loop` LIMIT runs the `limit` binary (bench/limit), which has no styles and no TLS."""
+    `loop` LIMIT runs the `limit` binary (bench/limit), which has no styles and no TLS;
+    `malloc`: one of MALLOC."""
 
     def __init__(
-        self, loop, kind, transport, cpu, workdir, prefix=(), tls=None, limit=None, size=None
+        self,
+        loop,
+        kind,
+        transport,
+        cpu,
+        workdir,
+        prefix=(),
+        tls=None,
+        limit=None,
+        size=None,
+        malloc="fixed",
     ):
         if transport == "tcp":
             where = ["--tcp", "127.0.0.1:0"]
@@ -98,7 +128,8 @@ class Server:
         if tls:
             cmd += ["--tls-cert", tls.cert, "--tls-key", tls.key]
         self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: it never blocks the server
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr)
+        env = server_env(malloc)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         self.address = self.pid = None
         line = self._first_line(READY_TIMEOUT)
         if line.startswith("READY "):
@@ -168,14 +199,17 @@ def measure(
     tls=None,
     reconnect=False,
     limit=None,
+    malloc="fixed",
 ):
     """One throughput measurement: {"status": "ok", "result": loadgen JSON} or
     {"status": "n/a" | "failed", "reason": ...}. `tls`: TlsFiles to speak TLS with;
     `reconnect`: a new connection for every exchange (connections or handshakes per second);
-    `limit`: the limit server's binary, if not the default."""
+    `limit`: the limit server's binary, if not the default; `malloc`: one of MALLOC."""
     warmup, duration = timing
     server_cpu, client_cpu = cpus
-    srv = Server(loop, kind, transport, server_cpu, workdir, tls=tls, limit=limit, size=size)
+    srv = Server(
+        loop, kind, transport, server_cpu, workdir, tls=tls, limit=limit, size=size, malloc=malloc
+    )
     result = err = None
     try:
         if srv.address:
@@ -206,14 +240,18 @@ def have_strace():
     return shutil.which("strace") is not None
 
 
-def count_syscalls(loadgen, loop, kind, transport, requests, cpus, workdir, limit=None):
+def count_syscalls(
+    loadgen, loop, kind, transport, requests, cpus, workdir, limit=None, malloc="fixed"
+):
     """Runs the server under `strace -f -c` for exactly `requests` exchanges (1 KiB, one
     connection, SYSCALL_PAUSE apart); returns ({syscall: calls}, None) or (None, reason).
     The counts include start-up and shutdown: the caller subtracts a run with fewer requests."""
     out = os.path.join(workdir, f"strace-{loop}-{kind}-{transport}-{requests}.txt")
     server_cpu, client_cpu = cpus
     strace = ("strace", "-f", "-c", "-o", out)
-    srv = Server(loop, kind, transport, server_cpu, workdir, prefix=strace, limit=limit)
+    srv = Server(
+        loop, kind, transport, server_cpu, workdir, prefix=strace, limit=limit, malloc=malloc
+    )
     err = None
     try:
         if srv.address:

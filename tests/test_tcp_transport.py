@@ -170,6 +170,57 @@ def test_echo_16mib_streams(loop, run, kind, tmp_path):
     assert net.digest(echoed) == net.digest(data)
 
 
+class SizesProtocol(net.RecordingProtocol):
+    """RecordingProtocol that also keeps the size of every data_received call."""
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.sizes: list[int] = []
+
+    def data_received(self, data):
+        assert type(data) is bytes
+        self.sizes.append(len(data))
+        super().data_received(data)
+
+
+def test_reads_of_changing_sizes_arrive_whole_and_in_order(loop, run, pair, kind):
+    # Messages larger and smaller than the ones before them, each sent once the previous one
+    # has arrived: ferroloop sizes the object of the next read from the last few (and reads
+    # large ones straight into it), so every read must still hand over exactly what came.
+    ours, peer = pair
+    kib = 1024
+    sizes = [
+        100 * kib,
+        1,
+        300 * kib,
+        20 * kib,
+        130 * kib,
+        17 * kib,
+        60 * kib,
+        5,
+        200 * kib,
+        16 * kib,
+    ]
+
+    async def main():
+        transport, proto = await _over(loop, kind, ours, lambda: SizesProtocol(loop))
+        sent = bytearray()
+        for i, size in enumerate(sizes):
+            message = net.payload(size, seed=i)
+            await loop.sock_sendall(peer, message)
+            sent += message
+            await proto.wait_bytes(len(sent))
+        peer.close()
+        assert await proto.lost is None
+        return bytes(sent), proto
+
+    sent, proto = run(main())
+    assert len(proto.data) == len(sent)
+    assert net.digest(proto.data) == net.digest(sent)
+    assert sum(proto.sizes) == len(sent)
+    assert all(0 < n <= 256 * kib for n in proto.sizes)
+
+
 def test_full_duplex_checksums(loop, run, pair, kind):
     ours, peer = pair
     out = net.payload(4 * net.MiB, seed=1)

@@ -101,6 +101,30 @@ impl<'py> FillingBytes<'py> {
         })
     }
 
+    /// Grows the object to hold `data` after what is filled, and copies it
+    /// there (a resize in place when the allocator can).
+    pub fn append(&mut self, data: &[u8]) -> PyResult<()> {
+        if data.len() > self.remaining() {
+            let want = self.filled + data.len();
+            let len = ffi::Py_ssize_t::try_from(want).map_err(|_| PyOverflowError::new_err("read size too large"))?;
+            // SAFETY: `obj` has no other reference, as the resize requires; on
+            // failure it frees the object and sets `obj` to NULL (dropped as
+            // such).
+            if unsafe { _PyBytes_Resize(&mut self.obj, len) } != 0 {
+                return Err(PyErr::fetch(self.py));
+            }
+            self.capacity = want;
+        }
+        self.fill(|start, room| {
+            let n = data.len().min(room);
+            // SAFETY: `start` has `room >= n` writable bytes of our own object,
+            // which cannot overlap `data` (a live borrow of other memory).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), start, n) };
+            Ok(n)
+        })
+        .map(drop)
+    }
+
     /// The filled bytes as a `bytes` object, shrunk to size; an empty result
     /// is the shared `b""`.
     pub fn finish(mut self) -> PyResult<Bound<'py, PyBytes>> {

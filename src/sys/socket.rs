@@ -29,6 +29,29 @@ pub fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> Result<usize, Errno> {
     Ok(n as usize)
 }
 
+/// One `recvmsg` into two regions, the first filled first: bytes read, 0 at
+/// end of stream.
+pub fn recv_two(fd: RawFd, first: (*mut u8, usize), second: &mut [u8]) -> Result<usize, Errno> {
+    let mut bufs = [
+        libc::iovec {
+            iov_base: first.0.cast(),
+            iov_len: first.1,
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_mut_ptr();
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: the caller vouches that `first` is writable for its length for
+    // the call, and `second` is a live mutable slice.
+    let n = syscall!(recvmsg(fd, &mut msg, 0))?;
+    Ok(n as usize)
+}
+
 /// `send(fd, data, MSG_NOSIGNAL)`: bytes accepted by the kernel.
 pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
     // SAFETY: `data` is a valid readable region of `data.len()` bytes.

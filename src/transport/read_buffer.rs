@@ -2,7 +2,9 @@
 //!
 //! The kernel writes into one reusable per-thread buffer and only the bytes
 //! actually received are copied into the `bytes` object: a 1 KiB message
-//! costs a 1 KiB copy, not a 256 KiB allocation.
+//! costs a 1 KiB copy, not a 256 KiB allocation. Where large reads are
+//! expected, the kernel writes straight into a `bytes` sized for them and the
+//! per-thread buffer only takes the excess.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
@@ -30,6 +32,47 @@ thread_local! {
 /// `recv(fd, READ_SIZE)` as a `bytes` object (empty at end of stream).
 pub fn recv_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno> {
     read_with(py, fd, socket::recv)
+}
+
+/// Reads expected at least this large go straight into their `bytes` object
+/// (see [`recv_bytes_expecting`]); below it the copy costs less than the
+/// resize.
+pub const DIRECT_FROM: usize = 16 * 1024;
+/// The largest `bytes` allocated ahead of a read: with its header it stays
+/// under glibc's initial 128 KiB mmap threshold, so it comes from the heap
+/// rather than from a new mapping faulted in page by page.
+const DIRECT_MAX: usize = 128 * 1024 - 1024;
+
+/// `recv(fd, READ_SIZE)` as a `bytes` object for a reader that expects about
+/// `expect` bytes: from [`DIRECT_FROM`] the kernel writes the first `expect`
+/// (at most [`DIRECT_MAX`]) straight into a new `bytes` and only what goes
+/// beyond spills into the scratch buffer, in the same `recvmsg`; the object
+/// is then shrunk or grown to what arrived. Large messages are not copied
+/// twice.
+pub fn recv_bytes_expecting(py: Python<'_>, fd: RawFd, expect: usize) -> PyResult<Result<Bound<'_, PyBytes>, Errno>> {
+    if expect < DIRECT_FROM {
+        return Ok(recv_bytes(py, fd));
+    }
+    let direct = expect.min(DIRECT_MAX);
+    let mut out = FillingBytes::new(py, direct)?;
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let spill = &mut buf[..READ_SIZE - direct];
+        let mut result = Ok(0);
+        out.fill(|start, room| {
+            result = socket::recv_two(fd, (start, room), spill);
+            Ok(*result.as_ref().unwrap_or(&0).min(&room))
+        })?;
+        match result {
+            Err(e) => Ok(Err(e)),
+            Ok(n) => {
+                if n > direct {
+                    out.append(&spill[..n - direct])?;
+                }
+                out.finish().map(Ok)
+            }
+        }
+    })
 }
 
 /// `sock.recv(max)` the way the socket module does it: the kernel writes

@@ -3,7 +3,7 @@
 //! Behaviour follows asyncio's selector transport point by point (the same
 //! error messages, the same order of protocol calls, `connection_lost` once);
 //! the difference is that the per-event work runs here:
-//! - a readable event reads once (up to 64 KiB, see `read_buffer`) and hands the bytes to
+//! - a readable event reads once (up to 256 KiB, see `read_buffer`) and hands the bytes to
 //!   `data_received`, or reads straight into a `BufferedProtocol`'s buffer;
 //! - `write()` sends at once and buffers only what the kernel did not take;
 //!   write interest is registered only while the buffer is non-empty;
@@ -23,7 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
-use super::read_buffer::recv_bytes;
+use super::read_buffer::recv_bytes_expecting;
 use super::tls::TlsPump;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
@@ -76,6 +76,9 @@ pub(super) struct Inner {
     pub(super) empty_waiter: Option<Py<PyAny>>,
     /// Unsent datagrams; `Some` exactly for datagram transports.
     pub(super) datagrams: Option<DatagramQueue>,
+    /// How much the next read is expected to bring: the largest recent read,
+    /// decaying (see `recv_bytes_expecting`).
+    pub(super) read_hint: usize,
 }
 
 impl Inner {
@@ -130,6 +133,7 @@ impl Default for Inner {
             low_water: DEFAULT_HIGH_WATER / 4,
             empty_waiter: None,
             datagrams: None,
+            read_hint: 0,
         }
     }
 }
@@ -380,7 +384,13 @@ impl SocketTransportCore {
 
     fn read_into_bytes(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        match recv_bytes(py, fd) {
+        let hint = slf.get().inner.borrow(py).read_hint;
+        let received = recv_bytes_expecting(py, fd, hint)?;
+        if let Ok(data) = &received {
+            let n = data.as_bytes().len();
+            slf.get().inner.borrow_mut(py).read_hint = n.max(hint - hint / 4);
+        }
+        match received {
             Err(e) if would_block(e) => Ok(()),
             Err(e) => {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();

@@ -3,6 +3,23 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::PyMemoryView;
+
+/// Ends a memoryview made over memory the caller owns
+/// (`PyMemoryView_FromMemory`) once the call it was lent to returned, so that
+/// nothing can read or write that memory through it afterwards. With the
+/// caller holding the only reference, dropping it releases it as
+/// `release()` would, without looking that method up and calling it; a view
+/// somebody kept is released through `release()` (which raises `BufferError`
+/// while it is exported).
+pub fn release_view(view: Bound<'_, PyMemoryView>) -> PyResult<()> {
+    // SAFETY: `view` is a live object; reading its reference count is safe.
+    if unsafe { ffi::Py_REFCNT(view.as_ptr()) } == 1 {
+        drop(view);
+        return Ok(());
+    }
+    view.call_method0(pyo3::intern!(view.py(), "release")).map(drop)
+}
 
 /// A contiguous buffer exported by a Python object, released on drop.
 pub struct RawBuffer {

@@ -10,6 +10,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
+use super::buffer::release_view;
+
 extern "C" {
     // CPython's resize of a `bytes` object nobody else references yet, as
     // the socket and ssl modules use it after a read.
@@ -96,7 +98,7 @@ impl<'py> FillingBytes<'py> {
                 .cast_into_unchecked::<PyMemoryView>()
             };
             let written = write(&view);
-            view.call_method0(pyo3::intern!(py, "release"))?;
+            release_view(view)?;
             written
         })
     }

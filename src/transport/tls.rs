@@ -25,13 +25,14 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
+use crate::py::buffer::release_view;
 use crate::py::filling_bytes::FillingBytes;
 use crate::sys::socket::would_block;
 
@@ -87,6 +88,29 @@ pub struct TlsPump {
     app_transport: Py<PyAny>,
 }
 
+/// `getattr(obj, name)` for an instance attribute of one of sslproto's own
+/// classes, which define none of the names read here as descriptors: looked
+/// up in the instance `__dict__` first, which skips the search of the class
+/// and its bases that `getattr` makes first and costs about a third as much
+/// (the pump reads some twenty attributes per message). A name not found
+/// there (`max_size`, a class attribute) goes through `getattr`.
+fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    // SAFETY: `obj` is a live object; the call returns a new reference to its
+    // `__dict__` (made on first use) or NULL with an exception set.
+    let dict =
+        unsafe { Bound::from_owned_ptr_or_opt(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut())) };
+    match dict {
+        Some(dict) => {
+            if let Some(value) = dict.cast::<PyDict>()?.get_item(name)? {
+                return Ok(value);
+            }
+        }
+        None => drop(PyErr::take(py)),
+    }
+    obj.getattr(name)
+}
+
 /// `except SSLAgainErrors`: the `SSLObject` needs more input.
 fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
     Ok(err.is_instance(py, stdlib::want_read(py)?) || err.is_instance(py, stdlib::syscall_error(py)?))
@@ -114,13 +138,13 @@ fn guarded(protocol: &Bound<'_, PyAny>, result: PyResult<()>) -> PyResult<()> {
 fn crosses(
     protocol: &Bound<'_, PyAny>,
     size: Option<i64>,
-    paused: &Bound<'_, pyo3::types::PyString>,
-    high: &Bound<'_, pyo3::types::PyString>,
-    low: &Bound<'_, pyo3::types::PyString>,
+    paused: &Bound<'_, PyString>,
+    high: &Bound<'_, PyString>,
+    low: &Bound<'_, PyString>,
 ) -> PyResult<Option<bool>> {
     let Some(size) = size else { return Ok(None) };
-    let paused = protocol.getattr(paused)?.is_truthy()?;
-    let mark = protocol.getattr(if paused { low } else { high })?;
+    let paused = attr(protocol, paused)?.is_truthy()?;
+    let mark = attr(protocol, if paused { low } else { high })?;
     Ok(mark
         .extract::<i64>()
         .ok()
@@ -138,18 +162,14 @@ struct Reads<'py> {
 
 impl Parts {
     fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self
-            .protocol
-            .bind(py)
-            .getattr(intern!(py, "_state"))?
-            .is(self.wrapped.bind(py)))
+        Ok(attr(self.protocol.bind(py), intern!(py, "_state"))?.is(self.wrapped.bind(py)))
     }
 
     /// The rest of `SSLProtocol.buffer_updated`, once the input is in the
     /// incoming BIO: the step of the protocol's state, `_do_read`'s natively.
     fn input_arrived(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
-        let state = protocol.getattr(intern!(py, "_state"))?;
+        let state = attr(protocol, intern!(py, "_state"))?;
         if state.is(self.wrapped.bind(py)) {
             return self.do_read(py);
         }
@@ -171,13 +191,13 @@ impl Parts {
     fn do_read(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
         let body = || -> PyResult<()> {
-            if !protocol.getattr(intern!(py, "_app_reading_paused"))?.is_truthy()? {
-                if protocol.getattr(intern!(py, "_app_protocol_is_buffer"))?.is_truthy()? {
+            if !attr(protocol, intern!(py, "_app_reading_paused"))?.is_truthy()? {
+                if attr(protocol, intern!(py, "_app_protocol_is_buffer"))?.is_truthy()? {
                     protocol.call_method0(intern!(py, "_do_read__buffered"))?;
                 } else {
                     self.read_copied(py)?;
                 }
-                if protocol.getattr(intern!(py, "_write_backlog"))?.is_truthy()? {
+                if attr(protocol, intern!(py, "_write_backlog"))?.is_truthy()? {
                     protocol.call_method0(intern!(py, "_do_write"))?;
                 } else {
                     self.process_outgoing(py)?;
@@ -206,9 +226,7 @@ impl Parts {
             _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, read.chunks)?,))?),
         };
         if let Some(data) = data {
-            protocol
-                .getattr(intern!(py, "_app_protocol"))?
-                .call_method1(intern!(py, "data_received"), (data,))?;
+            attr(protocol, intern!(py, "_app_protocol"))?.call_method1(intern!(py, "data_received"), (data,))?;
         }
         if read.close_notify {
             protocol.call_method0(intern!(py, "_call_eof_received"))?;
@@ -308,12 +326,10 @@ impl Parts {
     /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
     fn process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
-        if !protocol.getattr(intern!(py, "_ssl_writing_paused"))?.is_truthy()? {
+        if !attr(protocol, intern!(py, "_ssl_writing_paused"))?.is_truthy()? {
             let data = self.outgoing.bind(py).call_method0(intern!(py, "read"))?;
             if data.len()? > 0 {
-                protocol
-                    .getattr(intern!(py, "_transport"))?
-                    .call_method1(intern!(py, "write"), (data,))?;
+                attr(protocol, intern!(py, "_transport"))?.call_method1(intern!(py, "write"), (data,))?;
             }
         }
         self.control_app_writing(py)
@@ -329,10 +345,7 @@ impl Parts {
             .getattr(intern!(py, "pending"))?
             .extract::<i64>()
             .ok();
-        let backlog = protocol
-            .getattr(intern!(py, "_write_buffer_size"))?
-            .extract::<i64>()
-            .ok();
+        let backlog = attr(protocol, intern!(py, "_write_buffer_size"))?.extract::<i64>().ok();
         let size = pending.zip(backlog).and_then(|(a, b)| a.checked_add(b));
         let act = crosses(
             protocol,
@@ -376,10 +389,8 @@ impl Parts {
         // asyncio appends `data` to the backlog, counts it, then `_do_write`
         // writes it and takes it off again; only what stays is recorded here.
         let keep = |rest: Bound<'_, PyAny>, size: usize| -> PyResult<()> {
-            protocol
-                .getattr(intern!(py, "_write_backlog"))?
-                .call_method1(intern!(py, "append"), (rest,))?;
-            let total = protocol.getattr(intern!(py, "_write_buffer_size"))?.add(size)?;
+            attr(protocol, intern!(py, "_write_backlog"))?.call_method1(intern!(py, "append"), (rest,))?;
+            let total = attr(protocol, intern!(py, "_write_buffer_size"))?.add(size)?;
             protocol.setattr(intern!(py, "_write_buffer_size"), total)
         };
         let body = || -> PyResult<()> {
@@ -522,7 +533,7 @@ impl TlsPump {
                 .cast_into_unchecked::<PyMemoryView>()
             };
             let written = incoming.call_method1(intern!(py, "write"), (&view,));
-            view.call_method0(intern!(py, "release"))?;
+            release_view(view)?;
             written?;
             Ok(bytes.len())
         });
@@ -581,7 +592,7 @@ impl TlsPump {
         // `self._ssl_protocol`; once the transport is gone only a saved
         // `write` can still be called, and its protocol was this one.
         let protocol = match app_transport {
-            Some(transport) => transport.getattr(intern!(py, "_ssl_protocol"))?,
+            Some(transport) => attr(&transport, intern!(py, "_ssl_protocol"))?,
             None => parts.protocol.bind(py).clone(),
         };
         let len = if let Ok(bytes) = data.cast_exact::<PyBytes>() {
@@ -592,7 +603,7 @@ impl TlsPump {
         if let Some(len) = len {
             if protocol.is(parts.protocol.bind(py))
                 && parts.is_wrapped(py)?
-                && !protocol.getattr(intern!(py, "_write_backlog"))?.is_truthy()?
+                && !attr(&protocol, intern!(py, "_write_backlog"))?.is_truthy()?
             {
                 return parts.write_appdata(py, data, len);
             }

@@ -165,8 +165,12 @@ def run_rounds(
                 if known:
                     m = {"status": "n/a", "reason": known}
                 else:
-                    extra = {"tls": tls, "reconnect": row.reconnect, "limit": limit}
-                    extra["malloc"] = malloc
+                    extra = {
+                        "tls": tls,
+                        "reconnect": row.reconnect,
+                        "limit": limit,
+                        "malloc": malloc,
+                    }
                     m = serving.measure(loadgen, loop, *row[:4], timing, cpus, workdir, **extra)
                     if m["status"] == "n/a":
                         unavailable[(loop, kind, transport, row.tls)] = m["reason"]

@@ -5,20 +5,43 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyMemoryView;
 
-/// Ends a memoryview made over memory the caller owns
-/// (`PyMemoryView_FromMemory`) once the call it was lent to returned, so that
-/// nothing can read or write that memory through it afterwards. With the
-/// caller holding the only reference, dropping it releases it as
+/// Lends `len` bytes at `ptr` to `call` as a memoryview (writable if
+/// asked), and ends the view when `call` returns, so that nothing can read or
+/// write that memory through it afterwards.
+///
+/// With the view's only reference here, dropping it releases it as
 /// `release()` would, without looking that method up and calling it; a view
 /// somebody kept is released through `release()` (which raises `BufferError`
 /// while it is exported).
-pub fn release_view(view: Bound<'_, PyMemoryView>) -> PyResult<()> {
+///
+/// # Safety
+/// `len` bytes at `ptr` must stay valid for the whole of `call` (and, when
+/// `writable`, be memory nothing else reads or writes meanwhile).
+pub unsafe fn lend_view<'py, R>(
+    py: Python<'py>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+    call: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<R>,
+) -> PyResult<R> {
+    let flags = if writable { ffi::PyBUF_WRITE } else { ffi::PyBUF_READ };
+    // SAFETY: the caller vouches for `ptr` and `len` while the view lives;
+    // the view is ended below, before this function returns.
+    let view = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyMemoryView_FromMemory(ptr.cast(), len as ffi::Py_ssize_t, flags),
+        )?
+        .cast_into_unchecked::<PyMemoryView>()
+    };
+    let result = call(&view);
     // SAFETY: `view` is a live object; reading its reference count is safe.
     if unsafe { ffi::Py_REFCNT(view.as_ptr()) } == 1 {
         drop(view);
-        return Ok(());
+    } else {
+        view.call_method0(pyo3::intern!(py, "release"))?;
     }
-    view.call_method0(pyo3::intern!(view.py(), "release")).map(drop)
+    result
 }
 
 /// A contiguous buffer exported by a Python object, released on drop.

@@ -10,7 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
-use super::buffer::release_view;
+use super::buffer::lend_view;
 
 extern "C" {
     // CPython's resize of a `bytes` object nobody else references yet, as
@@ -86,21 +86,9 @@ impl<'py> FillingBytes<'py> {
         write: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<usize>,
     ) -> PyResult<usize> {
         let py = self.py;
-        self.fill(|start, room| {
-            // SAFETY: the memory stays valid while the view lives: the object
-            // is ours alone and neither freed nor resized before the view is
-            // released below.
-            let view = unsafe {
-                Bound::from_owned_ptr_or_err(
-                    py,
-                    ffi::PyMemoryView_FromMemory(start.cast(), room as ffi::Py_ssize_t, ffi::PyBUF_WRITE),
-                )?
-                .cast_into_unchecked::<PyMemoryView>()
-            };
-            let written = write(&view);
-            release_view(view)?;
-            written
-        })
+        // SAFETY: `room` bytes at `start` are the unfilled tail of an object
+        // that is ours alone, neither freed nor resized before this returns.
+        self.fill(|start, room| unsafe { lend_view(py, start, room, true, write) })
     }
 
     /// Grows the object to hold `data` after what is filled, and copies it

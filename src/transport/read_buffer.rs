@@ -37,7 +37,7 @@ pub fn recv_bytes(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, Errno
 /// Reads expected at least this large go straight into their `bytes` object
 /// (see [`recv_bytes_expecting`]); below it the copy costs less than the
 /// resize.
-pub const DIRECT_FROM: usize = 16 * 1024;
+const DIRECT_FROM: usize = 16 * 1024;
 /// The largest `bytes` allocated ahead of a read: with its header it stays
 /// under glibc's initial 128 KiB mmap threshold, so it comes from the heap
 /// rather than from a new mapping faulted in page by page.
@@ -58,12 +58,12 @@ pub fn recv_bytes_expecting(py: Python<'_>, fd: RawFd, expect: usize) -> PyResul
     READ_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         let spill = &mut buf[..READ_SIZE - direct];
-        let mut result = Ok(0);
+        let mut received = Ok(0);
         out.fill(|start, room| {
-            result = socket::recv_two(fd, (start, room), spill);
-            Ok(*result.as_ref().unwrap_or(&0).min(&room))
+            received = socket::recv_two(fd, (start, room), spill);
+            Ok(received.map_or(0, |n| n.min(room)))
         })?;
-        match result {
+        match received {
             Err(e) => Ok(Err(e)),
             Ok(n) => {
                 if n > direct {
@@ -83,17 +83,14 @@ pub fn recv_bytes_expecting(py: Python<'_>, fd: RawFd, expect: usize) -> PyResul
 /// every request of an echo server holding many 64 KiB buffers.
 pub fn recv_new_bytes(py: Python<'_>, fd: RawFd, max: usize) -> PyResult<Result<Bound<'_, PyBytes>, Errno>> {
     let mut out = FillingBytes::new(py, max)?;
-    let mut failed = None;
-    out.fill(|start, room| match socket::recv_raw(fd, start, room) {
-        Ok(n) => Ok(n),
-        Err(e) => {
-            failed = Some(e);
-            Ok(0)
-        }
+    let mut received = Ok(0);
+    out.fill(|start, room| {
+        received = socket::recv_raw(fd, start, room);
+        Ok(received.unwrap_or(0))
     })?;
-    match failed {
-        Some(e) => Ok(Err(e)),
-        None => out.finish().map(Ok),
+    match received {
+        Err(e) => Ok(Err(e)),
+        Ok(_) => out.finish().map(Ok),
     }
 }
 

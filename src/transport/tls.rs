@@ -32,7 +32,7 @@ use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
-use crate::py::buffer::release_view;
+use crate::py::buffer::lend_view;
 use crate::py::filling_bytes::FillingBytes;
 use crate::sys::socket::would_block;
 
@@ -518,23 +518,14 @@ impl TlsPump {
             if bytes.is_empty() {
                 return Ok(0);
             }
-            // SAFETY: `bytes` stays alive and unchanged for the call below; the
-            // view is read-only and released before this closure returns, so no
-            // reference to the memory outlives it.
-            let view = unsafe {
-                Bound::from_owned_ptr_or_err(
-                    py,
-                    ffi::PyMemoryView_FromMemory(
-                        bytes.as_ptr() as *mut _,
-                        bytes.len() as ffi::Py_ssize_t,
-                        ffi::PyBUF_READ,
-                    ),
-                )?
-                .cast_into_unchecked::<PyMemoryView>()
-            };
-            let written = incoming.call_method1(intern!(py, "write"), (&view,));
-            release_view(view)?;
-            written?;
+            let ptr = bytes.as_ptr().cast_mut();
+            // SAFETY: `bytes` stays alive and unchanged for the call, and the
+            // view is read-only.
+            unsafe {
+                lend_view(py, ptr, bytes.len(), false, |view| {
+                    incoming.call_method1(intern!(py, "write"), (view,))
+                })
+            }?;
             Ok(bytes.len())
         });
         const FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
+    loop_core::install_raw_methods(m.py())?;
     m.add_class::<handles::Handle>()?;
     handles::install_traverse(m.py());
     m.add_class::<handles::TimerHandle>()?;

@@ -117,6 +117,53 @@ def test_context_argument_is_honoured(loop, method):
     assert var.get() == "unset"
 
 
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_call_soon_arguments(loop, method):
+    """Every way of passing call_soon's arguments, good and bad, as asyncio takes them."""
+    call = getattr(loop, method)
+    got = []
+    ctx = _in_context("kw")
+
+    def record(*args):
+        got.append((args, var.get()))
+
+    call(record)
+    call(record, 1, 2)
+    call(record, 3, context=None)
+    call(record, 4, context=ctx)
+    call(callback=record)
+    call(callback=record, context=ctx)
+    errors = []
+    for bad in (
+        lambda: call(),
+        lambda: call(context=ctx),
+        lambda: call(record, colour="red"),
+        lambda: call(record, callback=record),
+        lambda: call(record, 5, context=ctx, extra=1),
+    ):
+        with pytest.raises(TypeError) as caught:
+            bad()
+        # The message names the method as `BaseEventLoop.call_soon()` on asyncio.
+        errors.append(str(caught.value).split("() ", 1)[1])
+    loop.call_soon(loop.stop)
+    run_forever_bounded(loop)
+    assert got == [
+        ((), "unset"),
+        ((1, 2), "unset"),
+        ((3,), "unset"),
+        ((4,), "kw"),
+        ((), "unset"),
+        ((), "kw"),
+    ]
+    assert errors == [
+        "missing 1 required positional argument: 'callback'",
+        "missing 1 required positional argument: 'callback'",
+        "got an unexpected keyword argument 'colour'",
+        "got multiple values for argument 'callback'",
+        "got an unexpected keyword argument 'extra'",
+    ]
+
+
 def test_context_argument_from_another_thread(loop):
     seen = []
 

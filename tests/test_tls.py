@@ -864,3 +864,51 @@ def test_a_finished_connection_keeps_no_hold_on_its_context(loop):
     assert released() is None
     loop.run_until_complete(asyncio.sleep(0.1))  # lets the connection finish closing
     assert events == ["lost"]
+
+
+def test_changes_between_messages_take_effect(loop, run):
+    """The TLS transport follows every change its protocol's state goes through between
+    messages: a new protocol, paused reading, new write buffer limits. (ferroloop reads
+    that state natively and keeps it while it is unchanged; each change must be seen.)"""
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, first = await _tls_client(loop, server)
+        sent = 0
+        for _ in range(20):  # a steady stream first
+            transport.write(b"a" * 100)
+            sent += 100
+            await first.wait_bytes(sent)
+
+        second = net.RecordingProtocol(loop)
+        transport.set_protocol(second)
+        transport.write(b"b" * 100)
+        await second.wait_bytes(100)
+
+        transport.pause_reading()
+        transport.write(b"c" * 100)
+        await asyncio.sleep(0.2)
+        held = len(second.data)
+        transport.resume_reading()
+        await second.wait_bytes(200)
+
+        # A high-water mark of 0 pauses at once; raising it again resumes
+        # (3.11's sslproto; 3.10's passes the limits to the socket transport).
+        second.transport = transport
+        transport.set_write_buffer_limits(high=0)
+        paused = list(second.events)
+        transport.set_write_buffer_limits(high=64 * 1024)
+        transport.write(b"d" * 100)
+        await second.wait_bytes(300)
+        after = second.events[len(paused) :]
+        transport.close()
+        await _close(server)
+        return bytes(first.data), held, bytes(second.data), paused[-1], after
+
+    first, held, second, paused, after = run(main())
+    assert first == b"a" * 2000
+    assert held == 100
+    assert second == b"b" * 100 + b"c" * 100 + b"d" * 100
+    if PY311:
+        assert paused == "pause_writing"
+        assert after == ["resume_writing", "data"]

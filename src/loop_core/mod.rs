@@ -12,6 +12,7 @@
 pub(crate) mod reader_api;
 pub mod readers;
 mod schedule;
+pub(crate) use schedule::install_raw_methods;
 mod spin;
 mod tasks;
 pub mod timers;

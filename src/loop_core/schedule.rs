@@ -11,6 +11,7 @@ use pyo3::types::{PyFloat, PyTuple};
 
 use super::LoopCore;
 use crate::handles::{Handle, TimerHandle};
+use crate::py::fastcall::{self, CallbackArgs};
 use crate::sys::monotonic;
 
 impl LoopCore {
@@ -38,6 +39,28 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `call_soon` and `call_soon_threadsafe`: queues `callback(*args)` for
+    /// the next iteration; `threadsafe` also wakes the loop if it sleeps.
+    fn queue_soon(
+        slf: &Bound<'_, Self>,
+        call: &CallbackArgs<'_>,
+        method: &str,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.debug() {
+            LoopCore::debug_checks(slf, &call.callback, method, !threadsafe)?;
+        }
+        let handle = this.new_handle(py, &call.callback, &call.args, call.context.as_ref())?;
+        this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
+        if threadsafe {
+            this.wake(py);
+        }
+        Ok(handle)
+    }
+
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when_obj: &Bound<'_, PyAny>,
@@ -62,45 +85,6 @@ impl LoopCore {
 
 #[pymethods]
 impl LoopCore {
-    /// Schedules `callback(*args)` for the next iteration.
-    #[pyo3(signature = (callback, *args, context = None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_open()?;
-        if this.debug() {
-            LoopCore::debug_checks(slf, callback, "call_soon", true)?;
-        }
-        let handle = this.new_handle(py, callback, args, context)?;
-        this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
-        Ok(handle)
-    }
-
-    /// Like `call_soon`, callable from any thread; wakes the loop if it sleeps.
-    #[pyo3(signature = (callback, *args, context = None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_open()?;
-        if this.debug() {
-            LoopCore::debug_checks(slf, callback, "call_soon_threadsafe", false)?;
-        }
-        let handle = this.new_handle(py, callback, args, context)?;
-        this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
-        this.wake(py);
-        Ok(handle)
-    }
-
     /// Schedules `callback(*args)` `delay` seconds from now.
     #[pyo3(signature = (delay, callback, *args, context = None))]
     fn call_later(
@@ -160,4 +144,70 @@ impl LoopCore {
         }
         LoopCore::schedule_at(slf, when, callback, args, context)
     }
+}
+
+/// The body of the raw `call_soon` and `call_soon_threadsafe`.
+///
+/// # Safety
+/// As for any `METH_FASTCALL | METH_KEYWORDS` function (see
+/// [`CallbackArgs::parse`]); `slf` is a live object.
+unsafe fn soon_entry(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+    method: &'static str,
+    threadsafe: bool,
+) -> *mut pyo3::ffi::PyObject {
+    fastcall::entry(|py| {
+        // SAFETY: `slf` is the live `self` CPython passes.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        let slf = slf.cast::<LoopCore>()?;
+        let qualname = if threadsafe {
+            "LoopCore.call_soon_threadsafe"
+        } else {
+            "LoopCore.call_soon"
+        };
+        // SAFETY: forwarded from our caller.
+        let call = unsafe { CallbackArgs::parse(py, qualname, args, nargs, kwnames) }?;
+        Ok(LoopCore::queue_soon(slf, &call, method, threadsafe)?.into_ptr())
+    })
+}
+
+unsafe extern "C" fn call_soon(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
+    unsafe { soon_entry(slf, args, nargs, kwnames, "call_soon", false) }
+}
+
+unsafe extern "C" fn call_soon_threadsafe(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
+    unsafe { soon_entry(slf, args, nargs, kwnames, "call_soon_threadsafe", true) }
+}
+
+/// Adds `call_soon` and `call_soon_threadsafe` to `LoopCore` as raw methods
+/// (see [`fastcall`]): they are called once per callback.
+pub(crate) fn install_raw_methods(py: Python<'_>) -> PyResult<()> {
+    let class = py.get_type::<LoopCore>();
+    fastcall::install(
+        &class,
+        c"call_soon",
+        c"call_soon($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.",
+        call_soon,
+    )?;
+    fastcall::install(
+        &class,
+        c"call_soon_threadsafe",
+        c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nLike `call_soon`, callable from any thread; wakes the loop if it sleeps.",
+        call_soon_threadsafe,
+    )
 }

@@ -1,6 +1,8 @@
 //! PyO3 glue: cached Python helpers and the raw calls that must be fast.
 
 pub mod buffer;
+pub mod dict_stamp;
+pub mod fastcall;
 pub mod filling_bytes;
 pub mod sockaddr;
 

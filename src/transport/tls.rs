@@ -25,6 +25,7 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
@@ -33,6 +34,7 @@ use super::socket::{protocol_failed, SocketTransportCore};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::py::buffer::lend_view;
+use crate::py::dict_stamp::DictStamp;
 use crate::py::filling_bytes::FillingBytes;
 use crate::sys::socket::would_block;
 
@@ -60,6 +62,11 @@ mod stdlib {
 /// reassigned by `sslproto.py` during a connection.
 struct Parts {
     protocol: Py<PyAny>,
+    /// `protocol.__dict__`, where every attribute the pump reads per message
+    /// lives (see [`Parts::get`]).
+    dict: DictStamp,
+    /// Values read from `dict` since its stamp last changed.
+    seen: GilCell<Seen>,
     /// The `_ssl._SSLObject` behind `protocol._sslobj` when that is a plain
     /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
     /// `protocol._sslobj` itself (a context's own `sslobject_class`).
@@ -72,6 +79,61 @@ struct Parts {
     outgoing: Py<PyAny>,
     /// `SSLProtocolState.WRAPPED`, compared by identity as enum members are.
     wrapped: Py<PyAny>,
+}
+
+/// The attributes of `SSLProtocol` the pump reads per message.
+#[derive(Clone, Copy)]
+enum Attr {
+    State,
+    AppReadingPaused,
+    AppProtocolIsBuffer,
+    AppProtocol,
+    WriteBacklog,
+    SslWritingPaused,
+    Transport,
+    WriteBufferSize,
+    AppWritingPaused,
+    OutgoingHighWater,
+    OutgoingLowWater,
+    SslReadingPaused,
+    IncomingHighWater,
+    IncomingLowWater,
+}
+
+impl Attr {
+    const COUNT: usize = 14;
+
+    /// The attribute's name, interned once.
+    fn name(self, py: Python<'_>) -> &Bound<'_, PyString> {
+        static NAMES: PyOnceLock<[Py<PyString>; Attr::COUNT]> = PyOnceLock::new();
+        NAMES.get_or_init(py, || {
+            [
+                "_state",
+                "_app_reading_paused",
+                "_app_protocol_is_buffer",
+                "_app_protocol",
+                "_write_backlog",
+                "_ssl_writing_paused",
+                "_transport",
+                "_write_buffer_size",
+                "_app_writing_paused",
+                "_outgoing_high_water",
+                "_outgoing_low_water",
+                "_ssl_reading_paused",
+                "_incoming_high_water",
+                "_incoming_low_water",
+            ]
+            .map(|name| PyString::intern(py, name).unbind())
+        })[self as usize]
+            .bind(py)
+    }
+}
+
+/// Attribute values of the protocol, valid while `stamp` is the dict's.
+#[derive(Default)]
+struct Seen {
+    stamp: u64,
+    values: [Option<Py<PyAny>>; Attr::COUNT],
 }
 
 /// Runs the data-flow steps of one `asyncio.sslproto.SSLProtocol` natively.
@@ -132,25 +194,6 @@ fn guarded(protocol: &Bound<'_, PyAny>, result: PyResult<()>) -> PyResult<()> {
     }
 }
 
-/// Whether a flow-control check must act: `size >= high and not paused`, or
-/// `size <= low and paused`. `None` when a value is not a machine integer;
-/// the caller then lets the protocol's own method decide.
-fn crosses(
-    protocol: &Bound<'_, PyAny>,
-    size: Option<i64>,
-    paused: &Bound<'_, PyString>,
-    high: &Bound<'_, PyString>,
-    low: &Bound<'_, PyString>,
-) -> PyResult<Option<bool>> {
-    let Some(size) = size else { return Ok(None) };
-    let paused = attr(protocol, paused)?.is_truthy()?;
-    let mark = attr(protocol, if paused { low } else { high })?;
-    Ok(mark
-        .extract::<i64>()
-        .ok()
-        .map(|mark| if paused { size <= mark } else { size >= mark }))
-}
-
 /// What one readable event decrypted so far.
 #[derive(Default)]
 struct Reads<'py> {
@@ -161,15 +204,75 @@ struct Reads<'py> {
 }
 
 impl Parts {
+    /// `getattr(protocol, name)` for the instance attributes of sslproto's
+    /// own classes, which define none of the names read here as descriptors.
+    /// They are looked up in the instance `__dict__` kept since attaching
+    /// (sslproto never replaces it), skipping `getattr`'s search of the class
+    /// and its bases, and remembered until the dict changes: the pump reads
+    /// some twenty per message, and in a steady stream none of them changes.
+    /// A name not in the dict goes through `getattr` every time.
+    fn get<'py>(&self, py: Python<'py>, attr: Attr) -> PyResult<Bound<'py, PyAny>> {
+        let stamp = self.dict.stamp(py);
+        let mut stale = None;
+        if let Some(stamp) = stamp {
+            let mut seen = self.seen.borrow_mut(py);
+            if seen.stamp != stamp {
+                seen.stamp = stamp;
+                stale = Some(std::mem::take(&mut seen.values));
+            } else if let Some(value) = &seen.values[attr as usize] {
+                return Ok(value.bind(py).clone());
+            }
+        }
+        // Released with no borrow held: a decref can run any code.
+        drop(stale);
+        let name = attr.name(py);
+        // SAFETY: the dict is a live dict and `name` a live str; the call
+        // returns a borrowed reference, or NULL (with an exception set on
+        // error). A str key's lookup runs no Python code.
+        let found = unsafe { ffi::PyDict_GetItemWithError(self.dict.dict().as_ptr(), name.as_ptr()) };
+        if found.is_null() {
+            if let Some(err) = PyErr::take(py) {
+                return Err(err);
+            }
+            return self.protocol.bind(py).getattr(name);
+        }
+        // SAFETY: `found` is a live object the dict holds a reference to.
+        let value = unsafe { Bound::from_borrowed_ptr(py, found) };
+        if stamp.is_some() {
+            self.seen.borrow_mut(py).values[attr as usize] = Some(value.clone().unbind());
+        }
+        Ok(value)
+    }
+
+    /// Whether a flow-control check must act: `size >= high and not paused`,
+    /// or `size <= low and paused`. `None` when a value is not a machine
+    /// integer; the caller then lets the protocol's own method decide.
+    fn crosses(
+        &self,
+        py: Python<'_>,
+        size: Option<i64>,
+        paused: Attr,
+        high: Attr,
+        low: Attr,
+    ) -> PyResult<Option<bool>> {
+        let Some(size) = size else { return Ok(None) };
+        let paused = self.get(py, paused)?.is_truthy()?;
+        let mark = self.get(py, if paused { low } else { high })?;
+        Ok(mark
+            .extract::<i64>()
+            .ok()
+            .map(|mark| if paused { size <= mark } else { size >= mark }))
+    }
+
     fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(attr(self.protocol.bind(py), intern!(py, "_state"))?.is(self.wrapped.bind(py)))
+        Ok(self.get(py, Attr::State)?.is(self.wrapped.bind(py)))
     }
 
     /// The rest of `SSLProtocol.buffer_updated`, once the input is in the
     /// incoming BIO: the step of the protocol's state, `_do_read`'s natively.
     fn input_arrived(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
-        let state = attr(protocol, intern!(py, "_state"))?;
+        let state = self.get(py, Attr::State)?;
         if state.is(self.wrapped.bind(py)) {
             return self.do_read(py);
         }
@@ -191,13 +294,13 @@ impl Parts {
     fn do_read(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
         let body = || -> PyResult<()> {
-            if !attr(protocol, intern!(py, "_app_reading_paused"))?.is_truthy()? {
-                if attr(protocol, intern!(py, "_app_protocol_is_buffer"))?.is_truthy()? {
+            if !self.get(py, Attr::AppReadingPaused)?.is_truthy()? {
+                if self.get(py, Attr::AppProtocolIsBuffer)?.is_truthy()? {
                     protocol.call_method0(intern!(py, "_do_read__buffered"))?;
                 } else {
                     self.read_copied(py)?;
                 }
-                if attr(protocol, intern!(py, "_write_backlog"))?.is_truthy()? {
+                if self.get(py, Attr::WriteBacklog)?.is_truthy()? {
                     protocol.call_method0(intern!(py, "_do_write"))?;
                 } else {
                     self.process_outgoing(py)?;
@@ -226,7 +329,8 @@ impl Parts {
             _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, read.chunks)?,))?),
         };
         if let Some(data) = data {
-            attr(protocol, intern!(py, "_app_protocol"))?.call_method1(intern!(py, "data_received"), (data,))?;
+            self.get(py, Attr::AppProtocol)?
+                .call_method1(intern!(py, "data_received"), (data,))?;
         }
         if read.close_notify {
             protocol.call_method0(intern!(py, "_call_eof_received"))?;
@@ -325,11 +429,11 @@ impl Parts {
 
     /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
     fn process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
-        let protocol = self.protocol.bind(py);
-        if !attr(protocol, intern!(py, "_ssl_writing_paused"))?.is_truthy()? {
+        if !self.get(py, Attr::SslWritingPaused)?.is_truthy()? {
             let data = self.outgoing.bind(py).call_method0(intern!(py, "read"))?;
             if data.len()? > 0 {
-                attr(protocol, intern!(py, "_transport"))?.call_method1(intern!(py, "write"), (data,))?;
+                self.get(py, Attr::Transport)?
+                    .call_method1(intern!(py, "write"), (data,))?;
             }
         }
         self.control_app_writing(py)
@@ -345,14 +449,14 @@ impl Parts {
             .getattr(intern!(py, "pending"))?
             .extract::<i64>()
             .ok();
-        let backlog = attr(protocol, intern!(py, "_write_buffer_size"))?.extract::<i64>().ok();
+        let backlog = self.get(py, Attr::WriteBufferSize)?.extract::<i64>().ok();
         let size = pending.zip(backlog).and_then(|(a, b)| a.checked_add(b));
-        let act = crosses(
-            protocol,
+        let act = self.crosses(
+            py,
             size,
-            intern!(py, "_app_writing_paused"),
-            intern!(py, "_outgoing_high_water"),
-            intern!(py, "_outgoing_low_water"),
+            Attr::AppWritingPaused,
+            Attr::OutgoingHighWater,
+            Attr::OutgoingLowWater,
         )?;
         if act != Some(false) {
             protocol.call_method0(intern!(py, "_control_app_writing"))?;
@@ -369,12 +473,12 @@ impl Parts {
             .getattr(intern!(py, "pending"))?
             .extract::<i64>()
             .ok();
-        let act = crosses(
-            protocol,
+        let act = self.crosses(
+            py,
             size,
-            intern!(py, "_ssl_reading_paused"),
-            intern!(py, "_incoming_high_water"),
-            intern!(py, "_incoming_low_water"),
+            Attr::SslReadingPaused,
+            Attr::IncomingHighWater,
+            Attr::IncomingLowWater,
         )?;
         if act != Some(false) {
             protocol.call_method0(intern!(py, "_control_ssl_reading"))?;
@@ -389,8 +493,9 @@ impl Parts {
         // asyncio appends `data` to the backlog, counts it, then `_do_write`
         // writes it and takes it off again; only what stays is recorded here.
         let keep = |rest: Bound<'_, PyAny>, size: usize| -> PyResult<()> {
-            attr(protocol, intern!(py, "_write_backlog"))?.call_method1(intern!(py, "append"), (rest,))?;
-            let total = attr(protocol, intern!(py, "_write_buffer_size"))?.add(size)?;
+            self.get(py, Attr::WriteBacklog)?
+                .call_method1(intern!(py, "append"), (rest,))?;
+            let total = self.get(py, Attr::WriteBufferSize)?.add(size)?;
             protocol.setattr(intern!(py, "_write_buffer_size"), total)
         };
         let body = || -> PyResult<()> {
@@ -442,8 +547,20 @@ impl TlsPump {
         } else {
             wrapper
         };
+        // SAFETY: `protocol` is a live object; the call returns a new
+        // reference to its `__dict__` (made on first use) or NULL with an
+        // exception set.
+        let dict = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyObject_GenericGetDict(protocol.as_ptr(), std::ptr::null_mut()),
+            )
+        }?
+        .cast_into::<PyDict>()?;
         let parts = Parts {
             protocol: protocol.clone().unbind(),
+            dict: DictStamp::new(dict),
+            seen: GilCell::new(Seen::default()),
             sslobj: sslobj.unbind(),
             native,
             incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
@@ -476,6 +593,9 @@ impl TlsPump {
     pub(super) fn detach(pump: &Bound<'_, TlsPump>) -> PyResult<()> {
         let py = pump.py();
         let parts = pump.get().parts.borrow_mut(py).take();
+        if let Some(parts) = &parts {
+            parts.dict.release(py);
+        }
         let app_transport = pump
             .get()
             .app_transport
@@ -594,7 +714,7 @@ impl TlsPump {
         if let Some(len) = len {
             if protocol.is(parts.protocol.bind(py))
                 && parts.is_wrapped(py)?
-                && !attr(&protocol, intern!(py, "_write_backlog"))?.is_truthy()?
+                && !parts.get(py, Attr::WriteBacklog)?.is_truthy()?
             {
                 return parts.write_appdata(py, data, len);
             }
@@ -611,6 +731,12 @@ impl TlsPump {
         visit.call(&self.app_transport)?;
         if let Some(p) = parts.as_ref() {
             visit.call(&p.protocol)?;
+            visit.call(p.dict.dict())?;
+            if let Some(seen) = p.seen.try_borrow_unguarded() {
+                for value in seen.values.iter().flatten() {
+                    visit.call(value)?;
+                }
+            }
             visit.call(&p.sslobj)?;
             visit.call(&p.incoming)?;
             visit.call(&p.outgoing)?;

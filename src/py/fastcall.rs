@@ -1,0 +1,177 @@
+//! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the calls made once
+//! per callback: `call_soon(callback, *args, context=None)`.
+//!
+//! PyO3's generic argument parser spends ~1,000 instructions on that
+//! signature (it collects `*args` and matches keyword names as UTF-8). Every C
+//! `Future` makes this call on completion, so it is parsed here instead: the
+//! keyword is compared by identity with the interned name first, and `*args`
+//! is copied straight from the vector. [`install`] puts such a function on a
+//! class as an ordinary method descriptor, so lookups, binding, `self` type
+//! checks and `inspect.signature` behave as for any built-in method.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pyo3::exceptions::PyTypeError as TypeError;
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+/// The signature every raw method has.
+pub type RawMethod = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// Runs `body` as the body of a raw method: attached to the interpreter as
+/// PyO3 methods are (so owned references drop at once), a Rust panic turned
+/// into `PanicException`, an error restored as the raised exception.
+pub fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    Python::attach(|py| {
+        let result = catch_unwind(AssertUnwindSafe(|| body(py)))
+            .unwrap_or_else(|payload| Err(PanicException::new_err(panic_message(payload.as_ref()))));
+        match result {
+            Ok(ptr) => ptr,
+            Err(err) => {
+                err.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic in a native method".to_owned()
+    }
+}
+
+/// The arguments of `name(callback, *args, context=None)`, taken from a
+/// vectorcall: positional values, then one value per name in `kwnames`.
+pub struct CallbackArgs<'py> {
+    pub callback: Bound<'py, PyAny>,
+    pub args: Bound<'py, PyTuple>,
+    pub context: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> CallbackArgs<'py> {
+    /// # Safety
+    /// `args` holds `nargs` positional values followed by one value per entry
+    /// of `kwnames` (a tuple of str, or null), all alive for the call, as
+    /// CPython passes them to a `METH_FASTCALL | METH_KEYWORDS` function.
+    pub unsafe fn parse(
+        py: Python<'py>,
+        qualname: &str,
+        args: *const *mut ffi::PyObject,
+        nargs: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> PyResult<Self> {
+        let nargs = nargs as usize;
+        // SAFETY: the caller guarantees `args[..nargs + len(kwnames)]` are live.
+        let at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) };
+        let mut callback = (nargs > 0).then(|| at(0));
+        let mut context = None;
+        if kwnames.is_null() {
+            // positional arguments only
+        } else if kwnames == CONTEXT_ONLY.load(Ordering::Relaxed) {
+            context = Some(at(nargs));
+        } else {
+            // SAFETY: CPython passes a tuple of str.
+            let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+            for (i, name) in names.iter().enumerate() {
+                let value = at(nargs + i);
+                if is_name(&name, pyo3::intern!(py, "context"))? {
+                    context = Some(value);
+                } else if is_name(&name, pyo3::intern!(py, "callback"))? {
+                    if callback.is_some() {
+                        return Err(TypeError::new_err(format!(
+                            "{qualname}() got multiple values for argument 'callback'"
+                        )));
+                    }
+                    callback = Some(value);
+                } else {
+                    return Err(TypeError::new_err(format!(
+                        "{qualname}() got an unexpected keyword argument '{name}'"
+                    )));
+                }
+            }
+            if names.len() == 1 && context.is_some() {
+                remember_context_only(names);
+            }
+        }
+        let Some(callback) = callback else {
+            return Err(TypeError::new_err(format!(
+                "{qualname}() missing 1 required positional argument: 'callback'"
+            )));
+        };
+        let args = if nargs <= 1 {
+            PyTuple::empty(py)
+        } else {
+            PyTuple::new(py, (1..nargs).map(at))?
+        };
+        // `context=None` is the same as leaving it out.
+        let context = context.filter(|c| !c.is_none());
+        Ok(CallbackArgs {
+            callback,
+            args,
+            context,
+        })
+    }
+}
+
+/// The kwnames tuple `("context",)` callers pass again and again: C futures
+/// keep one for the life of the process, made with `Py_BuildValue`, so its
+/// string is not the interned one and would be compared by value on every
+/// call. The first such tuple seen is kept (one reference, never released)
+/// and recognised by identity.
+static CONTEXT_ONLY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+fn remember_context_only(names: Bound<'_, PyTuple>) {
+    let ptr = names.as_ptr();
+    if CONTEXT_ONLY
+        .compare_exchange(std::ptr::null_mut(), ptr, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
+        // The stored pointer owns this reference, so it can never dangle.
+        std::mem::forget(names);
+    }
+}
+
+/// Whether keyword `name` is `expected`: by identity, as both are normally
+/// interned, else by value.
+fn is_name(name: &Bound<'_, PyAny>, expected: &Bound<'_, PyString>) -> PyResult<bool> {
+    if name.is(expected) {
+        return Ok(true);
+    }
+    name.eq(expected)
+}
+
+/// Puts `func` on `class` as the method `name`, replacing what is there.
+/// `spec` is the leaked `PyMethodDef` CPython keeps a pointer to.
+pub fn install(
+    class: &Bound<'_, pyo3::types::PyType>,
+    name: &'static std::ffi::CStr,
+    doc: &'static std::ffi::CStr,
+    func: RawMethod,
+) -> PyResult<()> {
+    let py = class.py();
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: func,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: `class` is a live type object and `def` lives for the rest of
+    // the process, as a method descriptor requires.
+    let descr = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(class.as_ptr().cast(), def)) }?;
+    class.setattr(name.to_str().expect("an ASCII method name"), descr)
+}

@@ -112,13 +112,29 @@ def test_sock_recv_after_reset(loop, run, pair):
     assert run(main()) == errno.ECONNRESET
 
 
+def _ipv6_holder_of_a_port_free_on_ipv4() -> tuple[socket.socket, int]:
+    """A socket bound to ::1 on a port 127.0.0.1 can bind too: an ephemeral port may
+    still be held there by an earlier test's connection in TIME_WAIT."""
+    for _ in range(50):
+        holder = socket.socket(socket.AF_INET6)
+        holder.bind(("::1", 0))
+        port = holder.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                holder.close()
+                continue
+        return holder, port
+    raise AssertionError("no port free on both 127.0.0.1 and ::1")
+
+
 @net.needs_ipv6
 def test_failed_multi_host_bind_closes_every_socket(loop, run):
     # 127.0.0.1 binds, ::1 is taken: the socket already bound must be closed too.
-    with socket.socket(socket.AF_INET6) as holder:
-        holder.bind(("::1", 0))
+    holder, port = _ipv6_holder_of_a_port_free_on_ipv4()
+    with holder:
         holder.listen()
-        port = holder.getsockname()[1]
         fds = net.open_fds()
         with pytest.raises(OSError) as info:
             run(loop.create_server(asyncio.Protocol, ["127.0.0.1", "::1"], port))

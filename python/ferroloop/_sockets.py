@@ -26,7 +26,7 @@ from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
 
-# The versions whose SSLProtocol the native pump drives (src/transport/tls.rs).
+# The versions whose SSLProtocol the native pump drives (src/transport/tls/).
 _PUMPED_SSLPROTO = (3, 11) <= sys.version_info[:2] < (3, 14)
 
 

@@ -25,9 +25,14 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError, PyVisit};
+
+mod attrs;
+mod method;
+
+use attrs::{Attr, Seen};
+use method::Method;
 
 use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
@@ -54,6 +59,7 @@ mod stdlib {
     attr!(ssl_protocol, "asyncio.sslproto", "SSLProtocol");
     attr!(protocol_state, "asyncio.sslproto", "SSLProtocolState");
     attr!(ssl_object, "ssl", "SSLObject");
+    attr!(memory_bio, "ssl", "MemoryBIO");
     attr!(want_read, "ssl", "SSLWantReadError");
     attr!(syscall_error, "ssl", "SSLSyscallError");
 }
@@ -67,10 +73,6 @@ struct Parts {
     dict: DictStamp,
     /// Values read from `dict` since its stamp last changed.
     seen: GilCell<Seen>,
-    /// The `_ssl._SSLObject` behind `protocol._sslobj` when that is a plain
-    /// `ssl.SSLObject` (whose `read`/`write` only forward to it), otherwise
-    /// `protocol._sslobj` itself (a context's own `sslobject_class`).
-    sslobj: Py<PyAny>,
     /// `sslobj` is the `_ssl._SSLObject`, whose `read(n, buffer)` and
     /// `pending()` are known to be OpenSSL's: reads may then decrypt straight
     /// into the `bytes` handed to the application.
@@ -79,61 +81,15 @@ struct Parts {
     outgoing: Py<PyAny>,
     /// `SSLProtocolState.WRAPPED`, compared by identity as enum members are.
     wrapped: Py<PyAny>,
-}
-
-/// The attributes of `SSLProtocol` the pump reads per message.
-#[derive(Clone, Copy)]
-enum Attr {
-    State,
-    AppReadingPaused,
-    AppProtocolIsBuffer,
-    AppProtocol,
-    WriteBacklog,
-    SslWritingPaused,
-    Transport,
-    WriteBufferSize,
-    AppWritingPaused,
-    OutgoingHighWater,
-    OutgoingLowWater,
-    SslReadingPaused,
-    IncomingHighWater,
-    IncomingLowWater,
-}
-
-impl Attr {
-    const COUNT: usize = 14;
-
-    /// The attribute's name, interned once.
-    fn name(self, py: Python<'_>) -> &Bound<'_, PyString> {
-        static NAMES: PyOnceLock<[Py<PyString>; Attr::COUNT]> = PyOnceLock::new();
-        NAMES.get_or_init(py, || {
-            [
-                "_state",
-                "_app_reading_paused",
-                "_app_protocol_is_buffer",
-                "_app_protocol",
-                "_write_backlog",
-                "_ssl_writing_paused",
-                "_transport",
-                "_write_buffer_size",
-                "_app_writing_paused",
-                "_outgoing_high_water",
-                "_outgoing_low_water",
-                "_ssl_reading_paused",
-                "_incoming_high_water",
-                "_incoming_low_water",
-            ]
-            .map(|name| PyString::intern(py, name).unbind())
-        })[self as usize]
-            .bind(py)
-    }
-}
-
-/// Attribute values of the protocol, valid while `stamp` is the dict's.
-#[derive(Default)]
-struct Seen {
-    stamp: u64,
-    values: [Option<Py<PyAny>>; Attr::COUNT],
+    /// The methods called per message. `sslobj` is the `_ssl._SSLObject`
+    /// behind `protocol._sslobj` when that is a plain `ssl.SSLObject` (whose
+    /// `read`/`write` only forward to it), otherwise `protocol._sslobj`
+    /// itself (a context's own `sslobject_class`).
+    sslobj_read: Method,
+    sslobj_write: Method,
+    sslobj_pending: Method,
+    incoming_write: Method,
+    outgoing_read: Method,
 }
 
 /// Runs the data-flow steps of one `asyncio.sslproto.SSLProtocol` natively.
@@ -204,46 +160,6 @@ struct Reads<'py> {
 }
 
 impl Parts {
-    /// `getattr(protocol, name)` for the instance attributes of sslproto's
-    /// own classes, which define none of the names read here as descriptors.
-    /// They are looked up in the instance `__dict__` kept since attaching
-    /// (sslproto never replaces it), skipping `getattr`'s search of the class
-    /// and its bases, and remembered until the dict changes: the pump reads
-    /// some twenty per message, and in a steady stream none of them changes.
-    /// A name not in the dict goes through `getattr` every time.
-    fn get<'py>(&self, py: Python<'py>, attr: Attr) -> PyResult<Bound<'py, PyAny>> {
-        let stamp = self.dict.stamp(py);
-        let mut stale = None;
-        if let Some(stamp) = stamp {
-            let mut seen = self.seen.borrow_mut(py);
-            if seen.stamp != stamp {
-                seen.stamp = stamp;
-                stale = Some(std::mem::take(&mut seen.values));
-            } else if let Some(value) = &seen.values[attr as usize] {
-                return Ok(value.bind(py).clone());
-            }
-        }
-        // Released with no borrow held: a decref can run any code.
-        drop(stale);
-        let name = attr.name(py);
-        // SAFETY: the dict is a live dict and `name` a live str; the call
-        // returns a borrowed reference, or NULL (with an exception set on
-        // error). A str key's lookup runs no Python code.
-        let found = unsafe { ffi::PyDict_GetItemWithError(self.dict.dict().as_ptr(), name.as_ptr()) };
-        if found.is_null() {
-            if let Some(err) = PyErr::take(py) {
-                return Err(err);
-            }
-            return self.protocol.bind(py).getattr(name);
-        }
-        // SAFETY: `found` is a live object the dict holds a reference to.
-        let value = unsafe { Bound::from_borrowed_ptr(py, found) };
-        if stamp.is_some() {
-            self.seen.borrow_mut(py).values[attr as usize] = Some(value.clone().unbind());
-        }
-        Ok(value)
-    }
-
     /// Whether a flow-control check must act: `size >= high and not paused`,
     /// or `size <= low and paused`. `None` when a value is not a machine
     /// integer; the caller then lets the protocol's own method decide.
@@ -342,7 +258,6 @@ impl Parts {
     /// asyncio's read loop: `read(max_size)` until the `SSLObject` has
     /// nothing more, each call a new `bytes` joined afterwards.
     fn read_chunks<'py>(&self, py: Python<'py>, max_size: &Bound<'py, PyAny>, read: &mut Reads<'py>) -> PyResult<()> {
-        let sslobj = self.sslobj.bind(py);
         loop {
             // asyncio reads until the SSLObject raises SSLWantReadError: with
             // the incoming BIO empty and no decrypted bytes left in the last
@@ -354,7 +269,7 @@ impl Parts {
             if !read.chunks.is_empty() && self.drained(py)? {
                 return Ok(());
             }
-            match sslobj.call_method1(intern!(py, "read"), (max_size,)) {
+            match self.sslobj_read.call(py, (max_size,)) {
                 Ok(chunk) if !chunk.is_truthy()? => {
                     read.close_notify = true;
                     return Ok(());
@@ -377,7 +292,6 @@ impl Parts {
         let (Some(waiting), Some(decrypted)) = (waiting, decrypted) else {
             return Ok(());
         };
-        let sslobj = self.sslobj.bind(py);
         let mut out = FillingBytes::new(py, waiting.saturating_add(decrypted))?;
         read.done = true;
         loop {
@@ -390,8 +304,7 @@ impl Parts {
                 break;
             }
             let want = out.remaining().min(max_size);
-            let result =
-                out.fill_through_view(|view| sslobj.call_method1(intern!(py, "read"), (want, view))?.extract());
+            let result = out.fill_through_view(|view| self.sslobj_read.call(py, (want, view))?.extract());
             match result {
                 Ok(0) => {
                     read.close_notify = true;
@@ -412,12 +325,7 @@ impl Parts {
     /// `SSLObject` holds; None where a value is not a machine integer.
     fn pending(&self, py: Python<'_>) -> PyResult<(Option<usize>, Option<usize>)> {
         let waiting = self.incoming.bind(py).getattr(intern!(py, "pending"))?.extract().ok();
-        let decrypted = self
-            .sslobj
-            .bind(py)
-            .call_method0(intern!(py, "pending"))?
-            .extract()
-            .ok();
+        let decrypted = self.sslobj_pending.call0(py)?.extract().ok();
         Ok((waiting, decrypted))
     }
 
@@ -430,7 +338,7 @@ impl Parts {
     /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
     fn process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
         if !self.get(py, Attr::SslWritingPaused)?.is_truthy()? {
-            let data = self.outgoing.bind(py).call_method0(intern!(py, "read"))?;
+            let data = self.outgoing_read.call0(py)?;
             if data.len()? > 0 {
                 self.get(py, Attr::Transport)?
                     .call_method1(intern!(py, "write"), (data,))?;
@@ -499,7 +407,7 @@ impl Parts {
             protocol.setattr(intern!(py, "_write_buffer_size"), total)
         };
         let body = || -> PyResult<()> {
-            match self.sslobj.bind(py).call_method1(intern!(py, "write"), (data,)) {
+            match self.sslobj_write.call(py, (data,)) {
                 Ok(count) => {
                     let count: usize = count.extract()?;
                     if count < len {
@@ -557,14 +465,22 @@ impl TlsPump {
             )
         }?
         .cast_into::<PyDict>()?;
+        let incoming = protocol.getattr(intern!(py, "_incoming"))?;
+        let outgoing = protocol.getattr(intern!(py, "_outgoing"))?;
+        let bio = stdlib::memory_bio(py)?;
+        let (bio_in, bio_out) = (incoming.get_type().is(bio), outgoing.get_type().is(bio));
         let parts = Parts {
+            sslobj_read: Method::new(&sslobj, intern!(py, "read"), native)?,
+            sslobj_write: Method::new(&sslobj, intern!(py, "write"), native)?,
+            sslobj_pending: Method::new(&sslobj, intern!(py, "pending"), native)?,
+            incoming_write: Method::new(&incoming, intern!(py, "write"), bio_in)?,
+            outgoing_read: Method::new(&outgoing, intern!(py, "read"), bio_out)?,
             protocol: protocol.clone().unbind(),
             dict: DictStamp::new(dict),
             seen: GilCell::new(Seen::default()),
-            sslobj: sslobj.unbind(),
             native,
-            incoming: protocol.getattr(intern!(py, "_incoming"))?.unbind(),
-            outgoing: protocol.getattr(intern!(py, "_outgoing"))?.unbind(),
+            incoming: incoming.unbind(),
+            outgoing: outgoing.unbind(),
             wrapped: stdlib::protocol_state(py)?.getattr(intern!(py, "WRAPPED"))?.unbind(),
         };
         let pump = Bound::new(
@@ -633,7 +549,6 @@ impl TlsPump {
         };
         // `buffer_updated(n)`: `self._incoming.write(view[:n])`, straight from
         // the read buffer through a memoryview released right after.
-        let incoming = parts.incoming.bind(py);
         let received = recv_then(fd, |bytes| -> PyResult<usize> {
             if bytes.is_empty() {
                 return Ok(0);
@@ -643,7 +558,7 @@ impl TlsPump {
             // view is read-only.
             unsafe {
                 lend_view(py, ptr, bytes.len(), false, |view| {
-                    incoming.call_method1(intern!(py, "write"), (view,))
+                    parts.incoming_write.call(py, (view,))
                 })
             }?;
             Ok(bytes.len())
@@ -733,14 +648,20 @@ impl TlsPump {
             visit.call(&p.protocol)?;
             visit.call(p.dict.dict())?;
             if let Some(seen) = p.seen.try_borrow_unguarded() {
-                for value in seen.values.iter().flatten() {
-                    visit.call(value)?;
-                }
+                seen.traverse(&visit)?;
             }
-            visit.call(&p.sslobj)?;
             visit.call(&p.incoming)?;
             visit.call(&p.outgoing)?;
             visit.call(&p.wrapped)?;
+            for method in [
+                &p.sslobj_read,
+                &p.sslobj_write,
+                &p.sslobj_pending,
+                &p.incoming_write,
+                &p.outgoing_read,
+            ] {
+                method.traverse(&visit)?;
+            }
         }
         Ok(())
     }

@@ -115,18 +115,19 @@ bench-quick: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --quick --markdown
 	$(BENCH_PY) bench/echo.py --http --quick --markdown
 
-# Micro, echo and TLS echo 5 rounds each. Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
+# Micro, echo and http 5 rounds each, TLS echo 9 (its 64-connection rows vary most from round
+# to round). Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
 # rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
-# the README's chart. About 26 minutes on 2 CPUs.
+# the README's chart. About 35 minutes on 2 CPUs.
 bench: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme README.md
 	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
-	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
-	$(BENCH_PY) bench/echo.py --tls --rounds 5 --markdown --json bench/results/echo-tls.json --readme README.md
+	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme README.md
+	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme README.md
 	$(MAKE) bench-chart
 
 bench-http: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --http --markdown --json bench/results/http.json --readme README.md
+	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme README.md
 
 # The README's chart, from whichever suites' results are in bench/results.
 bench-chart: $(BENCH_STAMP)
@@ -136,7 +137,7 @@ bench-echo: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
 
 bench-tls: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --tls --rounds 5 --markdown --json bench/results/echo-tls.json --readme README.md
+	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme README.md
 
 clean:
 	cargo clean

@@ -2,12 +2,14 @@
 //! per callback: `call_soon(callback, *args, context=None)`.
 //!
 //! PyO3's generic argument parser spends ~1,000 instructions on that
-//! signature (it collects `*args` and matches keyword names as UTF-8). Every C
-//! `Future` makes this call on completion, so it is parsed here instead: the
-//! keyword is compared by identity with the interned name first, and `*args`
-//! is copied straight from the vector. [`install`] puts such a function on a
-//! class as an ordinary method descriptor, so lookups, binding, `self` type
-//! checks and `inspect.signature` behave as for any built-in method.
+//! signature (it collects `*args` and matches keyword names as UTF-8). Every
+//! C `Future` makes this call on completion, so it is parsed here instead:
+//! the `("context",)` kwnames tuple of C futures is recognised by identity,
+//! other keywords are compared with the interned names (by identity first),
+//! and `*args` is copied straight from the vector. [`install`] puts such a
+//! function on a class as an ordinary method descriptor, so lookups,
+//! binding, `self` type checks and `inspect.signature` behave as for any
+//! built-in method.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -153,8 +155,8 @@ fn is_name(name: &Bound<'_, PyAny>, expected: &Bound<'_, PyString>) -> PyResult<
     name.eq(expected)
 }
 
-/// Puts `func` on `class` as the method `name`, replacing what is there.
-/// `spec` is the leaked `PyMethodDef` CPython keeps a pointer to.
+/// Puts `func` on `class` as the method `name`, replacing what is there. Its
+/// `PyMethodDef` is leaked: the descriptor keeps a pointer to it.
 pub fn install(
     class: &Bound<'_, pyo3::types::PyType>,
     name: &'static std::ffi::CStr,

@@ -7,8 +7,10 @@ self-signed leaf. Every case runs on asyncio and on ferroloop with the same expe
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import socket
 import ssl
+import subprocess
 import sys
 import weakref
 
@@ -912,3 +914,62 @@ def test_changes_between_messages_take_effect(loop, run):
     if PY311:
         assert paused == "pause_writing"
         assert after == ["resume_writing", "data"]
+
+
+_WATCHERS_TAKEN = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+import _testcapi
+from support import loops, net, tls
+
+# Take every dict watcher slot first.
+taken = 0
+while True:
+    try:
+        _testcapi.add_dict_watcher(0)
+    except Exception:
+        break
+    taken += 1
+
+async def main(loop):
+    server = await net.start_server(loop, "tcp4", net.EchoProtocol, None, ssl=tls.server_context())
+    transport, first = await net.connect(
+        loop, "tcp4", lambda: net.RecordingProtocol(loop), net.address_of(server),
+        ssl=tls.client_context(),
+    )
+    for i in range(1, 11):
+        transport.write(b"a" * 100)
+        await first.wait_bytes(100 * i)
+    second = net.RecordingProtocol(loop)
+    transport.set_protocol(second)
+    transport.write(b"b" * 100)
+    await second.wait_bytes(100)
+    transport.close()
+    server.close()
+    await server.wait_closed()
+    return bytes(first.data) + bytes(second.data)
+
+loop = loops.new_loop(sys.argv[1])
+data = loop.run_until_complete(main(loop))
+loop.close()
+assert data == b"a" * 1000 + b"b" * 100, len(data)
+print("ok", taken)
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="dict watchers are new in 3.12")
+def test_every_dict_watcher_slot_taken(loop_kind, tmp_path):
+    """With no dict watcher left for ferroloop's TLS pump (3.12+), it reads the
+    protocol's attributes afresh every time, and TLS works as before."""
+    pytest.importorskip("_testcapi")
+    tests = str(pathlib.Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WATCHERS_TAKEN, loop_kind, tests],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "ok"
+    assert int(proc.stdout.split()[1]) > 0

@@ -41,16 +41,16 @@ impl LoopCore {
 
     /// `call_soon` and `call_soon_threadsafe`: queues `callback(*args)` for
     /// the next iteration; `threadsafe` also wakes the loop if it sleeps.
-    fn queue_soon(
-        slf: &Bound<'_, Self>,
-        call: &CallbackArgs<'_>,
-        method: &str,
-        threadsafe: bool,
-    ) -> PyResult<Py<Handle>> {
+    fn queue_soon(slf: &Bound<'_, Self>, call: &CallbackArgs<'_>, threadsafe: bool) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
         if this.debug() {
+            let method = if threadsafe {
+                "call_soon_threadsafe"
+            } else {
+                "call_soon"
+            };
             LoopCore::debug_checks(slf, &call.callback, method, !threadsafe)?;
         }
         let handle = this.new_handle(py, &call.callback, &call.args, call.context.as_ref())?;
@@ -156,7 +156,6 @@ unsafe fn soon_entry(
     args: *const *mut pyo3::ffi::PyObject,
     nargs: pyo3::ffi::Py_ssize_t,
     kwnames: *mut pyo3::ffi::PyObject,
-    method: &'static str,
     threadsafe: bool,
 ) -> *mut pyo3::ffi::PyObject {
     fastcall::entry(|py| {
@@ -170,7 +169,7 @@ unsafe fn soon_entry(
         };
         // SAFETY: forwarded from our caller.
         let call = unsafe { CallbackArgs::parse(py, qualname, args, nargs, kwnames) }?;
-        Ok(LoopCore::queue_soon(slf, &call, method, threadsafe)?.into_ptr())
+        Ok(LoopCore::queue_soon(slf, &call, threadsafe)?.into_ptr())
     })
 }
 
@@ -181,7 +180,7 @@ unsafe extern "C" fn call_soon(
     kwnames: *mut pyo3::ffi::PyObject,
 ) -> *mut pyo3::ffi::PyObject {
     // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
-    unsafe { soon_entry(slf, args, nargs, kwnames, "call_soon", false) }
+    unsafe { soon_entry(slf, args, nargs, kwnames, false) }
 }
 
 unsafe extern "C" fn call_soon_threadsafe(
@@ -191,7 +190,7 @@ unsafe extern "C" fn call_soon_threadsafe(
     kwnames: *mut pyo3::ffi::PyObject,
 ) -> *mut pyo3::ffi::PyObject {
     // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
-    unsafe { soon_entry(slf, args, nargs, kwnames, "call_soon_threadsafe", true) }
+    unsafe { soon_entry(slf, args, nargs, kwnames, true) }
 }
 
 /// Adds `call_soon` and `call_soon_threadsafe` to `LoopCore` as raw methods

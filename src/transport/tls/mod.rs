@@ -160,24 +160,36 @@ struct Reads<'py> {
 }
 
 impl Parts {
-    /// Whether a flow-control check must act: `size >= high and not paused`,
-    /// or `size <= low and paused`. `None` when a value is not a machine
-    /// integer; the caller then lets the protocol's own method decide.
-    fn crosses(
+    /// A flow-control check of sslproto (`_control_app_writing`,
+    /// `_control_ssl_reading`), whose method is called only when it has
+    /// something to do: when `size >= high and not paused`, or `size <= low
+    /// and paused`, or when a value is not a machine integer (the method then
+    /// decides itself).
+    fn control_flow(
         &self,
         py: Python<'_>,
         size: Option<i64>,
-        paused: Attr,
-        high: Attr,
-        low: Attr,
-    ) -> PyResult<Option<bool>> {
-        let Some(size) = size else { return Ok(None) };
-        let paused = self.get(py, paused)?.is_truthy()?;
-        let mark = self.get(py, if paused { low } else { high })?;
-        Ok(mark
-            .extract::<i64>()
-            .ok()
-            .map(|mark| if paused { size <= mark } else { size >= mark }))
+        [paused, high, low]: [Attr; 3],
+        method: &Bound<'_, PyString>,
+    ) -> PyResult<()> {
+        let act = match size {
+            None => true,
+            Some(size) => {
+                let paused = self.get(py, paused)?.is_truthy()?;
+                let mark = self.get(py, if paused { low } else { high })?;
+                mark.extract::<i64>()
+                    .map_or(true, |mark| if paused { size <= mark } else { size >= mark })
+            }
+        };
+        if act {
+            self.protocol.bind(py).call_method0(method)?;
+        }
+        Ok(())
+    }
+
+    /// A memory BIO's `pending`, where it is a machine integer.
+    fn bio_pending(bio: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<i64>> {
+        Ok(bio.bind(py).getattr(intern!(py, "pending"))?.extract::<i64>().ok())
     }
 
     fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
@@ -347,51 +359,20 @@ impl Parts {
         self.control_app_writing(py)
     }
 
-    /// `SSLProtocol._control_app_writing`, whose method runs only when it
-    /// has something to do.
+    /// `SSLProtocol._control_app_writing`.
     fn control_app_writing(&self, py: Python<'_>) -> PyResult<()> {
-        let protocol = self.protocol.bind(py);
-        let pending = self
-            .outgoing
-            .bind(py)
-            .getattr(intern!(py, "pending"))?
-            .extract::<i64>()
-            .ok();
+        let pending = Parts::bio_pending(&self.outgoing, py)?;
         let backlog = self.get(py, Attr::WriteBufferSize)?.extract::<i64>().ok();
         let size = pending.zip(backlog).and_then(|(a, b)| a.checked_add(b));
-        let act = self.crosses(
-            py,
-            size,
-            Attr::AppWritingPaused,
-            Attr::OutgoingHighWater,
-            Attr::OutgoingLowWater,
-        )?;
-        if act != Some(false) {
-            protocol.call_method0(intern!(py, "_control_app_writing"))?;
-        }
-        Ok(())
+        let marks = [Attr::AppWritingPaused, Attr::OutgoingHighWater, Attr::OutgoingLowWater];
+        self.control_flow(py, size, marks, intern!(py, "_control_app_writing"))
     }
 
-    /// `SSLProtocol._control_ssl_reading`, likewise.
+    /// `SSLProtocol._control_ssl_reading`.
     fn control_ssl_reading(&self, py: Python<'_>) -> PyResult<()> {
-        let protocol = self.protocol.bind(py);
-        let size = self
-            .incoming
-            .bind(py)
-            .getattr(intern!(py, "pending"))?
-            .extract::<i64>()
-            .ok();
-        let act = self.crosses(
-            py,
-            size,
-            Attr::SslReadingPaused,
-            Attr::IncomingHighWater,
-            Attr::IncomingLowWater,
-        )?;
-        if act != Some(false) {
-            protocol.call_method0(intern!(py, "_control_ssl_reading"))?;
-        }
-        Ok(())
+        let size = Parts::bio_pending(&self.incoming, py)?;
+        let marks = [Attr::SslReadingPaused, Attr::IncomingHighWater, Attr::IncomingLowWater];
+        self.control_flow(py, size, marks, intern!(py, "_control_ssl_reading"))
     }
 
     /// `SSLProtocol._write_appdata((data,))` in state `WRAPPED` with an

@@ -785,6 +785,102 @@ def test_context_with_its_own_sslobject_class(loop, run):
     assert run(main()) == (True, True)
 
 
+def test_is_closing(loop, run):
+    """is_closing() is False while the TLS transport is open and True once it was closed here
+    or the peer's close was seen, also through a method fetched before."""
+
+    async def main():
+        server, factory = await _recording_server(loop)
+        transport, proto = await _tls_client(loop, server)
+        early = transport.is_closing
+        transport.write(b"ping")
+        accepted = await factory.nth(0)
+        await accepted.wait_bytes(4)
+        seen = [transport.is_closing(), accepted.transport.is_closing()]
+        transport.close()
+        seen += [transport.is_closing(), early()]
+        await accepted.lost
+        await proto.lost
+        seen += [accepted.transport.is_closing(), transport.is_closing()]
+        await _close(server)
+        return seen
+
+    assert run(main()) == [False, False, True, True, True, True]
+
+
+@pytest.mark.skipif(not PY311, reason="3.10's SSL pipe has no max_size")
+def test_reads_smaller_than_a_record(loop, run):
+    """With the protocol's max_size below a record, each record takes several reads, some of
+    them filling exactly what they asked for; sizes around the 100-byte reads and the 16 KiB
+    records must all arrive whole, in order, without waiting for more input."""
+    sizes = [1, 99, 100, 101, 200, 1000, 16 * 1024, 16 * 1024 + 1, 64 * 1024]
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        transport, proto = await _tls_client(loop, server)
+        transport._ssl_protocol.max_size = 100
+        sent = b""
+        for i, size in enumerate(sizes):
+            message = net.payload(size, seed=i)
+            transport.write(message)
+            sent += message
+            await asyncio.wait_for(proto.wait_bytes(len(sent)), 10)
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return bytes(proto.data) == sent, len(proto.data)
+
+    assert run(main()) == (True, sum(sizes))
+
+
+@pytest.mark.skipif(not PY311, reason="3.10's SSL pipe has no max_size")
+def test_max_size_follows_the_class_and_the_instance(loop, run, monkeypatch):
+    """Each read asks for the protocol's max_size as it is at that moment: the class's,
+    changed between messages, then one set on the instance, then the class's again."""
+    from asyncio import sslproto
+
+    asked = []
+
+    class RecordingSSLObject(ssl.SSLObject):
+        def read(self, len=1024, buffer=None):
+            asked.append(len)
+            return super().read(len, buffer)
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None)
+        context = tls.client_context()
+        context.sslobject_class = RecordingSSLObject
+        transport, proto = await _tls_client(loop, server, context)
+        ssl_protocol = transport._ssl_protocol
+        phases = []
+        sent = 0
+
+        async def exchange():
+            nonlocal sent
+            del asked[:]
+            for _ in range(3):
+                transport.write(b"x" * 100)
+                sent += 100
+                await proto.wait_bytes(sent)
+            phases.append(set(asked))
+
+        await exchange()
+        monkeypatch.setattr(sslproto.SSLProtocol, "max_size", 1000)
+        await exchange()
+        ssl_protocol.max_size = 500
+        await exchange()
+        del ssl_protocol.max_size
+        await exchange()
+        monkeypatch.undo()
+        await exchange()
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return phases
+
+    assert run(main()) == [{256 * 1024}, {1000}, {500}, {1000}, {256 * 1024}]
+
+
 @pytest.mark.skipif(not PY311, reason="3.10's SSLProtocol is not a BufferedProtocol")
 def test_the_ssl_protocol_is_asyncios_own(loop, run):
     # ferroloop's transport never asks SSLProtocol for its read buffer, so it is made without

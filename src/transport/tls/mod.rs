@@ -32,7 +32,7 @@ mod attrs;
 mod method;
 
 use attrs::{Attr, Seen};
-use method::Method;
+use method::{Getter, Method};
 
 use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
@@ -68,6 +68,8 @@ mod stdlib {
 /// reassigned by `sslproto.py` during a connection.
 struct Parts {
     protocol: Py<PyAny>,
+    /// `SSLProtocol`, the protocol's class when attached.
+    class: Py<PyAny>,
     /// `protocol.__dict__`, where every attribute the pump reads per message
     /// lives (see [`Parts::get`]).
     dict: DictStamp,
@@ -77,8 +79,11 @@ struct Parts {
     /// `pending()` are known to be OpenSSL's: reads may then decrypt straight
     /// into the `bytes` handed to the application.
     native: bool,
-    incoming: Py<PyAny>,
-    outgoing: Py<PyAny>,
+    /// The `pending` of the incoming and outgoing BIOs.
+    incoming_pending: Getter,
+    outgoing_pending: Getter,
+    /// The outgoing BIO is an `ssl.MemoryBIO`, whose `read()` empties it.
+    outgoing_native: bool,
     /// `SSLProtocolState.WRAPPED`, compared by identity as enum members are.
     wrapped: Py<PyAny>,
     /// The methods called per message. `sslobj` is the `_ssl._SSLObject`
@@ -153,10 +158,38 @@ fn guarded(protocol: &Bound<'_, PyAny>, result: PyResult<()>) -> PyResult<()> {
 /// What one readable event decrypted so far.
 #[derive(Default)]
 struct Reads<'py> {
-    chunks: Vec<Bound<'py, PyAny>>,
+    /// The first chunk apart, so that the usual single one needs no `Vec`.
+    first: Option<Bound<'py, PyAny>>,
+    more: Vec<Bound<'py, PyAny>>,
     close_notify: bool,
     /// No more reads are to be made for this event.
     done: bool,
+}
+
+impl<'py> Reads<'py> {
+    fn push(&mut self, chunk: Bound<'py, PyAny>) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.more.push(chunk);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Everything read, joined into one object.
+    fn data(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(first) = self.first.take() else {
+            return Ok(None);
+        };
+        if self.more.is_empty() {
+            return Ok(Some(first));
+        }
+        let all = PyList::new(py, std::iter::once(first).chain(self.more.drain(..)))?;
+        Ok(Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (all,))?))
+    }
 }
 
 impl Parts {
@@ -188,8 +221,8 @@ impl Parts {
     }
 
     /// A memory BIO's `pending`, where it is a machine integer.
-    fn bio_pending(bio: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<i64>> {
-        Ok(bio.bind(py).getattr(intern!(py, "pending"))?.extract::<i64>().ok())
+    fn bio_pending(pending: &Getter, py: Python<'_>) -> PyResult<Option<i64>> {
+        Ok(pending.get(py)?.extract::<i64>().ok())
     }
 
     fn is_wrapped(&self, py: Python<'_>) -> PyResult<bool> {
@@ -243,7 +276,7 @@ impl Parts {
     /// it to the application in one `data_received`.
     fn read_copied(&self, py: Python<'_>) -> PyResult<()> {
         let protocol = self.protocol.bind(py);
-        let max_size = protocol.getattr(intern!(py, "max_size"))?;
+        let max_size = self.get(py, Attr::MaxSize)?;
         let mut read = Reads::default();
         if let (true, Ok(max @ 1..)) = (self.native, max_size.extract::<usize>()) {
             self.read_in_place(py, max, &mut read)?;
@@ -251,12 +284,7 @@ impl Parts {
         if !read.done {
             self.read_chunks(py, &max_size, &mut read)?;
         }
-        let data = match read.chunks.len() {
-            0 => None,
-            1 => read.chunks.pop(),
-            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (PyList::new(py, read.chunks)?,))?),
-        };
-        if let Some(data) = data {
+        if let Some(data) = read.data(py)? {
             self.get(py, Attr::AppProtocol)?
                 .call_method1(intern!(py, "data_received"), (data,))?;
         }
@@ -278,7 +306,7 @@ impl Parts {
             // ssl module), and raising it costs more than the read of a
             // message. It is skipped then; a first read, or one with bytes
             // left, is made as asyncio makes it.
-            if !read.chunks.is_empty() && self.drained(py)? {
+            if !read.is_empty() && self.drained(py, false)? {
                 return Ok(());
             }
             match self.sslobj_read.call(py, (max_size,)) {
@@ -286,7 +314,7 @@ impl Parts {
                     read.close_notify = true;
                     return Ok(());
                 }
-                Ok(chunk) => read.chunks.push(chunk),
+                Ok(chunk) => read.push(chunk),
                 Err(err) if is_again(py, &err)? => return Ok(()),
                 Err(err) => return Err(err),
             }
@@ -294,21 +322,26 @@ impl Parts {
     }
 
     /// The same reads, decrypting every record into one `bytes` sized for
-    /// all the ciphertext waiting (plaintext is never longer, compression
-    /// being off), so a message of many records is not copied again by a
-    /// join. Sets `read.done` unless that object filled up with more to
-    /// read, which only compression could cause; the chunked reads go on
-    /// from there.
+    /// the ciphertext waiting (plaintext is never longer, compression being
+    /// off), so a message of many records is not copied again by a join.
+    /// Sets `read.done` unless that object filled up with more to read:
+    /// decrypted bytes left over from an earlier read, which the size leaves
+    /// out (every read here goes on until nothing is left, so there are none
+    /// in the data flow), or compression; the chunked reads go on from there.
     fn read_in_place<'py>(&self, py: Python<'py>, max_size: usize, read: &mut Reads<'py>) -> PyResult<()> {
-        let (waiting, decrypted) = self.pending(py)?;
-        let (Some(waiting), Some(decrypted)) = (waiting, decrypted) else {
+        let size = match self.waiting(py)? {
+            Some(0) => self.decrypted(py)?,
+            waiting => waiting,
+        };
+        let Some(size) = size.and_then(|n| usize::try_from(n).ok()) else {
             return Ok(());
         };
-        let mut out = FillingBytes::new(py, waiting.saturating_add(decrypted))?;
+        let mut out = FillingBytes::new(py, size)?;
         read.done = true;
+        let mut short = false;
         loop {
             // The first read is always made, as in `read_chunks`.
-            if out.filled() > 0 && self.drained(py)? {
+            if out.filled() > 0 && self.drained(py, short)? {
                 break;
             }
             if out.remaining() == 0 {
@@ -322,46 +355,65 @@ impl Parts {
                     read.close_notify = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(n) => short = n < want,
                 Err(err) if is_again(py, &err)? => break,
                 Err(err) => return Err(err),
             }
         }
         if out.filled() > 0 {
-            read.chunks.push(out.finish()?.into_any());
+            read.push(out.finish()?.into_any());
         }
         Ok(())
     }
 
-    /// Ciphertext waiting in the incoming BIO, and decrypted bytes the
-    /// `SSLObject` holds; None where a value is not a machine integer.
-    fn pending(&self, py: Python<'_>) -> PyResult<(Option<usize>, Option<usize>)> {
-        let waiting = self.incoming.bind(py).getattr(intern!(py, "pending"))?.extract().ok();
-        let decrypted = self.sslobj_pending.call0(py)?.extract().ok();
-        Ok((waiting, decrypted))
+    /// Ciphertext waiting in the incoming BIO; None where it is not a
+    /// machine integer.
+    fn waiting(&self, py: Python<'_>) -> PyResult<Option<i64>> {
+        Parts::bio_pending(&self.incoming_pending, py)
+    }
+
+    /// Decrypted bytes the `SSLObject` holds (`pending()`, which releases
+    /// the GIL around OpenSSL's `SSL_pending`).
+    fn decrypted(&self, py: Python<'_>) -> PyResult<Option<i64>> {
+        Ok(self.sslobj_pending.call0(py)?.extract().ok())
     }
 
     /// Nothing left to decrypt: the incoming BIO is empty and the `SSLObject`
-    /// has no bytes of a record it already decrypted.
-    fn drained(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self.pending(py)? == (Some(0), Some(0)))
+    /// has no bytes of a record it already decrypted. `short`: the last read
+    /// was OpenSSL's own (`native`) and returned less than it asked for,
+    /// which `SSL_read` does only once it has returned every decrypted byte
+    /// it held, so there are none and `pending()` need not be asked.
+    fn drained(&self, py: Python<'_>, short: bool) -> PyResult<bool> {
+        if self.waiting(py)? != Some(0) {
+            return Ok(false);
+        }
+        Ok((short && self.native) || self.decrypted(py)? == Some(0))
     }
 
-    /// `SSLProtocol._process_outgoing`: send what the `SSLObject` produced.
+    /// `SSLProtocol._process_outgoing` followed by `_control_app_writing`,
+    /// as every caller in sslproto makes them.
     fn process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
-        if !self.get(py, Attr::SslWritingPaused)?.is_truthy()? {
+        // asyncio reads the outgoing BIO whenever writing is not paused, most
+        // of the time to get `b''` after a read; its `pending` is needed
+        // for the flow-control check anyway, so it is taken first and an
+        // empty BIO is not read. Reading all of a memory BIO leaves it with
+        // `pending - len(data)` bytes, which saves asking again.
+        let mut pending = Parts::bio_pending(&self.outgoing_pending, py)?;
+        if pending != Some(0) && !self.get(py, Attr::SslWritingPaused)?.is_truthy()? {
             let data = self.outgoing_read.call0(py)?;
-            if data.len()? > 0 {
+            let len = data.len()?;
+            if len > 0 {
                 self.get(py, Attr::Transport)?
                     .call_method1(intern!(py, "write"), (data,))?;
             }
+            pending = match (pending, self.outgoing_native) {
+                (Some(before), true) => i64::try_from(len).ok().and_then(|len| before.checked_sub(len)),
+                _ => None,
+            };
+            if pending.is_none() {
+                pending = Parts::bio_pending(&self.outgoing_pending, py)?;
+            }
         }
-        self.control_app_writing(py)
-    }
-
-    /// `SSLProtocol._control_app_writing`.
-    fn control_app_writing(&self, py: Python<'_>) -> PyResult<()> {
-        let pending = Parts::bio_pending(&self.outgoing, py)?;
         let backlog = self.get(py, Attr::WriteBufferSize)?.extract::<i64>().ok();
         let size = pending.zip(backlog).and_then(|(a, b)| a.checked_add(b));
         let marks = [Attr::AppWritingPaused, Attr::OutgoingHighWater, Attr::OutgoingLowWater];
@@ -370,7 +422,7 @@ impl Parts {
 
     /// `SSLProtocol._control_ssl_reading`.
     fn control_ssl_reading(&self, py: Python<'_>) -> PyResult<()> {
-        let size = Parts::bio_pending(&self.incoming, py)?;
+        let size = Parts::bio_pending(&self.incoming_pending, py)?;
         let marks = [Attr::SslReadingPaused, Attr::IncomingHighWater, Attr::IncomingLowWater];
         self.control_flow(py, size, marks, intern!(py, "_control_ssl_reading"))
     }
@@ -457,11 +509,13 @@ impl TlsPump {
             incoming_write: Method::new(&incoming, intern!(py, "write"), bio_in)?,
             outgoing_read: Method::new(&outgoing, intern!(py, "read"), bio_out)?,
             protocol: protocol.clone().unbind(),
+            class: protocol.get_type().into_any().unbind(),
             dict: DictStamp::new(dict),
             seen: GilCell::new(Seen::default()),
             native,
-            incoming: incoming.unbind(),
-            outgoing: outgoing.unbind(),
+            outgoing_native: bio_out,
+            incoming_pending: Getter::new(&incoming, intern!(py, "pending"), bio_in)?,
+            outgoing_pending: Getter::new(&outgoing, intern!(py, "pending"), bio_out)?,
             wrapped: stdlib::protocol_state(py)?.getattr(intern!(py, "WRAPPED"))?.unbind(),
         };
         let pump = Bound::new(
@@ -627,12 +681,13 @@ impl TlsPump {
         visit.call(&self.app_transport)?;
         if let Some(p) = parts.as_ref() {
             visit.call(&p.protocol)?;
+            visit.call(&p.class)?;
             visit.call(p.dict.dict())?;
             if let Some(seen) = p.seen.try_borrow_unguarded() {
                 seen.traverse(&visit)?;
             }
-            visit.call(&p.incoming)?;
-            visit.call(&p.outgoing)?;
+            p.incoming_pending.traverse(&visit)?;
+            p.outgoing_pending.traverse(&visit)?;
             visit.call(&p.wrapped)?;
             for method in [
                 &p.sslobj_read,

@@ -787,7 +787,7 @@ def test_context_with_its_own_sslobject_class(loop, run):
 
 def test_is_closing(loop, run):
     """is_closing() is False while the TLS transport is open and True once it was closed here
-    or the peer's close was seen, also through a method fetched before."""
+    or (from 3.11) the connection was lost, also through a method fetched before."""
 
     async def main():
         server, factory = await _recording_server(loop)
@@ -805,7 +805,8 @@ def test_is_closing(loop, run):
         await _close(server)
         return seen
 
-    assert run(main()) == [False, False, True, True, True, True]
+    # 3.10's SSL protocol does not mark its app transport closed when the connection is lost.
+    assert run(main()) == [False, False, True, True, PY311, True]
 
 
 @pytest.mark.skipif(not PY311, reason="3.10's SSL pipe has no max_size")

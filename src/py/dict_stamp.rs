@@ -11,6 +11,8 @@
 //! - Where neither is available (3.10, or all of 3.12's eight watcher slots
 //!   taken) there is no stamp and readers look values up every time.
 
+// Only the 3.11+ stamps reach into the dict object.
+#[cfg(Py_3_11)]
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -761,26 +761,32 @@ def test_writes_after_close_are_dropped(loop, run):
     assert run(main()) == (b"before", [None])
 
 
-def test_context_with_its_own_sslobject_class(loop, run):
-    class CountingSSLObject(ssl.SSLObject):
-        reads = 0
+def _reads_recorded(asked: list):
+    """A client context whose SSLObjects append the size each read asks for to ``asked``."""
 
+    class RecordingSSLObject(ssl.SSLObject):
         def read(self, len=1024, buffer=None):
-            type(self).reads += 1
+            asked.append(len)
             return super().read(len, buffer)
+
+    context = tls.client_context()
+    context.sslobject_class = RecordingSSLObject
+    return context
+
+
+def test_context_with_its_own_sslobject_class(loop, run):
+    asked = []
 
     async def main():
         server = await _tls_echo_server(loop, "tcp4", None)
-        context = tls.client_context()
-        context.sslobject_class = CountingSSLObject
-        transport, proto = await _tls_client(loop, server, context)
+        transport, proto = await _tls_client(loop, server, _reads_recorded(asked))
         data = net.payload(300 * 1024)
         transport.write(data)
         got = await proto.wait_bytes(len(data))
         transport.close()
         await proto.lost
         await _close(server)
-        return got == data, CountingSSLObject.reads > 0
+        return got == data, len(asked) > 0
 
     assert run(main()) == (True, True)
 
@@ -842,16 +848,9 @@ def test_max_size_follows_the_class_and_the_instance(loop, run, monkeypatch):
 
     asked = []
 
-    class RecordingSSLObject(ssl.SSLObject):
-        def read(self, len=1024, buffer=None):
-            asked.append(len)
-            return super().read(len, buffer)
-
     async def main():
         server = await _tls_echo_server(loop, "tcp4", None)
-        context = tls.client_context()
-        context.sslobject_class = RecordingSSLObject
-        transport, proto = await _tls_client(loop, server, context)
+        transport, proto = await _tls_client(loop, server, _reads_recorded(asked))
         ssl_protocol = transport._ssl_protocol
         phases = []
         sent = 0

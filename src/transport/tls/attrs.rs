@@ -135,23 +135,23 @@ impl Parts {
     /// the class is still the one attached to, with a tag, the generic
     /// attribute lookup, and a plain value (not a descriptor) under `name`.
     fn class_value<'py>(&self, py: Python<'py>, name: &Bound<'py, PyString>) -> Option<(Bound<'py, PyAny>, u32)> {
-        let class = self.protocol.bind(py).get_type();
-        if !class.is(self.class.bind(py)) {
+        // The tag is read first, so a value found after a change of the
+        // class is not kept under an older tag.
+        let tag = self.class_tag(py);
+        if tag == 0 {
             return None;
         }
-        let ty = class.as_type_ptr();
+        let ty = self.class.bind(py).as_type_ptr();
         // SAFETY: `ty` is a live type object, `name` a live str; the lookup
         // runs no Python code and returns a borrowed reference or NULL
-        // without an exception. The tag is read first, so a value found
-        // after a change of the class is not kept under an older tag.
+        // without an exception.
         unsafe {
-            let tag = (*ty).tp_version_tag;
             // Comparing a function pointer can only fail to recognise the
             // generic lookup, which merely skips keeping the value.
             let generic = (*ty)
                 .tp_getattro
                 .is_some_and(|f| f as *const () == ffi::PyObject_GenericGetAttr as *const ());
-            if tag == 0 || !generic {
+            if !generic {
                 return None;
             }
             let found = _PyType_Lookup(ty, name.as_ptr());

@@ -69,7 +69,7 @@ mod stdlib {
 struct Parts {
     protocol: Py<PyAny>,
     /// `SSLProtocol`, the protocol's class when attached.
-    class: Py<PyAny>,
+    class: Py<pyo3::types::PyType>,
     /// `protocol.__dict__`, where every attribute the pump reads per message
     /// lives (see [`Parts::get`]).
     dict: DictStamp,
@@ -115,8 +115,8 @@ pub struct TlsPump {
 /// classes, which define none of the names read here as descriptors: looked
 /// up in the instance `__dict__` first, which skips the search of the class
 /// and its bases that `getattr` makes first and costs about a third as much
-/// (the pump reads some twenty attributes per message). A name not found
-/// there (`max_size`, a class attribute) goes through `getattr`.
+/// (used per message for the app transport's `_ssl_protocol`). A name not
+/// found there goes through `getattr`.
 fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     // SAFETY: `obj` is a live object; the call returns a new reference to its
@@ -509,7 +509,7 @@ impl TlsPump {
             incoming_write: Method::new(&incoming, intern!(py, "write"), bio_in)?,
             outgoing_read: Method::new(&outgoing, intern!(py, "read"), bio_out)?,
             protocol: protocol.clone().unbind(),
-            class: protocol.get_type().into_any().unbind(),
+            class: protocol.get_type().unbind(),
             dict: DictStamp::new(dict),
             seen: GilCell::new(Seen::default()),
             native,

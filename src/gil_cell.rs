@@ -1,10 +1,12 @@
 //! [`GilCell`]: interior mutability for state that is only touched while
 //! attached to the interpreter.
 //!
-//! The extension module does not declare itself free-threading safe, so CPython
-//! holds (or, on a free-threaded build, re-enables) the GIL for every call into
-//! it. A `RefCell` whose every access needs a `Python<'_>` token is therefore
-//! only ever used by one thread at a time. Re-entrancy (a Python callback that
+//! The extension module declares that it uses the GIL (`gil_used = true` in
+//! `lib.rs`), so CPython holds it (and a free-threaded build re-enables it on
+//! import) for every call into the module. A `RefCell` whose every access
+//! needs a `Python<'_>` token is therefore only ever used by one thread at a
+//! time. (Forcing the GIL off anyway, `PYTHON_GIL=0` or `-X gil=0`, is what
+//! CPython documents as unsafe for such modules.) Re-entrancy (a Python callback that
 //! calls back into the loop while a borrow is live) is caught by `RefCell` as a
 //! panic, which PyO3 turns into an exception: never undefined behaviour. Code
 //! must not hold a borrow across a call into Python.
@@ -17,8 +19,8 @@ use pyo3::Python;
 #[derive(Debug, Default)]
 pub struct GilCell<T>(RefCell<T>);
 
-// SAFETY: every borrow takes a `Python<'_>` token and the module requires the GIL
-// (no `gil_used = false`), so no two threads access the RefCell at the same time;
+// SAFETY: every borrow takes a `Python<'_>` token and the module declares
+// `gil_used = true`, so no two threads access the RefCell at the same time;
 // the GIL hand-off orders their memory accesses. `T: Send` because the value may
 // be dropped or used on whichever thread holds the GIL.
 unsafe impl<T: Send> Sync for GilCell<T> {}

@@ -17,7 +17,11 @@ mod transport;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// `gil_used = true`: the core is not free-threading safe. `GilCell`, handle
+// recycling by reference count and borrowed dict references all assume that
+// one thread at a time runs it, so on a free-threaded build importing the
+// module re-enables the GIL (PyO3 would otherwise declare it GIL-free).
+#[pymodule(gil_used = true)]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     loop_core::install_raw_methods(m.py())?;
@@ -28,6 +32,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::tls::TlsPump>()?;
     m.add_class::<transport::pipe::ReadPipeTransportCore>()?;
     m.add_class::<transport::pipe::WritePipeTransportCore>()?;
+    m.add_function(wrap_pyfunction!(loop_core::poll_window::poll_window, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

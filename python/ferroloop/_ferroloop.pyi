@@ -19,9 +19,12 @@ __all__ = [
     "ReadPipeTransportCore",
     "WritePipeTransportCore",
     "__version__",
+    "poll_window",
 ]
 
 __version__: str
+
+def poll_window() -> tuple[int, str]: ...
 
 @disjoint_base
 class Handle:
@@ -66,6 +69,8 @@ class LoopCore:
     _stopping: bool
     _debug: bool
     _thread_id: int | None
+    @property
+    def _poll_window(self) -> tuple[int, str]: ...
     def __new__(cls, *args: Any, **kwargs: Any) -> LoopCore: ...
     def time(self) -> float: ...
     def is_running(self) -> bool: ...
@@ -118,6 +123,7 @@ class LoopCore:
     def _sock_sendall(self, sock: Any, data: Any) -> asyncio.Future[None] | None: ...
     def _run_forever_core(self) -> None: ...
     def _close_core(self) -> None: ...
+    def _leave_parent(self) -> None: ...
 
 @final
 class SocketTransportCore:

@@ -12,8 +12,10 @@ in the MRO and replace their Python counterparts.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import weakref
 from asyncio import base_events, events
 from asyncio.log import logger
 from typing import Any
@@ -22,6 +24,21 @@ from . import _ferroloop
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
 from ._subprocess import SubprocessAPI
+
+# Every loop not yet collected, for the fork hook below.
+_loops: weakref.WeakSet[Loop] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A child shares the parent's epoll instance and wake-up descriptors (the
+    # same kernel objects, not copies): its copies of the loops must stop
+    # using them before anything in the child can, so that nothing the child
+    # does reaches the parent's loops.
+    for loop in list(_loops):
+        loop._leave_parent_process()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Loop(
@@ -39,6 +56,17 @@ class Loop(
         SignalHandlers.__init__(self)
         self._init_sockets()
         self._init_subprocess()
+        _loops.add(self)
+
+    def _leave_parent_process(self) -> None:
+        """In a forked child: keep this copy of the loop off the parent's kernel
+        objects. Registrations, signal wake-ups and child processes made before
+        the fork stay the parent's; queued callbacks and timers stay here."""
+        self._leave_parent()
+        self._forget_parent_signals()
+        self._forget_parent_children()
+        # Its threads were not forked: the child makes its own when asked.
+        self._default_executor = None
 
     def run_forever(self) -> None:
         """Run until :meth:`stop` is called."""

@@ -114,6 +114,25 @@ class SignalHandlers:
         except (ValueError, OSError) as exc:
             logger.info("set_wakeup_fd(-1) failed: %s", exc)
 
+    def _forget_parent_signals(self) -> None:
+        """In a forked child: the socket pair is shared with the parent, so the
+        child's signals must not be written to it (the parent would run their
+        handlers) nor its reads take the parent's. The handlers stay on record
+        but stop firing, as on asyncio 3.12+ (whose fork hook resets the wakeup
+        fd); a later ``add_signal_handler`` makes a pair of the child's own."""
+        if self._signal_socks is None:
+            return
+        rsock, wsock = self._signal_socks
+        self._signal_socks = None
+        try:
+            old = signal.set_wakeup_fd(-1)
+            if old not in (-1, wsock.fileno()):
+                signal.set_wakeup_fd(old)
+        except (ValueError, OSError):
+            pass
+        rsock.close()
+        wsock.close()
+
     def _close_signal_handlers(self) -> None:
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)

@@ -165,6 +165,16 @@ class SubprocessAPI:
             self.call_soon(transp._process_exited, returncode)  # type: ignore[attr-defined]
         return True
 
+    def _forget_parent_children(self) -> None:
+        """In a forked child: the parent's children are not the child's to wait
+        for or kill; close this process's copies of their pidfds."""
+        children, self._children = self._children, {}
+        for pidfd, _transp, timer in children.values():
+            if timer is not None:
+                timer.cancel()
+            if pidfd is not None:
+                os.close(pidfd)
+
     def _close_subprocess(self) -> None:
         """Stops watching; kills and reaps children that still run."""
         children, self._children = self._children, {}

@@ -9,6 +9,8 @@
 //! run phase began. Callbacks scheduled by those callbacks wait for the next
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
+mod fork;
+pub(crate) mod poll_window;
 pub(crate) mod reader_api;
 pub mod readers;
 mod schedule;
@@ -301,6 +303,12 @@ impl LoopCore {
             self.polling.store(false, Ordering::SeqCst);
             return Ok(());
         }
+        // `os.fork` already gave a child's copy its own epoll; a fork that
+        // skipped Python's hooks must not wait on the parent's.
+        if let Err(err) = self.leave_parent(py) {
+            self.polling.store(false, Ordering::SeqCst);
+            return Err(err);
+        }
         let (epfd, mut events) = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else {
@@ -559,8 +567,8 @@ impl LoopCore {
             woken: AtomicBool::new(false),
             iterations: AtomicU64::new(0),
             io_just_polled: AtomicBool::new(false),
-            spinner: GilCell::new(spin::Spinner::new(
-                spin::max_from_env().map_err(pyo3::exceptions::PyValueError::new_err)?,
+            spinner: GilCell::new(spin::Spinner::from_window(
+                poll_window::choose().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
         })
     }

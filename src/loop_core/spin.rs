@@ -30,12 +30,14 @@
 //! order, timers are never run early (the window is capped at the timeout),
 //! and the GIL is released while polling, as while blocking.
 //! `FERROLOOP_POLL_US` sets the longest window (0 turns polling off), for
-//! hosts where idle CPU matters more than latency.
+//! hosts where idle CPU matters more than latency; with fewer than two CPUs
+//! to run on, polling is off unless it says otherwise (see `poll_window`).
 
 use std::time::{Duration, Instant};
 
-/// Longest poll before blocking unless `FERROLOOP_POLL_US` says otherwise.
-const DEFAULT_MAX_NS: u64 = 20_000;
+/// Longest poll before blocking unless `FERROLOOP_POLL_US` says otherwise
+/// (or the process has under two CPUs, see `poll_window`).
+pub(crate) const DEFAULT_MAX_NS: u64 = 20_000;
 /// Between two checks after the first.
 const CHECK_EVERY_NS: u64 = 4_000;
 /// The earliest first check. A peer that answers sooner is answering
@@ -60,6 +62,8 @@ pub(crate) struct Spinner {
     cooldown: u32,
     /// fds the last poll reported ready.
     last_batch: usize,
+    /// Why `max_ns` is what it is.
+    reason: String,
 }
 
 /// How a poll ended.
@@ -85,21 +89,6 @@ pub(crate) struct Plan {
     pub capped: bool,
 }
 
-/// The longest window `FERROLOOP_POLL_US` asks for, or the default when it
-/// is unset; a value that is not a whole number of microseconds is an error,
-/// not a silent default.
-pub(crate) fn max_from_env() -> Result<u64, String> {
-    match std::env::var("FERROLOOP_POLL_US") {
-        Err(_) => Ok(DEFAULT_MAX_NS),
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(us) if us <= 1_000 => Ok(us * 1_000),
-            _ => Err(format!(
-                "FERROLOOP_POLL_US must be a whole number of microseconds from 0 to 1000, got {v:?}"
-            )),
-        },
-    }
-}
-
 impl Spinner {
     pub(crate) fn new(max_ns: u64) -> Self {
         Spinner {
@@ -108,7 +97,24 @@ impl Spinner {
             misses: 0,
             cooldown: 0,
             last_batch: 0,
+            reason: String::new(),
         }
+    }
+
+    /// A spinner for the window `poll_window` chose.
+    pub(crate) fn from_window(w: super::poll_window::Window) -> Self {
+        Spinner {
+            reason: w.reason,
+            ..Spinner::new(w.max_ns)
+        }
+    }
+
+    pub(crate) fn max_ns(&self) -> u64 {
+        self.max_ns
+    }
+
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// The poll to make before a wait that may block for `timeout_ns`

@@ -25,6 +25,10 @@ static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct Epoll {
     fd: OwnedFd,
+    /// The process that created it. A forked child shares the instance
+    /// itself, so its changes would be the parent's too: it may only close
+    /// its copy of the descriptor.
+    pid: u32,
 }
 
 impl Epoll {
@@ -33,10 +37,23 @@ impl Epoll {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 returned a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Epoll { fd })
+        Ok(Epoll {
+            fd,
+            pid: super::process::current(),
+        })
     }
 
+    /// Whether this process is a fork of the one that created the instance.
+    pub fn inherited(&self) -> bool {
+        self.pid != super::process::current()
+    }
+
+    /// Refused (`EBADF`: not this process's instance) in a forked child, so
+    /// nothing the child does reaches the parent's interest set.
     fn ctl(&self, op: i32, fd: RawFd, events: u32, data: u64) -> Result<(), Errno> {
+        if self.inherited() {
+            return Err(Errno(libc::EBADF));
+        }
         let mut ev = libc::epoll_event { events, u64: data };
         syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev))?;
         Ok(())

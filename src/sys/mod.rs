@@ -4,9 +4,11 @@
 //! `errno`) into `Result<_, Errno>`. Callers convert an [`Errno`] into a Python
 //! exception with [`crate::errors::os_error`], which keeps `errno` intact.
 
+pub mod cpus;
 pub mod epoll;
 pub mod eventfd;
 pub mod pipe;
+pub mod process;
 pub mod socket;
 
 use std::fmt;

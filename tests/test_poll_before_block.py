@@ -9,6 +9,7 @@ does not burn its CPU waiting. Each case runs on asyncio too, with the same outc
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import textwrap
 import threading
@@ -185,14 +186,15 @@ SETTING_CHILD = textwrap.dedent(
 
 
 @pytest.mark.ferroloop_only
-@pytest.mark.parametrize("value", ["0", "5", " 20 ", "1000"])
+@pytest.mark.parametrize("value", ["0", "5", " 20 ", "1000", "", "  "])
 def test_the_poll_setting_takes_microseconds(value):
+    # Empty or blank counts as unset.
     done = loops.run_child(SETTING_CHILD, env={"FERROLOOP_POLL_US": value})
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
 
 
 @pytest.mark.ferroloop_only
-@pytest.mark.parametrize("value", ["", "abc", "-1", "2.5", "1001"])
+@pytest.mark.parametrize("value", ["abc", "-1", "2.5", "1001"])
 def test_a_bad_poll_setting_is_a_clear_error(value):
     done = loops.run_child(SETTING_CHILD, env={"FERROLOOP_POLL_US": value})
     assert done.returncode == 1
@@ -200,3 +202,52 @@ def test_a_bad_poll_setting_is_a_clear_error(value):
     assert last.startswith(
         "ValueError: FERROLOOP_POLL_US must be a whole number of microseconds"
     ), done.stderr
+
+
+WINDOW_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    if sys.argv[1] == "one-cpu":
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    import ferroloop
+    from ferroloop import _ferroloop
+
+    loop = ferroloop.new_event_loop()
+    assert loop._poll_window == _ferroloop.poll_window(), (loop._poll_window, _ferroloop.poll_window())
+    loop.close()
+    us, reason = _ferroloop.poll_window()
+    print(us)
+    print(reason)
+    """
+)
+
+
+def poll_window_in_child(cpus: str, setting: str | None = None) -> tuple[int, str]:
+    # Blank: the same as unset, whatever this process's environment says.
+    done = loops.run_child(WINDOW_CHILD, env={"FERROLOOP_POLL_US": setting or ""}, argv=(cpus,))
+    assert done.returncode == 0, done.stderr
+    us, reason = done.stdout.strip().split("\n")
+    return int(us), reason
+
+
+@pytest.mark.ferroloop_only
+def test_polling_is_off_by_default_on_one_cpu():
+    us, reason = poll_window_in_child("one-cpu")
+    assert (us, reason) == (0, "default, off: 1 CPU in this process's affinity mask")
+
+
+@pytest.mark.ferroloop_only
+def test_the_setting_overrides_the_one_cpu_default():
+    assert poll_window_in_child("one-cpu", " 30 ") == (30, "FERROLOOP_POLL_US=30")
+
+
+@pytest.mark.ferroloop_only
+def test_the_default_with_every_cpu_says_why():
+    us, reason = poll_window_in_child("all")
+    if len(os.sched_getaffinity(0)) < 2:
+        assert us == 0 and "affinity" in reason, reason
+    elif "quota" in reason and us == 0:
+        assert reason.startswith("default, off: cgroup CPU quota of "), reason
+    else:
+        assert us == 20, reason
+        assert reason.startswith(f"default: {len(os.sched_getaffinity(0))} CPUs usable, "), reason

@@ -213,7 +213,7 @@ WINDOW_CHILD = textwrap.dedent(
     from ferroloop import _ferroloop
 
     loop = ferroloop.new_event_loop()
-    assert loop._poll_window == _ferroloop.poll_window(), (loop._poll_window, _ferroloop.poll_window())
+    assert loop._poll_window == _ferroloop.poll_window(), loop._poll_window
     loop.close()
     us, reason = _ferroloop.poll_window()
     print(us)

@@ -1069,3 +1069,62 @@ def test_every_dict_watcher_slot_taken(loop_kind, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "ok"
     assert int(proc.stdout.split()[1]) > 0
+
+
+@pytest.mark.ferroloop_only
+def test_python_code_is_never_lent_the_loops_memory(loop, run, monkeypatch):
+    """A memoryview of ferroloop's read buffers goes only to the ``_ssl`` module's C methods:
+    a slice of it kept by Python code would outlive the view and see the memory reused.
+    Python-level BIOs and SSL objects get ``bytes`` (or no buffer) instead. (asyncio hands its
+    BIO a slice of its own bytearray, whose contents the next read changes.)"""
+    kept: list[tuple[object, bytes]] = []
+    buffers: list[object] = []
+
+    class KeepingBIO:
+        """A Python object in front of an ``ssl.MemoryBIO`` (not subclassable)."""
+
+        def __init__(self):
+            self.bio = ssl.MemoryBIO()
+
+        def write(self, data):
+            kept.append((data, bytes(data)))
+            return self.bio.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.bio, name)
+
+    class KeepingSSLObject(ssl.SSLObject):
+        @classmethod
+        def _create(cls, incoming, outgoing, *args, **kwargs):
+            return super()._create(incoming.bio, outgoing.bio, *args, **kwargs)
+
+        def read(self, len=1024, buffer=None):
+            buffers.append(buffer)
+            return super().read(len, buffer)
+
+    class SslWithKeepingBIO:
+        MemoryBIO = KeepingBIO
+
+        def __getattr__(self, name):
+            return getattr(ssl, name)
+
+    monkeypatch.setattr(asyncio.sslproto, "ssl", SslWithKeepingBIO())
+    context, server_context = tls.client_context(), tls.server_context()
+    context.sslobject_class = server_context.sslobject_class = KeepingSSLObject
+
+    async def main():
+        server = await _tls_echo_server(loop, "tcp4", None, server_context)
+        transport, proto = await _tls_client(loop, server, context)
+        data = net.payload(200 * 1024)
+        transport.write(data)
+        got = await proto.wait_bytes(len(data))
+        transport.close()
+        await proto.lost
+        await _close(server)
+        return got == data
+
+    assert run(main())
+    assert kept and buffers
+    assert {type(data) for data, _ in kept} == {bytes}
+    assert all(bytes(data) == copy for data, copy in kept)
+    assert not any(isinstance(b, memoryview) for b in buffers)

@@ -5,9 +5,41 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyMemoryView;
 
-/// Lends `len` bytes at `ptr` to `call` as a memoryview (writable if
-/// asked), and ends the view when `call` returns, so that nothing can read or
-/// write that memory through it afterwards.
+/// A built-in (C) method bound to an object of a type known not to keep its
+/// arguments: the only callee [`lend_view`] lends memory to.
+///
+/// Releasing a memoryview does not invalidate slices made from it, and a
+/// slice keeps pointing at the lent memory. Python code (an override, a
+/// replaced attribute) could keep one past the call and read or write memory
+/// that is reused or freed by then, so it must get its own copy instead.
+pub struct CMethod(Py<PyAny>);
+
+impl CMethod {
+    /// `method` if it is a built-in method whose `__self__` is exactly of
+    /// one of `types` (not a subclass: an override would be Python code).
+    /// The caller vouches that those types' methods keep no argument beyond
+    /// the call and cannot be replaced (immutable types).
+    pub fn of(method: &Bound<'_, PyAny>, types: &[&Bound<'_, PyAny>]) -> PyResult<Option<Self>> {
+        // SAFETY: `method` is a live object; the check only reads its type.
+        if unsafe { ffi::PyCFunction_Check(method.as_ptr()) } == 0 {
+            return Ok(None);
+        }
+        let owner = method.getattr(pyo3::intern!(method.py(), "__self__"))?.get_type();
+        Ok(types
+            .iter()
+            .any(|t| owner.is(*t))
+            .then(|| CMethod(method.clone().unbind())))
+    }
+
+    pub fn get(&self) -> &Py<PyAny> {
+        &self.0
+    }
+}
+
+/// Calls `callee(view)`, or `callee(size, view)` when `size` is given, with
+/// `view` a memoryview of the `len` bytes at `ptr` (writable if asked), and
+/// ends the view when the call returns, so that nothing can read or write
+/// that memory through it afterwards.
 ///
 /// With the view's only reference here, dropping it releases it as
 /// `release()` would, without looking that method up and calling it; a view
@@ -15,15 +47,16 @@ use pyo3::types::PyMemoryView;
 /// while it is exported).
 ///
 /// # Safety
-/// `len` bytes at `ptr` must stay valid for the whole of `call` (and, when
+/// `len` bytes at `ptr` must stay valid for the whole call (and, when
 /// `writable`, be memory nothing else reads or writes meanwhile).
-pub unsafe fn lend_view<'py, R>(
+pub unsafe fn lend_view<'py>(
     py: Python<'py>,
     ptr: *mut u8,
     len: usize,
     writable: bool,
-    call: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<R>,
-) -> PyResult<R> {
+    callee: &CMethod,
+    size: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
     let flags = if writable { ffi::PyBUF_WRITE } else { ffi::PyBUF_READ };
     // SAFETY: the caller vouches for `ptr` and `len` while the view lives;
     // the view is ended below, before this function returns.
@@ -34,7 +67,11 @@ pub unsafe fn lend_view<'py, R>(
         )?
         .cast_into_unchecked::<PyMemoryView>()
     };
-    let result = call(&view);
+    let callee = callee.get().bind(py);
+    let result = match size {
+        Some(n) => callee.call1((n, &view)),
+        None => callee.call1((&view,)),
+    };
     // SAFETY: `view` is a live object; reading its reference count is safe.
     if unsafe { ffi::Py_REFCNT(view.as_ptr()) } == 1 {
         drop(view);

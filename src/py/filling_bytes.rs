@@ -8,9 +8,9 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyOverflowError, PySystemError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView};
+use pyo3::types::PyBytes;
 
-use super::buffer::lend_view;
+use super::buffer::{lend_view, CMethod};
 
 extern "C" {
     // CPython's resize of a `bytes` object nobody else references yet, as
@@ -77,18 +77,15 @@ impl<'py> FillingBytes<'py> {
         Ok(n)
     }
 
-    /// Like [`FillingBytes::fill`], for Python code that writes through the
-    /// buffer protocol (`SSLObject.read(n, buffer)`): `write` gets a writable
-    /// memoryview of the unfilled tail, released as soon as it returns so that
-    /// nothing can reach this memory once the object is handed out.
-    pub fn fill_through_view(
-        &mut self,
-        write: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<usize>,
-    ) -> PyResult<usize> {
+    /// Like [`FillingBytes::fill`], for a C method that writes through the
+    /// buffer protocol (`_SSLSocket.read(n, buffer)`): `read(want, view)`
+    /// gets a writable memoryview of the unfilled tail, released as soon as
+    /// it returns, and returns how many bytes it wrote.
+    pub fn fill_through_view(&mut self, read: &CMethod, want: usize) -> PyResult<usize> {
         let py = self.py;
         // SAFETY: `room` bytes at `start` are the unfilled tail of an object
         // that is ours alone, neither freed nor resized before this returns.
-        self.fill(|start, room| unsafe { lend_view(py, start, room, true, write) })
+        self.fill(|start, room| unsafe { lend_view(py, start, room, true, read, Some(want.min(room))) }?.extract())
     }
 
     /// Grows the object to hold `data` after what is filled, and copies it

@@ -6,41 +6,57 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::py::buffer::CMethod;
+
 /// A method of one of the pump's ssl objects: bound once when the object's
-/// type is one of the `_ssl` module's C types, whose methods cannot be
-/// replaced, which saves the lookup per call; otherwise looked up by name on
-/// every call, as asyncio's code does.
+/// type is one of the `_ssl` module's C types (`c_types`), whose methods
+/// cannot be replaced, which saves the lookup per call; otherwise looked up
+/// by name on every call, as asyncio's code does.
 pub(super) enum Method {
-    Bound(Py<PyAny>),
+    Bound(CMethod),
     Named(Py<PyAny>, Py<PyString>),
 }
 
 impl Method {
-    pub(super) fn new(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, fixed: bool) -> PyResult<Self> {
-        Ok(if fixed {
-            Method::Bound(obj.getattr(name)?.unbind())
-        } else {
-            Method::Named(obj.clone().unbind(), name.clone().unbind())
-        })
+    pub(super) fn new(
+        obj: &Bound<'_, PyAny>,
+        name: &Bound<'_, PyString>,
+        fixed: bool,
+        c_types: &[&Bound<'_, PyAny>],
+    ) -> PyResult<Self> {
+        if fixed {
+            if let Some(method) = CMethod::of(&obj.getattr(name)?, c_types)? {
+                return Ok(Method::Bound(method));
+            }
+        }
+        Ok(Method::Named(obj.clone().unbind(), name.clone().unbind()))
+    }
+
+    /// The method, if memory may be lent to it (see [`CMethod`]).
+    pub(super) fn lendable(&self) -> Option<&CMethod> {
+        match self {
+            Method::Bound(method) => Some(method),
+            Method::Named(..) => None,
+        }
     }
 
     pub(super) fn call<'py, A: PyCallArgs<'py>>(&self, py: Python<'py>, args: A) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Method::Bound(method) => method.bind(py).call1(args),
+            Method::Bound(method) => method.get().bind(py).call1(args),
             Method::Named(obj, name) => obj.bind(py).call_method1(name.bind(py), args),
         }
     }
 
     pub(super) fn call0<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Method::Bound(method) => method.bind(py).call0(),
+            Method::Bound(method) => method.get().bind(py).call0(),
             Method::Named(obj, name) => obj.bind(py).call_method0(name.bind(py)),
         }
     }
 
     pub(super) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Method::Bound(method) => visit.call(method),
+            Method::Bound(method) => visit.call(method.get()),
             Method::Named(obj, _) => visit.call(obj),
         }
     }

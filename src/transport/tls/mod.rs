@@ -38,7 +38,7 @@ use super::read_buffer::recv_then;
 use super::socket::{protocol_failed, SocketTransportCore};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
-use crate::py::buffer::lend_view;
+use crate::py::buffer::{lend_view, CMethod};
 use crate::py::dict_stamp::DictStamp;
 use crate::py::filling_bytes::FillingBytes;
 use crate::sys::socket::would_block;
@@ -60,6 +60,7 @@ mod stdlib {
     attr!(protocol_state, "asyncio.sslproto", "SSLProtocolState");
     attr!(ssl_object, "ssl", "SSLObject");
     attr!(memory_bio, "ssl", "MemoryBIO");
+    attr!(ssl_socket, "_ssl", "_SSLSocket");
     attr!(want_read, "ssl", "SSLWantReadError");
     attr!(syscall_error, "ssl", "SSLSyscallError");
 }
@@ -278,8 +279,8 @@ impl Parts {
         let protocol = self.protocol.bind(py);
         let max_size = self.get(py, Attr::MaxSize)?;
         let mut read = Reads::default();
-        if let (true, Ok(max @ 1..)) = (self.native, max_size.extract::<usize>()) {
-            self.read_in_place(py, max, &mut read)?;
+        if let (Some(sslobj_read), Ok(max @ 1..)) = (self.sslobj_read.lendable(), max_size.extract::<usize>()) {
+            self.read_in_place(py, sslobj_read, max, &mut read)?;
         }
         if !read.done {
             self.read_chunks(py, &max_size, &mut read)?;
@@ -328,7 +329,13 @@ impl Parts {
     /// decrypted bytes left over from an earlier read, which the size leaves
     /// out (every read here goes on until nothing is left, so there are none
     /// in the data flow), or compression; the chunked reads go on from there.
-    fn read_in_place<'py>(&self, py: Python<'py>, max_size: usize, read: &mut Reads<'py>) -> PyResult<()> {
+    fn read_in_place<'py>(
+        &self,
+        py: Python<'py>,
+        sslobj_read: &CMethod,
+        max_size: usize,
+        read: &mut Reads<'py>,
+    ) -> PyResult<()> {
         let size = match self.waiting(py)? {
             Some(0) => self.decrypted(py)?,
             waiting => waiting,
@@ -349,7 +356,7 @@ impl Parts {
                 break;
             }
             let want = out.remaining().min(max_size);
-            let result = out.fill_through_view(|view| self.sslobj_read.call(py, (want, view))?.extract());
+            let result = out.fill_through_view(sslobj_read, want);
             match result {
                 Ok(0) => {
                     read.close_notify = true;
@@ -502,12 +509,14 @@ impl TlsPump {
         let outgoing = protocol.getattr(intern!(py, "_outgoing"))?;
         let bio = stdlib::memory_bio(py)?;
         let (bio_in, bio_out) = (incoming.get_type().is(bio), outgoing.get_type().is(bio));
+        // The C types whose methods may be lent the pump's memory.
+        let c_types = [stdlib::ssl_socket(py)?, bio];
         let parts = Parts {
-            sslobj_read: Method::new(&sslobj, intern!(py, "read"), native)?,
-            sslobj_write: Method::new(&sslobj, intern!(py, "write"), native)?,
-            sslobj_pending: Method::new(&sslobj, intern!(py, "pending"), native)?,
-            incoming_write: Method::new(&incoming, intern!(py, "write"), bio_in)?,
-            outgoing_read: Method::new(&outgoing, intern!(py, "read"), bio_out)?,
+            sslobj_read: Method::new(&sslobj, intern!(py, "read"), native, &c_types)?,
+            sslobj_write: Method::new(&sslobj, intern!(py, "write"), native, &c_types)?,
+            sslobj_pending: Method::new(&sslobj, intern!(py, "pending"), native, &c_types)?,
+            incoming_write: Method::new(&incoming, intern!(py, "write"), bio_in, &c_types)?,
+            outgoing_read: Method::new(&outgoing, intern!(py, "read"), bio_out, &c_types)?,
             protocol: protocol.clone().unbind(),
             class: protocol.get_type().unbind(),
             dict: DictStamp::new(dict),
@@ -588,14 +597,14 @@ impl TlsPump {
             if bytes.is_empty() {
                 return Ok(0);
             }
-            let ptr = bytes.as_ptr().cast_mut();
-            // SAFETY: `bytes` stays alive and unchanged for the call, and the
-            // view is read-only.
-            unsafe {
-                lend_view(py, ptr, bytes.len(), false, |view| {
-                    parts.incoming_write.call(py, (view,))
-                })
-            }?;
+            match parts.incoming_write.lendable() {
+                // SAFETY: `bytes` stays alive and unchanged for the call, and
+                // the view is read-only.
+                Some(write) => unsafe { lend_view(py, bytes.as_ptr().cast_mut(), bytes.len(), false, write, None) }?,
+                // Python code could keep a slice of a view of the read
+                // buffer, which the next read reuses: it gets a copy.
+                None => parts.incoming_write.call(py, (PyBytes::new(py, bytes),))?,
+            };
             Ok(bytes.len())
         });
         const FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";

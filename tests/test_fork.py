@@ -74,7 +74,7 @@ async def parent_still_works(loop, got: list[bytes], b: socket.socket) -> None:
     """The reader registered before the fork fires, and every kind of wake-up works."""
     b.send(b"after")
     await until(lambda: got == [b"after"])
-    if not hasattr(loop, "_selector"):
+    if not isinstance(loop, asyncio.SelectorEventLoop):
         # Skipped on asyncio: a child that closed its copy unregistered the parent's
         # self-pipe from the shared epoll, so call_soon_threadsafe (and with it every
         # executor result) no longer wakes the parent's loop: the callback waits for the

@@ -119,6 +119,48 @@ def test_eager_task_factory(loop, run):
     assert run(main()) == "eager result"
 
 
+@pytest.mark.ferroloop_only
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(
+    "factory",
+    [None, pytest.param("eager", marks=requires_312), "plain"],
+)
+def test_create_task_takes_eager_start(loop, run, debug, factory):
+    # 3.14's keyword. asyncio before 3.14 raises TypeError for it; ferroloop (like uvloop)
+    # accepts it on every version. asyncio.Task starts eagerly from 3.12; before that, or
+    # with a task factory before 3.14, the keyword is dropped: the factory decides.
+    ran = []
+
+    async def body():
+        ran.append(True)
+        return "done"
+
+    factories = {
+        None: None,
+        "eager": getattr(asyncio, "eager_task_factory", None),  # 3.12+
+        "plain": lambda loop, coro, **kwargs: asyncio.Task(coro, loop=loop, **kwargs),
+    }
+
+    async def main():
+        loop.set_debug(debug)
+        loop.set_task_factory(factories[factory])
+        try:
+            lazy = loop.create_task(body(), eager_start=False, name="lazy")
+            assert not lazy.done()
+            await lazy
+            ran.clear()
+            task = loop.create_task(body(), eager_start=True)
+            eager = factory == "eager" or (factory is None and sys.version_info >= (3, 12))
+            assert task.done() == eager
+            return lazy.get_name(), await task
+        finally:
+            loop.set_task_factory(None)
+            loop.set_debug(False)
+
+    assert run(main()) == ("lazy", "done")
+    assert ran == [True]
+
+
 def test_current_task_and_all_tasks(loop, run):
     assert asyncio.current_task(loop) is None
 

@@ -41,6 +41,44 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Native:
+    """An attribute of asyncio's pure-Python loop whose job ferroloop's native core
+    does (the ready queue, the timer heap, the selector, one iteration). Reading it
+    raises ``AttributeError`` saying so, and ``BaseEventLoop.__init__``'s assignment is
+    dropped: tools that patch those internals (nest_asyncio) must fail at once, not run
+    on a queue nothing reads."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        raise AttributeError(
+            f"ferroloop.Loop has no {self.name!r}: its ready queue, timers, poller and "
+            "iterations are native, so code that patches asyncio's BaseEventLoop "
+            "internals (such as nest_asyncio) cannot work with it"
+        )
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        pass
+
+
+class _NotPatchable:
+    """``nest_asyncio.apply(loop)`` looks for this first: it gets uvloop's answer (a
+    ``ValueError`` before any change to the loop's class) instead of replacing
+    ``run_forever`` with code that drives the ``_Native`` attributes."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        raise ValueError(
+            "Can't patch loop of type ferroloop.Loop: nest_asyncio replaces "
+            "BaseEventLoop._run_once, which ferroloop's native loop does not use "
+            "(its loops are not reentrant, as uvloop's are not)"
+        )
+
+
 class Loop(
     _ferroloop.LoopCore,
     SignalHandlers,
@@ -50,6 +88,12 @@ class Loop(
 ):
     """An asyncio event loop whose core is native code. Create one with
     :func:`ferroloop.new_event_loop`; it behaves as asyncio's default loop."""
+
+    _ready = _Native()
+    _scheduled = _Native()
+    _selector = _Native()
+    _run_once = _Native()
+    _nest_patched = _NotPatchable()
 
     def __init__(self) -> None:
         base_events.BaseEventLoop.__init__(self)

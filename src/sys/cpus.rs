@@ -2,6 +2,7 @@
 //! CPU quota.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// CPUs in this thread's affinity mask (`sched_getaffinity`), or `None` if
 /// the kernel would not say (a mask larger than `cpu_set_t`).
@@ -19,9 +20,16 @@ pub fn affinity() -> Option<usize> {
 
 /// The tightest CPU quota (in CPUs) of this process's cgroup and its
 /// ancestors, and the file that sets it; `None` when no quota applies.
+/// Read once per process: the files take tens of microseconds to read, and a
+/// loop is created far more often than a container's limits change.
 pub fn quota() -> Option<(f64, String)> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    quota_v2(&own).or_else(|| quota_v1(&own))
+    static QUOTA: OnceLock<Option<(f64, String)>> = OnceLock::new();
+    QUOTA
+        .get_or_init(|| {
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            quota_v2(&own).or_else(|| quota_v1(&own))
+        })
+        .clone()
 }
 
 /// cgroup v2: `cpu.max` of the cgroup named by the `0::` line, and of each

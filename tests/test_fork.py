@@ -217,3 +217,60 @@ def test_a_childs_signals_do_not_reach_the_parents_handlers(loop, run):
             run(until(lambda: seen == ["parent"]))
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)
+
+
+@pytest.mark.timeout(30)
+def test_a_childs_copy_wakes_for_its_own_threads(loop, run):
+    a, b, got = watched_pair(loop)
+
+    def child():
+        fut = loop.create_future()
+        threading.Timer(0.01, loop.call_soon_threadsafe, (fut.set_result, "woken")).start()
+        return loop.run_until_complete(asyncio.wait_for(fut, 5))
+
+    with a, b:
+        assert in_child(child) == "woken"
+        run(parent_still_works(loop, got, b))
+
+
+@pytest.mark.ferroloop_only
+@pytest.mark.timeout(30)
+def test_a_child_gets_its_own_default_executor(loop, run):
+    # asyncio and uvloop keep the parent's executor in the child, whose threads were not
+    # forked: a child's run_in_executor on the inherited loop never completes there.
+    a, b, got = watched_pair(loop)
+    with a, b:
+        assert run(loop.run_in_executor(None, sum, [1, 2])) == 3
+
+        def child():
+            return loop.run_until_complete(
+                asyncio.wait_for(loop.run_in_executor(None, sum, [3, 4]), 5)
+            )
+
+        assert in_child(child) == "7"
+        run(parent_still_works(loop, got, b))
+
+
+@pytest.mark.ferroloop_only
+@pytest.mark.timeout(30)
+def test_a_child_leaves_the_parents_subprocesses_alone(loop, run):
+    # asyncio: the child's close() unregisters the parent's self-pipe, through which the
+    # child watcher's thread reports the exit, so the parent's proc.wait() never returns.
+    a, b, got = watched_pair(loop)
+
+    async def start():
+        return await asyncio.create_subprocess_exec("sleep", "30")
+
+    with a, b:
+        proc = run(start())
+        try:
+            assert in_child(lambda: close_explicitly(loop)) == "closed"
+            assert proc.returncode is None
+            os.kill(proc.pid, 0)  # still running, not killed nor reaped by the child
+            proc.terminate()
+            assert run(proc.wait()) == -signal.SIGTERM
+            run(parent_still_works(loop, got, b))
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                run(proc.wait())

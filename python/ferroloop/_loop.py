@@ -33,9 +33,16 @@ def _after_fork_in_child() -> None:
     # A child shares the parent's epoll instance and wake-up descriptors (the
     # same kernel objects, not copies): its copies of the loops must stop
     # using them before anything in the child can, so that nothing the child
-    # does reaches the parent's loops.
+    # does reaches the parent's loops. One loop's failure (no descriptors
+    # left, say) must not leave the others on the parent's objects.
+    failed: BaseException | None = None
     for loop in list(_loops):
-        loop._leave_parent_process()
+        try:
+            loop._leave_parent_process()
+        except Exception as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -139,6 +139,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn another_process_cannot_change_the_interest_set() {
+        let mut ep = Epoll::new().unwrap();
+        let waker = crate::sys::eventfd::EventFd::new().unwrap();
+        ep.add(waker.as_raw_fd(), READABLE, 7).unwrap();
+        assert!(!ep.inherited());
+        // As a forked child sees it: created by another pid.
+        ep.pid = ep.pid.wrapping_add(1);
+        assert!(ep.inherited());
+        assert_eq!(ep.delete(waker.as_raw_fd()), Err(Errno(libc::EBADF)));
+        assert_eq!(ep.modify(waker.as_raw_fd(), WRITABLE, 7), Err(Errno(libc::EBADF)));
+        assert_eq!(ep.add(0, READABLE, 8), Err(Errno(libc::EBADF)));
+        ep.pid = ep.pid.wrapping_sub(1);
+        // The registration is untouched.
+        waker.notify();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        assert_eq!(ep.wait(&mut evs, Some(0)), Ok(1));
+        assert_eq!({ evs[0].u64 }, 7);
+    }
+
+    #[test]
     fn timeout_never_returns_early() {
         let ep = Epoll::new().unwrap();
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];

@@ -378,14 +378,13 @@ def test_transport_whose_socket_the_program_closed_spares_the_next_owner(loop, r
         pairs = [_pair() for _ in range(2)]
         try:
             recvs = [
-                loop.create_task(_new_op(loop_kind, loop.sock_recv(new, 4096)))
-                for new, _ in pairs
+                loop.create_task(_new_op(loop_kind, loop.sock_recv(new, 4096))) for new, _ in pairs
             ]
             await _settle(loop)
             transport.write(OLD)
             transport.close()
             await _settle(loop)
-            for (new, new_peer), recv in zip(pairs, recvs):
+            for (_new, new_peer), recv in zip(pairs, recvs, strict=True):
                 new_peer.send(NEW)
                 assert await recv in (NEW, None)
                 assert b"o" not in _drain(new_peer)

@@ -82,6 +82,19 @@ def _accept(sock: Any) -> tuple[Any, Any]:
     return conn, address
 
 
+# The socket's methods are looked up at every attempt, as asyncio does.
+def _recvfrom(sock: Any, bufsize: int) -> tuple[bytes, Any]:
+    return sock.recvfrom(bufsize)
+
+
+def _recvfrom_into(sock: Any, buf: Any, nbytes: int) -> tuple[int, Any]:
+    return sock.recvfrom_into(buf, nbytes)
+
+
+def _sendto(sock: Any, data: Any, address: Any) -> int:
+    return sock.sendto(data, 0, address)
+
+
 def _connect_result(sock: Any, address: Any) -> None:
     # Called once the socket is writable after a connect in progress.
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -258,7 +271,7 @@ class SocketAPI:
 
         async def sock_recvfrom(self, sock: Any, bufsize: int) -> tuple[bytes, Any]:
             """Receive a datagram: ``(data, address)``."""
-            result = self._sock_call(sock, False, sock.recvfrom, (bufsize,))  # type: ignore[attr-defined]
+            result = self._sock_call(sock, False, _recvfrom, (sock, bufsize))  # type: ignore[attr-defined]
             if result.__class__ is _Future:
                 return await result
             return result
@@ -268,7 +281,7 @@ class SocketAPI:
             _check_nonblocking(self, sock)
             if not nbytes:
                 nbytes = len(buf)
-            result = self._sock_call(sock, False, sock.recvfrom_into, (buf, nbytes))  # type: ignore[attr-defined]
+            result = self._sock_call(sock, False, _recvfrom_into, (sock, buf, nbytes))  # type: ignore[attr-defined]
             if result.__class__ is _Future:
                 return await result
             return result
@@ -280,7 +293,7 @@ class SocketAPI:
                 return sock.sendto(data, address)
             except (BlockingIOError, InterruptedError):
                 pass
-            result = self._sock_call(sock, True, sock.sendto, (data, 0, address), True)  # type: ignore[attr-defined]
+            result = self._sock_call(sock, True, _sendto, (sock, data, address), True)  # type: ignore[attr-defined]
             return await result
 
     def _stop_serving(self, sock: Any) -> None:

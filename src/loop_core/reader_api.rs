@@ -60,9 +60,11 @@ pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
 pub(crate) fn holds_io_refs(obj: &Bound<'_, PyAny>) -> bool {
     static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let py = obj.py();
+    // The object's real type, not its `__class__`: a mock made with a
+    // socket as its spec claims the class but has no counter.
     SOCKET
         .import(py, "socket", "socket")
-        .is_ok_and(|ty| obj.is_instance(ty).unwrap_or(false))
+        .is_ok_and(|ty| obj.get_type().is_subclass(ty).unwrap_or(false))
 }
 
 /// `sock._io_refs += 1` (see [`holds_io_refs`]).

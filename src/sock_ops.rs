@@ -18,12 +18,13 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::handles::Handle;
+use crate::loop_core::reader_api::holds_io_refs;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::py::buffer::RawBuffer;
@@ -107,6 +108,8 @@ pub struct SockOp {
     /// The socket object the operation is for; its `fileno()` must still be
     /// `fd` before every attempt.
     sock: Py<PyAny>,
+    /// `sock` is a `socket.socket` (see `reader_api::holds_io_refs`).
+    io_ref: bool,
     fd: RawFd,
     side: Side,
     future: Py<PyAny>,
@@ -141,6 +144,7 @@ impl SockOp {
             SockOp {
                 event_loop: slf.clone().unbind(),
                 sock: sock.clone().unbind(),
+                io_ref: holds_io_refs(sock),
                 fd,
                 side,
                 future: future.clone().unbind(),
@@ -150,7 +154,10 @@ impl SockOp {
         )?;
         // Waiting first (after the caller's own attempt) checks the kernel's
         // registration, which also reports readiness that is already there.
-        let handle = slf.get().add_sock_op(py, sock, fd, side, op.as_any(), wait_first)?;
+        let io_ref = op.get().io_ref;
+        let handle = slf
+            .get()
+            .add_sock_op(py, sock, fd, side, op.as_any(), wait_first, io_ref)?;
         *op.get().handle.borrow_mut(py) = Some(handle);
         future.call_method1(intern!(py, "add_done_callback"), (&op,))?;
         Ok(future.unbind())
@@ -173,9 +180,18 @@ impl SockOp {
     /// program's `close()` keeps it (the op holds an io reference); a
     /// `detach()` does not, and then the number is no longer the op's.
     fn still_owns_fd(&self, py: Python<'_>) -> bool {
-        self.sock
-            .bind(py)
-            .call_method0(intern!(py, "fileno"))
+        let sock = self.sock.bind(py);
+        // `socket.socket` sets `_closed` before it closes or detaches: while
+        // it is false the fd is the same, and one attribute is cheaper than
+        // a method call.
+        if self.io_ref
+            && sock
+                .getattr(intern!(py, "_closed"))
+                .is_ok_and(|c| c.is(PyBool::new(py, false)))
+        {
+            return true;
+        }
+        sock.call_method0(intern!(py, "fileno"))
             .and_then(|n| n.extract::<RawFd>())
             .is_ok_and(|n| n == self.fd)
     }

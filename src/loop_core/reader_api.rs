@@ -199,7 +199,9 @@ impl LoopCore {
     /// still owns the same open file, while an fd number alone may have been
     /// closed and reused. While the operation waits it holds one of `sock`'s
     /// io references (a `socket.socket`), so the file stays open even if the
-    /// program closes the socket meanwhile.
+    /// program closes the socket meanwhile (`io_ref`: `sock` is a
+    /// `socket.socket`, see [`holds_io_refs`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_sock_op(
         &self,
         py: Python<'_>,
@@ -208,6 +210,7 @@ impl LoopCore {
         side: Side,
         callback: &Bound<'_, PyAny>,
         verify: bool,
+        io_ref: bool,
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         // The temporary strong reference `upgrade` takes is to an object that
@@ -230,7 +233,6 @@ impl LoopCore {
             })
         };
         let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
-        let io_ref = holds_io_refs(sock);
         let reg = Reg {
             handle: handle.clone_ref(py),
             file: Some(sock.clone().unbind()),

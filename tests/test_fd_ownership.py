@@ -365,6 +365,35 @@ def test_remove_reader_writer_of_a_detached_socket(loop, side):
     b.close()
 
 
+@pytest.mark.parametrize("side", ["reader", "writer"])
+@pytest.mark.parametrize("by", ["fileno", "object"])
+def test_replaced_registrations_give_the_socket_back(loop, side, by):
+    """Registering a socket again releases what the replaced registration held: after
+    the last removal, close() really closes, however the socket was named."""
+    s = socket.socket()
+    s.setblocking(False)
+    add = loop.add_reader if side == "reader" else loop.add_writer
+    remove = loop.remove_reader if side == "reader" else loop.remove_writer
+    for _ in range(3):
+        add(s, lambda: None)
+    assert remove(s.fileno() if by == "fileno" else s) is True
+    s.close()
+    assert s.fileno() == -1
+
+
+@pytest.mark.parametrize("side", ["reader", "writer"])
+def test_registered_by_number_removed_by_object_keeps_the_socket_open(loop, side):
+    s = socket.socket()
+    s.setblocking(False)
+    add = loop.add_reader if side == "reader" else loop.add_writer
+    remove = loop.remove_reader if side == "reader" else loop.remove_writer
+    add(s.fileno(), lambda: None)
+    assert remove(s) is True
+    assert s.fileno() != -1
+    s.close()
+    assert s.fileno() == -1
+
+
 # --- transports made with sock= whose socket the program closes
 
 
@@ -440,6 +469,58 @@ def test_pending_sendall_survives_close_and_delivers(loop, run):
 
     run(main())
     a_peer.close()
+
+
+@pytest.mark.ferroloop_only
+def test_pending_connect_survives_close(loop, run):
+    """A connect in progress whose socket the program closes still completes (asyncio:
+    it never completes); the socket is really closed once it did."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+
+    async def main():
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(address)
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        a = socket.socket()
+        a.setblocking(False)
+        task = loop.create_task(loop.sock_connect(a, address))
+        await _settle(loop)
+        if task.done():
+            await task
+            pytest.skip("the kernel accepted the connection at once")
+        a.close()
+        assert a.fileno() != -1
+        # Room in the accept queue: the retransmitted SYN gets through.
+        for s in fillers:
+            s.close()
+        conns = []
+        while not task.done():
+            try:
+                conns.append(listener.accept()[0])
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0.01)
+        await task
+        assert a.fileno() == -1
+        for c in conns:
+            c.close()
+
+    listener.setblocking(False)
+    try:
+        run(main())
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
 
 
 @pytest.mark.ferroloop_only

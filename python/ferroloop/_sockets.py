@@ -125,6 +125,8 @@ class _SendfileSteps:
                 blocksize = self.count - self.total_sent
                 if blocksize <= 0:
                     return self.total_sent
+            # As 3.13 does: a Py_ssize_t on 32-bit builds.
+            blocksize = min(blocksize, sys.maxsize // 2 + 1)
             self.calls += 1
             try:
                 sent = os.sendfile(self.sock.fileno(), self.fileno, self.offset, blocksize)

@@ -308,11 +308,13 @@ impl<H, O, F> Entry<H, O, F> {
             Err(e) => return Err(e),
         }
         let mut stale = Vec::new();
+        let mut owner = None;
         if lost {
             for s in [Side::Read, Side::Write] {
                 stale.extend(self.slot(s).take_reg(Slot::Empty));
             }
-            self.owner = None;
+            // Returned, not dropped: the caller releases it outside the borrow.
+            owner = self.owner.take();
         } else if new_kind == Kind::Callback {
             for s in [Side::Read, Side::Write] {
                 if matches!(self.slot(s), Slot::Parked) {
@@ -321,11 +323,7 @@ impl<H, O, F> Entry<H, O, F> {
             }
         }
         let handle = self.slot(side).take_reg(new);
-        Ok(Replaced {
-            handle,
-            stale,
-            owner: None,
-        })
+        Ok(Replaced { handle, stale, owner })
     }
 }
 
@@ -339,7 +337,9 @@ impl<H, O, F> Registry<H, O, F> {
         // The caller may have closed and reopened the fd: always check.
         match entry.install(epoll, fd, next_generation, side, Slot::Callback(reg), true) {
             Ok(mut replaced) => {
-                replaced.owner = entry.owner.take();
+                if replaced.owner.is_none() {
+                    replaced.owner = entry.owner.take();
+                }
                 Ok(replaced)
             }
             Err(e) => {
@@ -376,7 +376,10 @@ impl<H, O, F> Registry<H, O, F> {
         match entry.install(epoll, fd, next_generation, side, Slot::Op(reg), verify) {
             Ok(mut replaced) => {
                 if let Some(new) = owner {
-                    replaced.owner = entry.owner.replace(new);
+                    // `None` when `install` already returned the old owner.
+                    if let Some(old) = entry.owner.replace(new) {
+                        replaced.owner = Some(old);
+                    }
                 }
                 Ok(replaced)
             }
@@ -669,7 +672,7 @@ mod tests {
         let replaced = reg.add(&ep, fd, Side::Write, Reg::bare("new cb")).unwrap();
         let stale: Vec<_> = replaced.stale.into_iter().map(|r| r.handle).collect();
         assert_eq!(stale, ["old op"]);
-        assert_eq!(replaced.owner, None);
+        assert_eq!(replaced.owner, Some(1), "the old file's owner is given back");
         std::io::Write::write_all(&mut d, b"x").unwrap();
         let evs = wait(&ep);
         assert_eq!(handles(&reg, evs[0]), (None, Some("new cb")));

@@ -115,9 +115,8 @@ def test_replaced_file_under_pending_read_gets_nothing_of_the_new_file(loop, run
             send = loop.create_task(_new_op(loop_kind, loop.sock_sendall(new, NEW)))
             await _settle(loop)
             got_by_peer = _drain(new_peer)
-            await _settle(loop)
-            got_by_peer += _drain(new_peer)
             await send
+            got_by_peer += _drain(new_peer)
             new_peer.send(NEW)
             await _settle(loop)
             mine = await _new_op(loop_kind, loop.sock_recv(new, 4096))

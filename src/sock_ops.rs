@@ -1,5 +1,8 @@
-//! `sock_recv`, `sock_recv_into` and `sock_sendall` on the caller's
-//! non-blocking sockets.
+//! The `sock_*` operations on the caller's non-blocking sockets:
+//! `sock_recv`, `sock_recv_into` and `sock_sendall` natively, and any
+//! Python callable that raises `BlockingIOError` until the socket is ready
+//! (`sock_accept`, `sock_connect`, `sock_recvfrom`, `sock_sendto`, the
+//! sendfile loop in `ferroloop._sockets`).
 //!
 //! Each first tries the system call at once; only when the socket is not
 //! ready does it create a future and wait for readiness with a [`SockOp`]
@@ -7,6 +10,11 @@
 //! done, so cancelling a pending call loses no data and leaves the socket
 //! usable. The Python `Loop` wraps these in coroutines (asyncio's methods are
 //! coroutines: `create_task(loop.sock_recv(...))` must work).
+//!
+//! While an op waits it holds the socket's file open (an io reference, see
+//! `loop_core::reader_api`) and keeps the buffer it reads into or sends from
+//! exported, and before every attempt it checks that its socket still names
+//! its fd: no op ever acts on a file that took the number after its own.
 //!
 //! When an op ends (done, failed or cancelled) its side of the fd stays in
 //! the epoll set, edge-triggered, for the next op on the same socket: a

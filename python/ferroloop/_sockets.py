@@ -2,8 +2,9 @@
 
 The per-event work is native: the stream transport, and the ``sock_*``
 operations, which wait through a native operation that holds the socket's
-file open while it waits (see ``src/sock_ops.rs``). Everything that runs once per call
-or per connection is the interpreter's own asyncio code, taken from its
+file open while it waits (see ``src/sock_ops.rs``); their Python halves here
+keep asyncio's checks, order and messages. Everything else that runs once per
+call or per connection is the interpreter's own asyncio code, taken from its
 selector and Unix loops rather than rewritten, so argument checks, error
 messages and version differences (``all_errors``, ``keep_alive``,
 ``cleanup_socket``...) are exactly those of the running Python. Those

@@ -1,5 +1,8 @@
-//! `sock_recv`, `sock_recv_into` and `sock_sendall` on the caller's
-//! non-blocking sockets.
+//! The `sock_*` operations on the caller's non-blocking sockets:
+//! `sock_recv`, `sock_recv_into` and `sock_sendall` natively, and any
+//! Python callable that raises `BlockingIOError` until the socket is ready
+//! (`sock_accept`, `sock_connect`, `sock_recvfrom`, `sock_sendto`, the
+//! sendfile loop in `ferroloop._sockets`).
 //!
 //! Each first tries the system call at once; only when the socket is not
 //! ready does it create a future and wait for readiness with a [`SockOp`]
@@ -8,6 +11,11 @@
 //! usable. The Python `Loop` wraps these in coroutines (asyncio's methods are
 //! coroutines: `create_task(loop.sock_recv(...))` must work).
 //!
+//! While an op waits it holds the socket's file open (an io reference, see
+//! `loop_core::reader_api`) and keeps the buffer it reads into or sends from
+//! exported, and before every attempt it checks that its socket still names
+//! its fd: no op ever acts on a file that took the number after its own.
+//!
 //! When an op ends (done, failed or cancelled) its side of the fd stays in
 //! the epoll set, edge-triggered, for the next op on the same socket: a
 //! request/response exchange then costs no `epoll_ctl` at all, where adding
@@ -15,15 +23,16 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::handles::Handle;
+use crate::loop_core::reader_api::holds_io_refs;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::py::buffer::RawBuffer;
@@ -31,14 +40,27 @@ use crate::sys::socket::{self, would_block};
 use crate::sys::Errno;
 use crate::transport::read_buffer::recv_new_bytes;
 
+/// A buffer export held for a pending operation's life, so that the object
+/// cannot be resized under it (a `bytearray` raises `BufferError`, as with
+/// asyncio's memoryview).
+struct Held(RawBuffer);
+
+// SAFETY: the export is only taken, used and released with the GIL held: it
+// lives in a `GilCell` of a GIL-using module's object, and is dropped either
+// there or when that object is deallocated, which also happens under the GIL.
+unsafe impl Send for Held {}
+
 /// What a pending operation does when its fd is ready.
 enum Kind {
     /// `recv(n)` into a new `bytes`.
     Recv(usize),
     /// `recv_into(buffer)`.
-    RecvInto(Py<PyAny>),
+    RecvInto(Held),
     /// `sendall(data)`, `sent` bytes of it done.
-    SendAll { data: Py<PyAny>, sent: usize },
+    SendAll { data: Held, sent: usize },
+    /// `func(*args)`: its result completes the operation; `BlockingIOError`
+    /// or `InterruptedError` mean wait again (`accept`, `recvfrom`, ...).
+    Call { func: Py<PyAny>, args: Py<PyTuple> },
 }
 
 /// Outcome of one attempt.
@@ -60,19 +82,15 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
             Ok(data) => Ok(Step::Done(data.into_any().unbind())),
             Err(e) => wait_or_raise(e),
         },
-        Kind::RecvInto(target) => {
-            let view = RawBuffer::get(target.bind(py), true)?;
-            match socket::recv_raw(fd, view.as_mut_ptr(), view.len()) {
-                Ok(k) => Ok(Step::Done(k.into_pyobject(py)?.into_any().unbind())),
-                Err(e) => wait_or_raise(e),
-            }
-        }
-        Kind::SendAll { data, sent } => {
-            let view = RawBuffer::get(data.bind(py), false)?;
+        Kind::RecvInto(Held(view)) => match socket::recv_raw(fd, view.as_mut_ptr(), view.len()) {
+            Ok(k) => Ok(Step::Done(k.into_pyobject(py)?.into_any().unbind())),
+            Err(e) => wait_or_raise(e),
+        },
+        Kind::SendAll { data: Held(view), sent } => {
             // Sends until done or EAGAIN: an edge-triggered wait is only
             // certain to be woken after the kernel said it is full.
             loop {
-                let rest = &view.as_slice()[*sent..];
+                let rest = view.as_slice().get(*sent..).unwrap_or_default();
                 match socket::send(fd, rest) {
                     Ok(k) if k == rest.len() => return Ok(Step::Done(py.None())),
                     Ok(k) => *sent += k,
@@ -80,6 +98,13 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
                 }
             }
         }
+        Kind::Call { func, args } => match func.bind(py).call1(args.bind(py)) {
+            Ok(value) => Ok(Step::Done(value.unbind())),
+            Err(err) if err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py) => {
+                Ok(Step::Wait)
+            }
+            Err(err) => Err(err),
+        },
     }
 }
 
@@ -88,6 +113,11 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct SockOp {
     event_loop: Py<LoopCore>,
+    /// The socket object the operation is for; its `fileno()` must still be
+    /// `fd` before every attempt.
+    sock: Py<PyAny>,
+    /// `sock` is a `socket.socket` (see `reader_api::holds_io_refs`).
+    io_ref: bool,
     fd: RawFd,
     side: Side,
     future: Py<PyAny>,
@@ -98,14 +128,22 @@ pub struct SockOp {
 }
 
 impl SockOp {
-    /// Runs `kind` now; if the socket is not ready, returns a future and
-    /// waits for readiness.
-    fn start(slf: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>, side: Side, mut kind: Kind) -> PyResult<Py<PyAny>> {
+    /// Runs `kind` now (unless `wait_first`: the caller just tried); if the
+    /// socket is not ready, returns a future and waits for readiness.
+    fn start(
+        slf: &Bound<'_, LoopCore>,
+        sock: &Bound<'_, PyAny>,
+        side: Side,
+        mut kind: Kind,
+        wait_first: bool,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         check_socket(slf, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        if let Step::Done(value) = attempt(py, fd, &mut kind)? {
-            return Ok(value);
+        if !wait_first {
+            if let Step::Done(value) = attempt(py, fd, &mut kind)? {
+                return Ok(value);
+            }
         }
         ensure_fd_no_transport(slf, fd)?;
         let future = slf.call_method0(intern!(py, "create_future"))?;
@@ -113,6 +151,8 @@ impl SockOp {
             py,
             SockOp {
                 event_loop: slf.clone().unbind(),
+                sock: sock.clone().unbind(),
+                io_ref: holds_io_refs(sock),
                 fd,
                 side,
                 future: future.clone().unbind(),
@@ -120,21 +160,75 @@ impl SockOp {
                 handle: GilCell::new(None),
             },
         )?;
-        let handle = slf.get().add_sock_op(py, sock, fd, side, op.as_any())?;
+        // Waiting first (after the caller's own attempt) checks the kernel's
+        // registration, which also reports readiness that is already there.
+        let io_ref = op.get().io_ref;
+        let handle = slf
+            .get()
+            .add_sock_op(py, sock, fd, side, op.as_any(), wait_first, io_ref)?;
         *op.get().handle.borrow_mut(py) = Some(handle);
         future.call_method1(intern!(py, "add_done_callback"), (&op,))?;
         Ok(future.unbind())
     }
 
-    /// Ends the op once: forgets its state and parks its side of the fd.
-    fn finish(&self, py: Python<'_>) {
+    /// Ends the op once: forgets its state (releasing a held buffer) and
+    /// parks its side of the fd, or removes it unless `keep`.
+    fn finish(&self, py: Python<'_>, keep: bool) {
         let kind = self.kind.borrow_mut(py).take();
         drop(kind);
         let handle = self.handle.borrow_mut(py).take();
         if let Some(handle) = handle {
-            self.event_loop.get().park_sock_op(py, self.fd, self.side, &handle);
+            self.event_loop
+                .get()
+                .park_sock_op(py, self.fd, self.side, &handle, keep);
         }
     }
+
+    /// Whether the socket object still names the fd the op started on. A
+    /// program's `close()` keeps it (the op holds an io reference); a
+    /// `detach()` does not, and then the number is no longer the op's.
+    fn still_owns_fd(&self, py: Python<'_>) -> bool {
+        let sock = self.sock.bind(py);
+        // `socket.socket` sets `_closed` before it closes or detaches: while
+        // it is false the fd is the same, and one attribute is cheaper than
+        // a method call.
+        if self.io_ref
+            && sock
+                .getattr(intern!(py, "_closed"))
+                .is_ok_and(|c| c.is(PyBool::new(py, false)))
+        {
+            return true;
+        }
+        sock.call_method0(intern!(py, "fileno"))
+            .and_then(|n| n.extract::<RawFd>())
+            .is_ok_and(|n| n == self.fd)
+    }
+}
+
+/// The registration whose handle is `handle` was made for a file its number
+/// no longer names: if it belongs to a pending `sock_*` operation, the op
+/// ends with `OSError(EBADF)` and never touches the number again.
+pub(crate) fn abandon(handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let py = handle.py();
+    let Ok(callback) = handle.getattr(intern!(py, "_callback")) else {
+        return Ok(());
+    };
+    let Ok(op) = callback.cast_into::<SockOp>() else {
+        return Ok(());
+    };
+    let this = op.get();
+    // The registry already dropped the registration: nothing to park.
+    this.handle.borrow_mut(py).take();
+    this.kind.borrow_mut(py).take();
+    let future = this.future.bind(py);
+    future.call_method1(intern!(py, "remove_done_callback"), (&op,))?;
+    if !future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        future.call_method1(
+            intern!(py, "set_exception"),
+            (os_error(Errno(libc::EBADF)).into_value(py),),
+        )?;
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -146,17 +240,19 @@ impl SockOp {
         let py = slf.py();
         let this = slf.get();
         if future.is_some() {
-            this.finish(py);
+            this.finish(py, true);
             return Ok(());
         }
         let future = this.future.bind(py);
         if future.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(());
         }
-        let step = {
+        let (step, keep) = if this.still_owns_fd(py) {
             let mut kind = this.kind.borrow_mut(py);
             let Some(kind) = kind.as_mut() else { return Ok(()) };
-            attempt(py, this.fd, kind)
+            (attempt(py, this.fd, kind), true)
+        } else {
+            (Err(os_error(Errno(libc::EBADF))), false)
         };
         let outcome = match step {
             Ok(Step::Wait) => return Ok(()),
@@ -169,7 +265,7 @@ impl SockOp {
         };
         // Ended here, so the done callback has nothing left to do: removing it
         // saves scheduling it.
-        this.finish(py);
+        this.finish(py, keep);
         future.call_method1(intern!(py, "remove_done_callback"), (slf,))?;
         match outcome {
             Ok(value) => future.call_method1(intern!(py, "set_result"), (value,))?,
@@ -180,14 +276,15 @@ impl SockOp {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
+        visit.call(&self.sock)?;
         visit.call(&self.future)?;
         if let Some(handle) = self.handle.try_borrow_unguarded() {
             visit.call(&*handle)?;
         }
         if let Some(kind) = self.kind.try_borrow_unguarded() {
-            match kind.as_ref() {
-                Some(Kind::RecvInto(obj)) | Some(Kind::SendAll { data: obj, .. }) => visit.call(obj)?,
-                _ => {}
+            if let Some(Kind::Call { func, args }) = kind.as_ref() {
+                visit.call(func)?;
+                visit.call(args)?;
             }
         }
         Ok(())
@@ -247,25 +344,56 @@ fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> 
 #[pymethods]
 impl LoopCore {
     /// `sock.recv(n)` now, or a future for it.
-    fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, n: usize) -> PyResult<Py<PyAny>> {
-        SockOp::start(slf, sock, Side::Read, Kind::Recv(n))
+    fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        SockOp::start(slf, sock, Side::Read, Kind::Recv(recv_size(n)?), false)
     }
 
     /// `sock.recv_into(buf)` now, or a future for it.
     fn _sock_recv_into(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, buf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        SockOp::start(slf, sock, Side::Read, Kind::RecvInto(buf.clone().unbind()))
+        let view = RawBuffer::get(buf, true)?;
+        SockOp::start(slf, sock, Side::Read, Kind::RecvInto(Held(view)), false)
     }
 
     /// `sock.sendall(data)`: `None` if sent at once, else a future.
     fn _sock_sendall(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let view = RawBuffer::get(data, false)?;
         SockOp::start(
             slf,
             sock,
             Side::Write,
             Kind::SendAll {
-                data: data.clone().unbind(),
+                data: Held(view),
                 sent: 0,
             },
+            false,
         )
     }
+
+    /// `func(*args)` now (unless `wait_first`), or a future for its result
+    /// once it no longer raises `BlockingIOError` when `sock` is readable
+    /// (or writable, with `write`).
+    #[pyo3(signature = (sock, write, func, args, wait_first = false))]
+    fn _sock_call(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        write: bool,
+        func: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        wait_first: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let side = if write { Side::Write } else { Side::Read };
+        let kind = Kind::Call {
+            func: func.clone().unbind(),
+            args: args.clone().unbind(),
+        };
+        SockOp::start(slf, sock, side, kind, wait_first)
+    }
+}
+
+/// `recv`'s size argument, with the socket module's errors: `TypeError` for
+/// a non-integer, `OverflowError` beyond `Py_ssize_t`, `ValueError` if
+/// negative.
+fn recv_size(n: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let value: isize = n.extract()?;
+    usize::try_from(value).map_err(|_| PyValueError::new_err("negative buffersize in recv"))
 }

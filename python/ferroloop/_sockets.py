@@ -1,8 +1,10 @@
 """Sockets, connections and servers for ``ferroloop.Loop``.
 
-The per-event work is native: the stream transport, and ``sock_recv``,
-``sock_recv_into`` and ``sock_sendall``. Everything that runs once per call
-or per connection is the interpreter's own asyncio code, taken from its
+The per-event work is native: the stream transport, and the ``sock_*``
+operations, which wait through a native operation that holds the socket's
+file open while it waits (see ``src/sock_ops.rs``); their Python halves here
+keep asyncio's checks, order and messages. Everything else that runs once per
+call or per connection is the interpreter's own asyncio code, taken from its
 selector and Unix loops rather than rewritten, so argument checks, error
 messages and version differences (``all_errors``, ``keep_alive``,
 ``cleanup_socket``...) are exactly those of the running Python. Those
@@ -17,9 +19,12 @@ is ``BaseEventLoop``'s own.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import socket
 import sys
-from asyncio import base_events, futures, selector_events, sslproto, unix_events
+from asyncio import base_events, exceptions, futures, selector_events, sslproto, unix_events
 from typing import Any
 
 from ._transports import DatagramTransport, SocketTransport
@@ -52,19 +57,6 @@ def _new_ssl_protocol(*args: Any, **kwargs: Any) -> sslproto.SSLProtocol:
 
 
 _FROM_SELECTOR_LOOP = (
-    "sock_recvfrom",
-    "_sock_recvfrom",
-    "sock_recvfrom_into",
-    "_sock_recvfrom_into",
-    "sock_sendto",
-    "_sock_sendto",
-    "sock_connect",
-    "_sock_connect",
-    "_sock_connect_cb",
-    "_sock_write_done",
-    "_sock_read_done",
-    "sock_accept",
-    "_sock_accept",
     "_ensure_fd_no_transport",
     "_sendfile_native",
     "_start_serving",
@@ -74,10 +66,6 @@ _FROM_SELECTOR_LOOP = (
 _FROM_UNIX_LOOP = (
     "create_unix_connection",
     "create_unix_server",
-    "_sock_sendfile_native",
-    "_sock_sendfile_native_impl",
-    "_sock_sendfile_update_filepos",
-    "_sock_add_cancellation_callback",
 )
 
 
@@ -87,6 +75,80 @@ def _check_nonblocking(loop: Any, sock: Any) -> None:
     base_events._check_ssl_socket(sock)
     if loop._debug and sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
+
+
+def _accept(sock: Any) -> tuple[Any, Any]:
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address
+
+
+# The socket's methods are looked up at every attempt, as asyncio does.
+def _recvfrom(sock: Any, bufsize: int) -> tuple[bytes, Any]:
+    return sock.recvfrom(bufsize)
+
+
+def _recvfrom_into(sock: Any, buf: Any, nbytes: int) -> tuple[int, Any]:
+    return sock.recvfrom_into(buf, nbytes)
+
+
+def _sendto(sock: Any, data: Any, address: Any) -> int:
+    return sock.sendto(data, 0, address)
+
+
+def _connect_result(sock: Any, address: Any) -> None:
+    # Called once the socket is writable after a connect in progress.
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, f"Connect call failed {address}")
+
+
+class _SendfileSteps:
+    """``os.sendfile`` until done or the socket is full, as asyncio's
+    ``_sock_sendfile_native_impl`` does one step at a time. Loops until
+    ``BlockingIOError``: the native wait is edge-triggered."""
+
+    __slots__ = ("sock", "fileno", "offset", "count", "blocksize", "total_sent", "calls")
+
+    def __init__(self, sock: Any, fileno: int, offset: int, count: int, blocksize: int) -> None:
+        self.sock = sock
+        self.fileno = fileno
+        self.offset = offset
+        self.count = count
+        self.blocksize = blocksize
+        self.total_sent = 0
+        self.calls = 0
+
+    def __call__(self) -> int:
+        while True:
+            blocksize = self.blocksize
+            if self.count:
+                blocksize = self.count - self.total_sent
+                if blocksize <= 0:
+                    return self.total_sent
+            # As 3.13 does: a Py_ssize_t on 32-bit builds.
+            blocksize = min(blocksize, sys.maxsize // 2 + 1)
+            self.calls += 1
+            try:
+                sent = os.sendfile(self.sock.fileno(), self.fileno, self.offset, blocksize)
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError as exc:
+                not_first = self.calls > 1
+                if not_first and exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                    # As asyncio: the connection closed in the middle of the
+                    # operation is a ConnectionError on every platform.
+                    new_exc = ConnectionError("socket is not connected", errno.ENOTCONN)
+                    new_exc.__cause__ = exc
+                    exc = new_exc
+                if self.total_sent == 0:
+                    # Not a regular file, say: the caller falls back to send().
+                    raise exceptions.SendfileNotAvailableError("os.sendfile call failed") from None
+                raise exc
+            if sent == 0:
+                return self.total_sent  # EOF
+            self.offset += sent
+            self.total_sent += sent
 
 
 class SocketAPI:
@@ -153,6 +215,89 @@ class SocketAPI:
         result = self._sock_sendall(sock, data)  # type: ignore[attr-defined]
         if result.__class__ is _Future:
             await result
+
+    async def sock_accept(self, sock: Any) -> tuple[Any, Any]:
+        """Accept a connection: ``(conn, address)``, ``conn`` non-blocking."""
+        result = self._sock_call(sock, False, _accept, (sock,))  # type: ignore[attr-defined]
+        if result.__class__ is _Future:
+            return await result
+        return result
+
+    async def sock_connect(self, sock: Any, address: Any) -> None:
+        """Connect ``sock`` to ``address`` (resolved first for IP sockets)."""
+        _check_nonblocking(self, sock)
+        if sock.family == socket.AF_INET or (
+            base_events._HAS_IPv6 and sock.family == socket.AF_INET6
+        ):
+            resolved = await self._ensure_resolved(  # type: ignore[attr-defined]
+                address, family=sock.family, type=sock.type, proto=sock.proto, loop=self
+            )
+            _, _, _, _, address = resolved[0]
+        try:
+            sock.connect(address)
+        except (BlockingIOError, InterruptedError):
+            # In progress (EINTR too leaves it running): wait for writable.
+            pass
+        else:
+            return None
+        fut = self._sock_call(sock, True, _connect_result, (sock, address), True)  # type: ignore[attr-defined]
+        try:
+            return await fut
+        finally:
+            # Breaks the cycle through the traceback on error, as asyncio.
+            fut = None
+
+    async def _sock_sendfile_native(self, sock: Any, file: Any, offset: int, count: int) -> int:
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file") from None
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from None
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        steps = _SendfileSteps(sock, fileno, offset, count, blocksize)
+        try:
+            result = self._sock_call(sock, True, steps, ())  # type: ignore[attr-defined]
+            if result.__class__ is _Future:
+                return await result
+            return result
+        finally:
+            # Where the file position would be after a plain send, as asyncio.
+            if steps.total_sent > 0:
+                os.lseek(fileno, steps.offset, os.SEEK_SET)
+
+    if sys.version_info >= (3, 11):
+
+        async def sock_recvfrom(self, sock: Any, bufsize: int) -> tuple[bytes, Any]:
+            """Receive a datagram: ``(data, address)``."""
+            result = self._sock_call(sock, False, _recvfrom, (sock, bufsize))  # type: ignore[attr-defined]
+            if result.__class__ is _Future:
+                return await result
+            return result
+
+        async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> tuple[int, Any]:
+            """Receive a datagram into ``buf``: ``(nbytes, address)``."""
+            _check_nonblocking(self, sock)
+            if not nbytes:
+                nbytes = len(buf)
+            result = self._sock_call(sock, False, _recvfrom_into, (sock, buf, nbytes))  # type: ignore[attr-defined]
+            if result.__class__ is _Future:
+                return await result
+            return result
+
+        async def sock_sendto(self, sock: Any, data: Any, address: Any) -> int:
+            """Send a datagram to ``address``; the number of bytes sent."""
+            _check_nonblocking(self, sock)
+            try:
+                return sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                pass
+            result = self._sock_call(sock, True, _sendto, (sock, data, address), True)  # type: ignore[attr-defined]
+            return await result
 
     def _stop_serving(self, sock: Any) -> None:
         # A Unix server socket created with cleanup_socket (3.13) takes its

@@ -109,7 +109,7 @@ class _NativeTransport:
         sock = core._sock if core is not None else None
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            sock.close()
+            core._close_socket()
             server = core._server
             if server is not None and _SERVER_TRACKS_TRANSPORTS:
                 server._detach(self)

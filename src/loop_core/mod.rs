@@ -62,8 +62,9 @@ pub(crate) struct State {
     /// Pending `call_later`/`call_at` timers.
     pub timers: TimerHeap<Py<TimerHandle>>,
     /// `add_reader`/`add_writer` registrations; the owners are weak
-    /// references to the sockets of `sock_*` operations.
-    pub io: Registry<Py<Handle>, Py<PyAny>>,
+    /// references to the sockets of `sock_*` operations, the files the
+    /// objects registrations were made for.
+    pub io: Registry<Py<Handle>, Py<PyAny>, Py<PyAny>>,
     /// `threading.get_ident()` of the thread running the loop, if running.
     pub thread_id: Option<Py<PyAny>>,
     /// Reused buffer for epoll events.
@@ -406,11 +407,11 @@ impl LoopCore {
                     st.io.unpark(&sys.epoll, data, side);
                 }
                 for (fd, side) in stale {
-                    gone.extend(st.io.remove(&sys.epoll, fd, side));
+                    gone.extend(st.io.remove(&sys.epoll, fd, side, |r| r.handle.get().is_cancelled()));
                 }
             }
             drop(sys);
-            drop(gone);
+            reader_api::release_regs(py, gone, false);
         }
         Ok(())
     }
@@ -676,7 +677,11 @@ impl LoopCore {
         for t in &timers {
             t.get().unschedule();
         }
-        drop((ready, pool, timers, io, sys));
+        let (regs, owners) = io;
+        drop((ready, pool, timers, owners, sys));
+        // Gives back the io references registrations held: a socket the
+        // program closed meanwhile is closed now.
+        reader_api::release_regs(py, regs, false);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -691,6 +696,9 @@ impl LoopCore {
         }
         for h in st.io.handles().chain(st.pool.iter()) {
             visit.call(h)?;
+        }
+        for file in st.io.regs().filter_map(|r| r.file.as_ref()) {
+            visit.call(file)?;
         }
         visit.call(&st.thread_id)?;
         Ok(())

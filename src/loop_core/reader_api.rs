@@ -6,16 +6,18 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyInt, PyTuple, PyType, PyWeakrefReference};
 
-use super::readers::{Registry, Replaced, Side};
+use super::readers::{Reg, Registry, Replaced, Side};
 use super::LoopCore;
 use crate::handles::Handle;
 use crate::sys::epoll::Epoll;
 use crate::sys::Errno;
 
-type Io = Registry<Py<Handle>, Py<PyAny>>;
+type Io = Registry<Py<Handle>, Py<PyAny>, Py<PyAny>>;
 
 /// An int fd, or the result of `fileobj.fileno()`, with selectors' errors.
 pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -48,9 +50,75 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     i32::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
+/// One registration in the loop's registry.
+pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
+
+/// Whether `obj` is a `socket.socket`, whose `close()` only closes the file
+/// once its `_io_refs` counter is 0: the loop holds such a reference while it
+/// waits on the socket's behalf, so the fd number cannot be closed and handed
+/// to another file under a pending wait.
+pub(crate) fn holds_io_refs(obj: &Bound<'_, PyAny>) -> bool {
+    static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let py = obj.py();
+    // The object's real type, not its `__class__`: a mock made with a
+    // socket as its spec claims the class but has no counter.
+    SOCKET
+        .import(py, "socket", "socket")
+        .is_ok_and(|ty| obj.get_type().is_subclass(ty).unwrap_or(false))
+}
+
+/// `sock._io_refs += 1` (see [`holds_io_refs`]).
+pub(crate) fn take_io_ref(sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = sock.py();
+    let refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
+    sock.setattr(intern!(py, "_io_refs"), refs.saturating_add(1))
+}
+
+/// Gives back a reference taken by [`take_io_ref`], as
+/// `socket._decref_socketios()` does: the socket is really closed now if
+/// the program closed it meanwhile. Errors are reported as unraisable: this
+/// runs where nothing could handle them.
+pub(crate) fn release_io_ref(sock: &Bound<'_, PyAny>) {
+    let py = sock.py();
+    let result = (|| -> PyResult<()> {
+        let refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
+        if refs > 0 {
+            sock.setattr(intern!(py, "_io_refs"), refs - 1)?;
+        }
+        if sock.getattr(intern!(py, "_closed"))?.is_truthy()? {
+            sock.call_method0(intern!(py, "close"))?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        err.write_unraisable(py, Some(sock));
+    }
+}
+
+/// Releases registrations that left the registry: their io references,
+/// and, for `stale` ones (made for a file the number no longer names), the
+/// handle is cancelled and a waiting `sock_*` operation fails.
+pub(crate) fn release_regs(py: Python<'_>, regs: impl IntoIterator<Item = IoReg>, stale: bool) {
+    for reg in regs {
+        if stale {
+            if let Err(err) = crate::sock_ops::abandon(reg.handle.bind(py)) {
+                err.write_unraisable(py, None);
+            }
+            if let Err(err) = Handle::cancel_inner(reg.handle.bind(py)) {
+                err.write_unraisable(py, None);
+            }
+        }
+        if reg.io_ref {
+            if let Some(file) = &reg.file {
+                release_io_ref(file.bind(py));
+            }
+        }
+    }
+}
+
 impl LoopCore {
     /// Installs `callback(*args)` on one side of `fd`, cancelling the handle
-    /// it replaces, as asyncio does. Used by transports and socket operations.
+    /// it replaces, as asyncio does. Used by pipe transports.
     pub(crate) fn add_io_fd(
         &self,
         py: Python<'_>,
@@ -59,9 +127,43 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
+        self.add_io_file(py, fd, side, None, false, callback, args)
+    }
+
+    /// [`LoopCore::add_io_fd`] on behalf of `file` (the object a program
+    /// passed to `add_reader`, a transport's socket), remembered so that only
+    /// it removes the registration. With `io_ref`, the registration holds one
+    /// of the socket's io references while it lasts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_io_file(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        side: Side,
+        file: Option<&Bound<'_, PyAny>>,
+        io_ref: bool,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, None)?;
-        self.install(py, |io, epoll| io.add(epoll, fd, side, handle.clone_ref(py)))?;
+        let reg = Reg {
+            handle: handle.clone_ref(py),
+            file: file.map(|f| f.clone().unbind()),
+            io_ref,
+        };
+        if io_ref {
+            if let Some(file) = file {
+                take_io_ref(file)?;
+            }
+        }
+        let installed = self.install(py, |io, epoll| io.add(epoll, fd, side, reg));
+        if installed.is_err() && io_ref {
+            if let Some(file) = file {
+                release_io_ref(file);
+            }
+        }
+        installed?;
         Ok(handle)
     }
 
@@ -71,7 +173,7 @@ impl LoopCore {
     fn install(
         &self,
         py: Python<'_>,
-        add: impl FnOnce(&mut Io, &Epoll) -> Result<Replaced<Py<Handle>, Py<PyAny>>, Errno>,
+        add: impl FnOnce(&mut Io, &Epoll) -> Result<Replaced<Py<Handle>, Py<PyAny>, Py<PyAny>>, Errno>,
     ) -> PyResult<()> {
         let old = {
             let sys = self.sys.borrow(py);
@@ -80,8 +182,11 @@ impl LoopCore {
             };
             add(&mut self.state.borrow_mut(py).io, &sys.epoll)?
         };
+        release_regs(py, old.stale, true);
         if let Some(old) = old.handle {
-            Handle::cancel_inner(old.bind(py))?;
+            let cancelled = Handle::cancel_inner(old.handle.bind(py));
+            release_regs(py, [old], false);
+            cancelled?;
         }
         drop(old.owner);
         Ok(())
@@ -92,7 +197,11 @@ impl LoopCore {
     /// consecutive operations on one socket cost no `epoll_ctl`. `sock` is
     /// remembered through a weak reference: a live, identical socket object
     /// still owns the same open file, while an fd number alone may have been
-    /// closed and reused.
+    /// closed and reused. While the operation waits it holds one of `sock`'s
+    /// io references (a `socket.socket`), so the file stays open even if the
+    /// program closes the socket meanwhile (`io_ref`: `sock` is a
+    /// `socket.socket`, see [`holds_io_refs`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_sock_op(
         &self,
         py: Python<'_>,
@@ -100,16 +209,19 @@ impl LoopCore {
         fd: RawFd,
         side: Side,
         callback: &Bound<'_, PyAny>,
+        verify: bool,
+        io_ref: bool,
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         // The temporary strong reference `upgrade` takes is to an object that
         // is alive anyway, so releasing it under the borrow runs no code.
-        let same = self.state.borrow(py).io.owned_by(fd, |owner| {
-            owner
-                .bind(py)
-                .cast::<PyWeakrefReference>()
-                .is_ok_and(|w| w.upgrade().is_some_and(|o| o.is(sock)))
-        });
+        let same = !verify
+            && self.state.borrow(py).io.owned_by(fd, |owner| {
+                owner
+                    .bind(py)
+                    .cast::<PyWeakrefReference>()
+                    .is_ok_and(|w| w.upgrade().is_some_and(|o| o.is(sock)))
+            });
         // Created outside any borrow: allocating can run the garbage collector.
         // An object that takes no weak references is verified every time.
         let owner = if same {
@@ -121,50 +233,122 @@ impl LoopCore {
             })
         };
         let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
-        self.install(py, |io, epoll| io.add_op(epoll, fd, side, handle.clone_ref(py), owner))?;
+        let reg = Reg {
+            handle: handle.clone_ref(py),
+            file: Some(sock.clone().unbind()),
+            io_ref,
+        };
+        if io_ref {
+            take_io_ref(sock)?;
+        }
+        let installed = self.install(py, |io, epoll| io.add_op(epoll, fd, side, reg, owner));
+        if installed.is_err() && io_ref {
+            release_io_ref(sock);
+        }
+        installed?;
         Ok(handle)
     }
 
     /// The `sock_*` operation whose handle is `handle` is over: its side of
-    /// `fd` stays registered for the next one. Nothing if the handle was
-    /// replaced meanwhile (by `add_reader`, say).
-    pub(crate) fn park_sock_op(&self, py: Python<'_>, fd: RawFd, side: Side, handle: &Py<Handle>) {
+    /// `fd` stays registered for the next one (removed instead unless
+    /// `keep`). Nothing if the handle was replaced meanwhile (by
+    /// `add_reader`, say).
+    pub(crate) fn park_sock_op(&self, py: Python<'_>, fd: RawFd, side: Side, handle: &Py<Handle>, keep: bool) {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let taken = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else { return };
-            self.state
-                .borrow_mut(py)
-                .io
-                .park(&sys.epoll, fd, side, |h| h.is(handle))
+            let io = &mut self.state.borrow_mut(py).io;
+            if keep {
+                io.park(&sys.epoll, fd, side, |r| r.handle.is(handle))
+            } else {
+                io.remove(&sys.epoll, fd, side, |r| r.handle.is(handle))
+            }
         };
-        drop(taken);
+        release_regs(py, taken, false);
     }
 
-    /// Stops watching one side of `fd`; whether it was watched.
-    pub(crate) fn remove_io_fd(&self, py: Python<'_>, fd: RawFd, side: Side) -> PyResult<bool> {
+    /// Stops watching one side of `fd`; whether it was watched. With `file`,
+    /// only a registration made for that object is removed.
+    pub(crate) fn remove_io_file(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        side: Side,
+        file: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(false);
         }
         let removed = {
             let sys = self.sys.borrow(py);
             let Some(sys) = sys.as_ref() else { return Ok(false) };
-            self.state.borrow_mut(py).io.remove(&sys.epoll, fd, side)
+            self.state
+                .borrow_mut(py)
+                .io
+                .remove(&sys.epoll, fd, side, |r| match file {
+                    Some(file) => r.file.as_ref().is_some_and(|f| f.is(file)),
+                    None => true,
+                })
         };
         match removed {
-            Some(handle) => {
-                Handle::cancel_inner(handle.bind(py))?;
+            Some(reg) => {
+                let cancelled = Handle::cancel_inner(reg.handle.bind(py));
+                release_regs(py, [reg], false);
+                cancelled?;
                 Ok(true)
             }
             None => Ok(false),
         }
     }
 
+    /// Stops watching one side of `fd`, whoever registered it.
+    pub(crate) fn remove_io_fd(&self, py: Python<'_>, fd: RawFd, side: Side) -> PyResult<bool> {
+        self.remove_io_file(py, fd, side, None)
+    }
+
+    /// `remove_reader(obj)`/`remove_writer(obj)`: by `obj`'s fd, or, once
+    /// `obj.fileno()` fails (a closed socket says -1), by the registration
+    /// made for `obj` itself, as selectors finds it.
+    fn remove_fileobj(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
+        match fileobj_to_fd(obj) {
+            Ok(fd) => self.remove_io_fd(py, fd, side),
+            Err(err) if !obj.is_instance_of::<PyInt>() => {
+                let found = self
+                    .state
+                    .borrow(py)
+                    .io
+                    .find(side, |r| r.file.as_ref().is_some_and(|f| f.is(obj)));
+                match found {
+                    Some(fd) => self.remove_io_file(py, fd, side, Some(obj)),
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Whether `fd` has a live (reader, writer) registered.
     pub(crate) fn io_state(&self, py: Python<'_>, fd: RawFd) -> (bool, bool) {
         self.state.borrow(py).io.sides(fd)
+    }
+
+    /// `add_reader`/`add_writer` with an fd or a file object.
+    fn add_fileobj(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        side: Side,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let fd = fileobj_to_fd(obj)?;
+        if obj.is_instance_of::<PyInt>() {
+            return self.add_io_fd(py, fd, side, callback, args);
+        }
+        self.add_io_file(py, fd, side, Some(obj), holds_io_refs(obj), callback, args)
     }
 }
 
@@ -178,8 +362,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        slf.get()
-            .add_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Read, callback, args)
+        slf.get().add_fileobj(slf.py(), fd, Side::Read, callback, args)
     }
 
     /// Calls `callback(*args)` whenever `fd` is writable.
@@ -190,13 +373,12 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        slf.get()
-            .add_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Write, callback, args)
+        slf.get().add_fileobj(slf.py(), fd, Side::Write, callback, args)
     }
 
     /// Stops watching `fd` for reading; `True` if a reader was registered.
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Read)
+        slf.get().remove_fileobj(slf.py(), fd, Side::Read)
     }
 
     /// (reader registered, writer registered) for `fd`, for transport reprs.
@@ -206,6 +388,6 @@ impl LoopCore {
 
     /// Stops watching `fd` for writing; `True` if a writer was registered.
     fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Write)
+        slf.get().remove_fileobj(slf.py(), fd, Side::Write)
     }
 }

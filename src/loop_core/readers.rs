@@ -21,19 +21,43 @@ pub enum Side {
     Write,
 }
 
+/// One registration: the handle to run, and the object it was made for.
+pub struct Reg<H, F> {
+    pub handle: H,
+    /// The file object (socket) the caller registered, if any: lets
+    /// `remove_reader(obj)` find its registration once `obj.fileno()` fails,
+    /// and lets a transport or operation remove only what it registered.
+    pub file: Option<F>,
+    /// Whether this registration holds one of `file`'s io references (a
+    /// `socket.socket`'s `_io_refs`), to be released when it leaves.
+    pub io_ref: bool,
+}
+
+#[cfg(test)]
+impl<H> Reg<H, ()> {
+    /// A registration made with a bare fd.
+    pub fn bare(handle: H) -> Self {
+        Reg {
+            handle,
+            file: None,
+            io_ref: false,
+        }
+    }
+}
+
 /// What one side of a registered fd holds.
-enum Slot<H> {
+enum Slot<H, F> {
     Empty,
     /// `add_reader`/`add_writer` or a transport: level-triggered, as asyncio.
-    Callback(H),
+    Callback(Reg<H, F>),
     /// A `sock_*` operation waiting for readiness.
-    Op(H),
+    Op(Reg<H, F>),
     /// A `sock_*` operation finished here and the next one will likely wait
     /// on the same side: the kernel registration is kept (see [`Registry::park`]).
     Parked,
 }
 
-impl<H> Slot<H> {
+impl<H, F> Slot<H, F> {
     fn kind(&self) -> Kind {
         match self {
             Slot::Empty => Kind::Empty,
@@ -43,16 +67,20 @@ impl<H> Slot<H> {
         }
     }
 
-    fn handle(&self) -> Option<&H> {
+    fn reg(&self) -> Option<&Reg<H, F>> {
         match self {
-            Slot::Callback(h) | Slot::Op(h) => Some(h),
+            Slot::Callback(r) | Slot::Op(r) => Some(r),
             Slot::Empty | Slot::Parked => None,
         }
     }
 
-    fn take_handle(&mut self, replacement: Slot<H>) -> Option<H> {
+    fn handle(&self) -> Option<&H> {
+        self.reg().map(|r| &r.handle)
+    }
+
+    fn take_reg(&mut self, replacement: Slot<H, F>) -> Option<Reg<H, F>> {
         match std::mem::replace(self, replacement) {
-            Slot::Callback(h) | Slot::Op(h) => Some(h),
+            Slot::Callback(r) | Slot::Op(r) => Some(r),
             Slot::Empty | Slot::Parked => None,
         }
     }
@@ -83,9 +111,9 @@ fn mask_for(reader: Kind, writer: Kind) -> u32 {
     }
 }
 
-struct Entry<H, O> {
-    reader: Slot<H>,
-    writer: Slot<H>,
+struct Entry<H, O, F> {
+    reader: Slot<H, F>,
+    writer: Slot<H, F>,
     /// Matches the high half of the epoll data this fd was registered with.
     generation: u32,
     /// The mask the kernel holds for this fd; 0 while not registered.
@@ -95,8 +123,8 @@ struct Entry<H, O> {
     owner: Option<O>,
 }
 
-impl<H, O> Entry<H, O> {
-    fn slot(&mut self, side: Side) -> &mut Slot<H> {
+impl<H, O, F> Entry<H, O, F> {
+    fn slot(&mut self, side: Side) -> &mut Slot<H, F> {
         match side {
             Side::Read => &mut self.reader,
             Side::Write => &mut self.writer,
@@ -111,10 +139,14 @@ impl<H, O> Entry<H, O> {
     }
 }
 
-/// What [`Registry::add`] and [`Registry::add_op`] replaced; dropped by the
+/// What [`Registry::add`] and [`Registry::add_op`] took out; released by the
 /// caller once it no longer borrows the registry.
-pub struct Replaced<H, O> {
-    pub handle: Option<H>,
+pub struct Replaced<H, O, F> {
+    /// The registration this one replaced on the same side, of the same file.
+    pub handle: Option<Reg<H, F>>,
+    /// Registrations made for a file that was closed since (the number now
+    /// names another file): they must never see the new file's events.
+    pub stale: Vec<Reg<H, F>>,
     pub owner: Option<O>,
 }
 
@@ -144,12 +176,12 @@ impl Hasher for FdHasher {
 }
 
 /// Registered readers and writers, kept in step with the epoll interest set.
-pub struct Registry<H, O = ()> {
-    fds: HashMap<RawFd, Entry<H, O>, BuildHasherDefault<FdHasher>>,
+pub struct Registry<H, O = (), F = ()> {
+    fds: HashMap<RawFd, Entry<H, O, F>, BuildHasherDefault<FdHasher>>,
     next_generation: u32,
 }
 
-impl<H, O> Default for Registry<H, O> {
+impl<H, O, F> Default for Registry<H, O, F> {
     fn default() -> Self {
         Registry {
             fds: HashMap::default(),
@@ -174,7 +206,7 @@ fn new_generation(next: &mut u32) -> u32 {
     generation
 }
 
-impl<H, O> Entry<H, O> {
+impl<H, O, F> Entry<H, O, F> {
     fn unregistered_new() -> Self {
         Entry {
             reader: Slot::Empty,
@@ -187,7 +219,9 @@ impl<H, O> Entry<H, O> {
 
     /// Tells the kernel the mask for `kinds` if it differs from what it has
     /// (always when `verify`); on error nothing changes. `Ok(false)`: the fd
-    /// has nothing left to watch and was unregistered.
+    /// has nothing left to watch and was unregistered. `ENOENT`: the number
+    /// no longer names the registered file (closed, maybe reused), which
+    /// silently dropped it from epoll.
     fn sync(
         &mut self,
         epoll: &Epoll,
@@ -208,22 +242,14 @@ impl<H, O> Entry<H, O> {
             return Ok(true);
         }
         if self.registered == 0 {
+            // A new generation, so that events still queued for an earlier
+            // registration of the number (or of the old file, still open
+            // elsewhere, say in a forked child) cannot reach this one.
             let generation = new_generation(next_generation);
             epoll.add(fd, want, token(fd, generation))?;
             self.generation = generation;
         } else {
-            match epoll.modify(fd, want, token(fd, self.generation)) {
-                Err(Errno(libc::ENOENT)) => {
-                    // The fd was closed and its number reused behind our back,
-                    // which silently dropped it from epoll. A new generation,
-                    // so that events of the old file (still open elsewhere, say
-                    // in a forked child) cannot reach the new registration.
-                    let generation = new_generation(next_generation);
-                    epoll.add(fd, want, token(fd, generation))?;
-                    self.generation = generation;
-                }
-                other => other?,
-            }
+            epoll.modify(fd, want, token(fd, self.generation))?;
         }
         self.registered = want;
         Ok(true)
@@ -240,41 +266,89 @@ impl<H, O> Entry<H, O> {
         }
         matches!(self.reader, Slot::Empty) && matches!(self.writer, Slot::Empty)
     }
+
+    /// Installs `new` on `side` after checking the kernel's registration
+    /// (always when `verify`). Slots left from a file the number no longer
+    /// names (the kernel lost the registration, or it is found gone now) are
+    /// evicted into `stale`: they never see the new file's events.
+    fn install(
+        &mut self,
+        epoll: &Epoll,
+        fd: RawFd,
+        next_generation: &mut u32,
+        side: Side,
+        new: Slot<H, F>,
+        verify: bool,
+    ) -> Result<Replaced<H, O, F>, Errno> {
+        let new_kind = new.kind();
+        // A slot that waits while the kernel holds nothing for the fd belongs
+        // to a file that was closed (a failed system call unregistered it).
+        let mut lost = self.registered == 0 && (self.reader.reg().is_some() || self.writer.reg().is_some());
+        let kinds_for = |entry: &Self, lost: bool| {
+            let mut kinds = entry.kinds_with(side, new_kind);
+            let other = match side {
+                Side::Read => &mut kinds.1,
+                Side::Write => &mut kinds.0,
+            };
+            // Parked sides do not survive a callback; lost ones are stale.
+            if lost || (new_kind == Kind::Callback && *other == Kind::Parked) {
+                *other = Kind::Empty;
+            }
+            kinds
+        };
+        let kinds = kinds_for(self, lost);
+        match self.sync(epoll, fd, next_generation, kinds, verify) {
+            Ok(_) => {}
+            Err(Errno(libc::ENOENT)) if self.registered != 0 => {
+                self.registered = 0;
+                lost = true;
+                let kinds = kinds_for(self, true);
+                self.sync(epoll, fd, next_generation, kinds, true)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let mut stale = Vec::new();
+        let mut owner = None;
+        if lost {
+            for s in [Side::Read, Side::Write] {
+                stale.extend(self.slot(s).take_reg(Slot::Empty));
+            }
+            // Returned, not dropped: the caller releases it outside the borrow.
+            owner = self.owner.take();
+        } else if new_kind == Kind::Callback {
+            for s in [Side::Read, Side::Write] {
+                if matches!(self.slot(s), Slot::Parked) {
+                    *self.slot(s) = Slot::Empty;
+                }
+            }
+        }
+        let handle = self.slot(side).take_reg(new);
+        Ok(Replaced { handle, stale, owner })
+    }
 }
 
-impl<H, O> Registry<H, O> {
+impl<H, O, F> Registry<H, O, F> {
     /// Installs a level-triggered callback on one side of `fd`, replacing
-    /// (and returning) any previous handle. Parked sides are discarded. On
-    /// error nothing changes.
-    pub fn add(&mut self, epoll: &Epoll, fd: RawFd, side: Side, handle: H) -> Result<Replaced<H, O>, Errno> {
+    /// (and returning) any previous registration. Parked sides are discarded.
+    /// On error nothing changes.
+    pub fn add(&mut self, epoll: &Epoll, fd: RawFd, side: Side, reg: Reg<H, F>) -> Result<Replaced<H, O, F>, Errno> {
         let Registry { fds, next_generation } = self;
         let entry = fds.entry(fd).or_insert_with(Entry::unregistered_new);
-        let other = match side {
-            Side::Read => entry.writer.kind(),
-            Side::Write => entry.reader.kind(),
-        };
-        let other = if other == Kind::Parked { Kind::Empty } else { other };
-        let kinds = match side {
-            Side::Read => (Kind::Callback, other),
-            Side::Write => (other, Kind::Callback),
-        };
         // The caller may have closed and reopened the fd: always check.
-        if let Err(e) = entry.sync(epoll, fd, next_generation, kinds, true) {
-            if entry.registered == 0 {
-                fds.remove(&fd);
+        match entry.install(epoll, fd, next_generation, side, Slot::Callback(reg), true) {
+            Ok(mut replaced) => {
+                if replaced.owner.is_none() {
+                    replaced.owner = entry.owner.take();
+                }
+                Ok(replaced)
             }
-            return Err(e);
-        }
-        for s in [Side::Read, Side::Write] {
-            if matches!(entry.slot(s), Slot::Parked) {
-                *entry.slot(s) = Slot::Empty;
+            Err(e) => {
+                if entry.registered == 0 && entry.reader.reg().is_none() && entry.writer.reg().is_none() {
+                    fds.remove(&fd);
+                }
+                Err(e)
             }
         }
-        let handle = entry.slot(side).take_handle(Slot::Callback(handle));
-        Ok(Replaced {
-            handle,
-            owner: entry.owner.take(),
-        })
     }
 
     /// Whether `fd` is registered on behalf of an owner that `is_owner`
@@ -283,54 +357,65 @@ impl<H, O> Registry<H, O> {
         self.fds.get(&fd).and_then(|e| e.owner.as_ref()).is_some_and(is_owner)
     }
 
-    /// Installs a `sock_*` operation's handle on one side of `fd`. `owner`
-    /// `None` means the caller checked with [`Registry::owned_by`] that the
-    /// fd still refers to the socket it was registered for, so a kept
-    /// registration is reused without a system call; otherwise the kernel's
-    /// registration is verified and `owner` recorded. On error nothing changes.
+    /// Installs a `sock_*` operation on one side of `fd`. `owner` `None`
+    /// means the caller checked with [`Registry::owned_by`] that the fd still
+    /// refers to the socket it was registered for, so a kept registration is
+    /// reused without a system call; otherwise the kernel's registration is
+    /// verified and `owner` recorded. On error nothing changes.
     pub fn add_op(
         &mut self,
         epoll: &Epoll,
         fd: RawFd,
         side: Side,
-        handle: H,
+        reg: Reg<H, F>,
         owner: Option<O>,
-    ) -> Result<Replaced<H, O>, Errno> {
+    ) -> Result<Replaced<H, O, F>, Errno> {
         let Registry { fds, next_generation } = self;
         let entry = fds.entry(fd).or_insert_with(Entry::unregistered_new);
-        let kinds = entry.kinds_with(side, Kind::Op);
-        if let Err(e) = entry.sync(epoll, fd, next_generation, kinds, owner.is_some()) {
-            if entry.registered == 0 {
-                fds.remove(&fd);
+        let verify = owner.is_some();
+        match entry.install(epoll, fd, next_generation, side, Slot::Op(reg), verify) {
+            Ok(mut replaced) => {
+                if let Some(new) = owner {
+                    // `None` when `install` already returned the old owner.
+                    if let Some(old) = entry.owner.replace(new) {
+                        replaced.owner = Some(old);
+                    }
+                }
+                Ok(replaced)
             }
-            return Err(e);
+            Err(e) => {
+                if entry.registered == 0 && entry.reader.reg().is_none() && entry.writer.reg().is_none() {
+                    fds.remove(&fd);
+                }
+                Err(e)
+            }
         }
-        let handle = entry.slot(side).take_handle(Slot::Op(handle));
-        let owner = match owner {
-            Some(new) => entry.owner.replace(new),
-            None => None,
-        };
-        Ok(Replaced { handle, owner })
     }
 
-    /// A `sock_*` operation is over: if `is_mine` recognises the handle on
-    /// that side, it is taken out and returned, and the side stays in the
+    /// A `sock_*` operation is over: if `is_mine` recognises the registration
+    /// on that side, it is taken out and returned, and the side stays in the
     /// interest set (edge-triggered, no system call) for the next operation.
-    pub fn park(&mut self, epoll: &Epoll, fd: RawFd, side: Side, is_mine: impl FnOnce(&H) -> bool) -> Option<H> {
+    pub fn park(
+        &mut self,
+        epoll: &Epoll,
+        fd: RawFd,
+        side: Side,
+        is_mine: impl FnOnce(&Reg<H, F>) -> bool,
+    ) -> Option<Reg<H, F>> {
         let Registry { fds, next_generation } = self;
         let entry = fds.get_mut(&fd)?;
         match entry.slot(side) {
-            Slot::Op(h) if is_mine(h) => {}
+            Slot::Op(r) if is_mine(r) => {}
             _ => return None,
         }
         let kinds = entry.kinds_with(side, Kind::Parked);
         // An error: the fd is gone (closed), and the registration with it.
         let keep = entry.sync(epoll, fd, next_generation, kinds, false).unwrap_or(false);
-        let handle = entry.slot(side).take_handle(Slot::Parked);
+        let reg = entry.slot(side).take_reg(Slot::Parked);
         if !keep && entry.unregistered() {
             fds.remove(&fd);
         }
-        handle
+        reg
     }
 
     /// A parked side of the registration `data` reported an event nobody
@@ -350,22 +435,47 @@ impl<H, O> Registry<H, O> {
         }
     }
 
-    /// Removes one side of `fd` and returns its handle, if there was one. A
-    /// parked side is dropped too, but reported as nothing (no reader).
-    pub fn remove(&mut self, epoll: &Epoll, fd: RawFd, side: Side) -> Option<H> {
+    /// Removes one side of `fd` and returns its registration, if there was
+    /// one and `is_mine` recognises it (a registration somebody else made on
+    /// the same number stays). A parked side is dropped too, but reported as
+    /// nothing (no reader).
+    pub fn remove(
+        &mut self,
+        epoll: &Epoll,
+        fd: RawFd,
+        side: Side,
+        is_mine: impl FnOnce(&Reg<H, F>) -> bool,
+    ) -> Option<Reg<H, F>> {
         let Registry { fds, next_generation } = self;
         let entry = fds.get_mut(&fd)?;
-        if matches!(entry.slot(side), Slot::Empty) {
+        let mine = match entry.slot(side) {
+            Slot::Empty => false,
+            Slot::Callback(r) | Slot::Op(r) => is_mine(r),
+            Slot::Parked => true,
+        };
+        if !mine {
             return None;
         }
         let kinds = entry.kinds_with(side, Kind::Empty);
         // A failed MOD means the fd is gone; the registration with it.
         let keep = entry.sync(epoll, fd, next_generation, kinds, false).unwrap_or(false);
-        let removed = entry.slot(side).take_handle(Slot::Empty);
+        let removed = entry.slot(side).take_reg(Slot::Empty);
         if !keep && entry.unregistered() {
             fds.remove(&fd);
         }
         removed
+    }
+
+    /// The fd whose `side` registration `is_mine` recognises (by the object
+    /// it was made for, once that object no longer tells its fd).
+    pub fn find(&self, side: Side, mut is_mine: impl FnMut(&Reg<H, F>) -> bool) -> Option<RawFd> {
+        self.fds.iter().find_map(|(&fd, e)| {
+            let slot = match side {
+                Side::Read => &e.reader,
+                Side::Write => &e.writer,
+            };
+            slot.reg().filter(|r| is_mine(r)).map(|_| fd)
+        })
     }
 
     /// The handles an epoll event is for: (reader, writer), each present only
@@ -391,19 +501,20 @@ impl<H, O> Registry<H, O> {
         }
     }
 
-    /// Unregisters everything, returning the handles and owners (on loop close).
-    pub fn drain(&mut self, epoll: &Epoll) -> (Vec<H>, Vec<O>) {
-        let mut handles = Vec::new();
+    /// Unregisters everything, returning the registrations and owners (on
+    /// loop close).
+    pub fn drain(&mut self, epoll: &Epoll) -> (Vec<Reg<H, F>>, Vec<O>) {
+        let mut regs = Vec::new();
         let mut owners = Vec::new();
         for (fd, mut entry) in self.fds.drain() {
             if entry.registered != 0 {
                 let _ = epoll.delete(fd);
             }
-            handles.extend(entry.reader.take_handle(Slot::Empty));
-            handles.extend(entry.writer.take_handle(Slot::Empty));
+            regs.extend(entry.reader.take_reg(Slot::Empty));
+            regs.extend(entry.writer.take_reg(Slot::Empty));
             owners.extend(entry.owner);
         }
-        (handles, owners)
+        (regs, owners)
     }
 
     /// Whether `fd` has a (reader, writer). Parked sides wait for nothing.
@@ -418,11 +529,16 @@ impl<H, O> Registry<H, O> {
         self.fds.is_empty()
     }
 
-    /// Visits every handle (for the garbage collector).
-    pub fn handles(&self) -> impl Iterator<Item = &H> {
+    /// Visits every registration (for the garbage collector).
+    pub fn regs(&self) -> impl Iterator<Item = &Reg<H, F>> {
         self.fds
             .values()
-            .flat_map(|e| e.reader.handle().into_iter().chain(e.writer.handle()))
+            .flat_map(|e| e.reader.reg().into_iter().chain(e.writer.reg()))
+    }
+
+    /// Visits every handle (for the garbage collector).
+    pub fn handles(&self) -> impl Iterator<Item = &H> {
+        self.regs().map(|r| &r.handle)
     }
 }
 
@@ -472,20 +588,23 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut reg: Registry<&str, u8> = Registry::default();
         let fd = a.as_raw_fd();
-        reg.add_op(&ep, fd, Side::Read, "op1", Some(7)).unwrap();
+        reg.add_op(&ep, fd, Side::Read, Reg::bare("op1"), Some(7)).unwrap();
         assert!(wait(&ep).is_empty());
-        assert_eq!(reg.park(&ep, fd, Side::Read, |h| *h == "other"), None);
-        assert_eq!(reg.park(&ep, fd, Side::Read, |h| *h == "op1"), Some("op1"));
+        assert!(reg.park(&ep, fd, Side::Read, |r| r.handle == "other").is_none());
+        assert_eq!(
+            reg.park(&ep, fd, Side::Read, |r| r.handle == "op1").map(|r| r.handle),
+            Some("op1")
+        );
         assert_eq!(reg.sides(fd), (false, false));
         assert!(reg.owned_by(fd, |o| *o == 7));
         // Trusted: no system call, the kernel still has the edge-triggered fd.
-        reg.add_op(&ep, fd, Side::Read, "op2", None).unwrap();
+        reg.add_op(&ep, fd, Side::Read, Reg::bare("op2"), None).unwrap();
         std::io::Write::write_all(&mut b, b"x").unwrap();
         let evs = wait(&ep);
         assert_eq!(handles(&reg, evs[0]), (Some("op2"), None));
         // Edge-triggered: unread data is not reported again.
         assert!(wait(&ep).is_empty());
-        reg.park(&ep, fd, Side::Read, |h| *h == "op2");
+        reg.park(&ep, fd, Side::Read, |r| r.handle == "op2");
         std::io::Write::write_all(&mut b, b"y").unwrap();
         let evs = wait(&ep);
         let hit = reg.lookup(evs[0].0, evs[0].1);
@@ -503,10 +622,10 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut reg: Registry<&str, u8> = Registry::default();
         let fd = a.as_raw_fd();
-        reg.add_op(&ep, fd, Side::Write, "op", Some(1)).unwrap();
+        reg.add_op(&ep, fd, Side::Write, Reg::bare("op"), Some(1)).unwrap();
         reg.park(&ep, fd, Side::Write, |_| true);
-        let replaced = reg.add(&ep, fd, Side::Read, "cb").unwrap();
-        assert_eq!((replaced.handle, replaced.owner), (None, Some(1)));
+        let replaced = reg.add(&ep, fd, Side::Read, Reg::bare("cb")).unwrap();
+        assert_eq!((replaced.handle.map(|r| r.handle), replaced.owner), (None, Some(1)));
         std::io::Write::write_all(&mut b, b"x").unwrap();
         for _ in 0..2 {
             let evs = wait(&ep);
@@ -514,7 +633,7 @@ mod tests {
             assert_eq!(evs[0].1 & WRITABLE, 0, "the parked writer was dropped");
             assert_eq!(handles(&reg, evs[0]), (Some("cb"), None));
         }
-        assert_eq!(reg.remove(&ep, fd, Side::Read), Some("cb"));
+        assert_eq!(reg.remove(&ep, fd, Side::Read, |_| true).map(|r| r.handle), Some("cb"));
         assert!(reg.is_empty());
     }
 
@@ -524,7 +643,7 @@ mod tests {
         let mut reg: Registry<&str, u8> = Registry::default();
         let (a, _b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
-        reg.add_op(&ep, fd, Side::Read, "old", Some(1)).unwrap();
+        reg.add_op(&ep, fd, Side::Read, Reg::bare("old"), Some(1)).unwrap();
         reg.park(&ep, fd, Side::Read, |_| true);
         let (c, mut d) = UnixStream::pair().unwrap();
         // Closes the old file at `fd` (which removes it from epoll behind the
@@ -533,10 +652,75 @@ mod tests {
         // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
         assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
         drop(c);
-        reg.add_op(&ep, fd, Side::Read, "new", Some(2)).unwrap();
+        reg.add_op(&ep, fd, Side::Read, Reg::bare("new"), Some(2)).unwrap();
         std::io::Write::write_all(&mut d, b"x").unwrap();
         let evs = wait(&ep);
         assert_eq!(handles(&reg, evs[0]), (Some("new"), None));
+    }
+
+    #[test]
+    fn renewing_a_reused_fd_evicts_the_old_files_slots() {
+        let ep = Epoll::new().unwrap();
+        let mut reg: Registry<&str, u8> = Registry::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        reg.add_op(&ep, fd, Side::Read, Reg::bare("old op"), Some(1)).unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
+        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
+        drop(c);
+        let replaced = reg.add(&ep, fd, Side::Write, Reg::bare("new cb")).unwrap();
+        let stale: Vec<_> = replaced.stale.into_iter().map(|r| r.handle).collect();
+        assert_eq!(stale, ["old op"]);
+        assert_eq!(replaced.owner, Some(1), "the old file's owner is given back");
+        std::io::Write::write_all(&mut d, b"x").unwrap();
+        let evs = wait(&ep);
+        assert_eq!(handles(&reg, evs[0]), (None, Some("new cb")));
+        assert_eq!(reg.sides(fd), (false, true));
+    }
+
+    #[test]
+    fn a_slot_the_kernel_lost_is_evicted_on_the_next_add() {
+        let ep = Epoll::new().unwrap();
+        let mut reg: Registry<&str, u8> = Registry::default();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        reg.add(&ep, fd, Side::Read, Reg::bare("old reader")).unwrap();
+        reg.add(&ep, fd, Side::Write, Reg::bare("old writer")).unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
+        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
+        drop(c);
+        // Removing one side fails in the kernel: the other is left over.
+        let gone = reg.remove(&ep, fd, Side::Write, |_| true).map(|r| r.handle);
+        assert_eq!(gone, Some("old writer"));
+        let replaced = reg.add_op(&ep, fd, Side::Write, Reg::bare("new op"), Some(2)).unwrap();
+        let stale: Vec<_> = replaced.stale.into_iter().map(|r| r.handle).collect();
+        assert_eq!(stale, ["old reader"]);
+        std::io::Write::write_all(&mut d, b"x").unwrap();
+        for ev in wait(&ep) {
+            assert_eq!(handles(&reg, ev).0, None);
+        }
+    }
+
+    #[test]
+    fn remove_spares_a_registration_that_is_not_mine() {
+        let ep = Epoll::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut reg: Registry<&str, (), u8> = Registry::default();
+        let fd = a.as_raw_fd();
+        let mine = |file| Reg {
+            handle: "h",
+            file: Some(file),
+            io_ref: false,
+        };
+        reg.add(&ep, fd, Side::Read, mine(2)).unwrap();
+        assert!(reg.remove(&ep, fd, Side::Read, |r| r.file == Some(1)).is_none());
+        assert_eq!(reg.sides(fd), (true, false));
+        assert_eq!(reg.find(Side::Read, |r| r.file == Some(2)), Some(fd));
+        assert_eq!(reg.find(Side::Write, |r| r.file == Some(2)), None);
+        assert!(reg.remove(&ep, fd, Side::Read, |r| r.file == Some(2)).is_some());
+        assert!(reg.is_empty());
     }
 
     #[test]
@@ -545,17 +729,29 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut reg: Registry<&str> = Registry::default();
         let fd = a.as_raw_fd();
-        assert_eq!(reg.add(&ep, fd, Side::Write, "w").unwrap().handle, None);
-        assert_eq!(reg.add(&ep, fd, Side::Read, "r").unwrap().handle, None);
+        assert_eq!(
+            reg.add(&ep, fd, Side::Write, Reg::bare("w"))
+                .unwrap()
+                .handle
+                .map(|r| r.handle),
+            None
+        );
+        assert_eq!(
+            reg.add(&ep, fd, Side::Read, Reg::bare("r"))
+                .unwrap()
+                .handle
+                .map(|r| r.handle),
+            None
+        );
         std::io::Write::write_all(&mut b, b"x").unwrap();
         let evs = wait(&ep);
         assert_eq!(evs.len(), 1);
         assert_eq!(handles(&reg, evs[0]), (Some("r"), Some("w")));
-        assert_eq!(reg.remove(&ep, fd, Side::Write), Some("w"));
+        assert_eq!(reg.remove(&ep, fd, Side::Write, |_| true).map(|r| r.handle), Some("w"));
         let evs = wait(&ep);
         assert_eq!(handles(&reg, evs[0]), (Some("r"), None));
-        assert_eq!(reg.remove(&ep, fd, Side::Write), None);
-        assert_eq!(reg.remove(&ep, fd, Side::Read), Some("r"));
+        assert_eq!(reg.remove(&ep, fd, Side::Write, |_| true).map(|r| r.handle), None);
+        assert_eq!(reg.remove(&ep, fd, Side::Read, |_| true).map(|r| r.handle), Some("r"));
         assert!(wait(&ep).is_empty());
     }
 
@@ -564,8 +760,14 @@ mod tests {
         let ep = Epoll::new().unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         let mut reg: Registry<i32> = Registry::default();
-        reg.add(&ep, a.as_raw_fd(), Side::Read, 1).unwrap();
-        assert_eq!(reg.add(&ep, a.as_raw_fd(), Side::Read, 2).unwrap().handle, Some(1));
+        reg.add(&ep, a.as_raw_fd(), Side::Read, Reg::bare(1)).unwrap();
+        assert_eq!(
+            reg.add(&ep, a.as_raw_fd(), Side::Read, Reg::bare(2))
+                .unwrap()
+                .handle
+                .map(|r| r.handle),
+            Some(1)
+        );
     }
 
     #[test]
@@ -574,11 +776,11 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut reg: Registry<&str> = Registry::default();
         let fd = a.as_raw_fd();
-        reg.add(&ep, fd, Side::Read, "old").unwrap();
+        reg.add(&ep, fd, Side::Read, Reg::bare("old")).unwrap();
         std::io::Write::write_all(&mut b, b"x").unwrap();
         let stale = wait(&ep)[0];
-        reg.remove(&ep, fd, Side::Read);
-        reg.add(&ep, fd, Side::Read, "new").unwrap();
+        reg.remove(&ep, fd, Side::Read, |_| true);
+        reg.add(&ep, fd, Side::Read, Reg::bare("new")).unwrap();
         assert_eq!(handles(&reg, stale), (None, None));
         let fresh = wait(&ep)[0];
         assert_eq!(handles(&reg, fresh), (Some("new"), None));
@@ -588,9 +790,12 @@ mod tests {
     fn bad_fd_leaves_registry_unchanged() {
         let ep = Epoll::new().unwrap();
         let mut reg: Registry<u8> = Registry::default();
-        assert_eq!(reg.add(&ep, 100_000, Side::Read, 1).err(), Some(Errno(libc::EBADF)));
         assert_eq!(
-            reg.add_op(&ep, 100_000, Side::Read, 1, Some(())).err(),
+            reg.add(&ep, 100_000, Side::Read, Reg::bare(1)).err(),
+            Some(Errno(libc::EBADF))
+        );
+        assert_eq!(
+            reg.add_op(&ep, 100_000, Side::Read, Reg::bare(1), Some(())).err(),
             Some(Errno(libc::EBADF))
         );
         assert!(reg.is_empty());

@@ -28,6 +28,7 @@ use super::tls::TlsPump;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
+use crate::loop_core::reader_api::{holds_io_refs, release_io_ref, take_io_ref};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::py::buffer::RawBuffer;
@@ -47,6 +48,8 @@ pub(super) struct Inner {
     pub(super) event_loop: Option<Py<LoopCore>>,
     /// The socket object; `None` once `connection_lost` has closed it.
     pub(super) sock: Option<Py<PyAny>>,
+    /// The transport holds one of `sock`'s io references (a `socket.socket`).
+    pub(super) sock_io_ref: bool,
     pub(super) fd: RawFd,
     pub(super) protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`.
@@ -115,6 +118,7 @@ impl Default for Inner {
             owner: None,
             event_loop: None,
             sock: None,
+            sock_io_ref: false,
             fd: -1,
             protocol: None,
             buffered: false,
@@ -205,12 +209,16 @@ impl SocketTransportCore {
     }
 
     pub(super) fn remove_side(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let (event_loop, fd) = {
+        let (event_loop, fd, sock) = {
             let st = self.inner.borrow(py);
-            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+            (
+                st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                st.fd,
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
         };
         if let Some(event_loop) = event_loop {
-            event_loop.get().remove_io_fd(py, fd, side)?;
+            remove_mine(event_loop.get(), py, fd, side, sock.as_ref())?;
         }
         Ok(())
     }
@@ -221,15 +229,21 @@ impl SocketTransportCore {
         method: &Bound<'_, pyo3::types::PyString>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (event_loop, fd) = {
+        let (event_loop, fd, sock) = {
             let st = slf.get().inner.borrow(py);
-            (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+            (
+                st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                st.fd,
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
         };
-        if let Some(event_loop) = event_loop {
+        if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
             let callback = slf.getattr(method)?;
+            // No io reference per registration: the transport holds one for
+            // its whole life.
             event_loop
                 .get()
-                .add_io_fd(py, fd, side, &callback, &PyTuple::empty(py))?;
+                .add_io_file(py, fd, side, Some(sock.bind(py)), false, &callback, &PyTuple::empty(py))?;
         }
         Ok(())
     }
@@ -261,7 +275,7 @@ impl SocketTransportCore {
     pub(super) fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (dropped, remove_writer, remove_reader, event_loop, fd) = {
+        let (dropped, remove_writer, remove_reader, event_loop, fd, sock) = {
             let mut st = this.inner.borrow_mut(py);
             if st.conn_lost > 0 || st.lost {
                 return Ok(());
@@ -277,16 +291,17 @@ impl SocketTransportCore {
                 remove_reader,
                 st.event_loop.as_ref().map(|l| l.clone_ref(py)),
                 st.fd,
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
             )
         };
         drop(dropped);
         let Some(event_loop) = event_loop else { return Ok(()) };
         let core = event_loop.get();
         if remove_writer {
-            core.remove_io_fd(py, fd, Side::Write)?;
+            remove_mine(core, py, fd, Side::Write, sock.as_ref())?;
         }
         if remove_reader {
-            core.remove_io_fd(py, fd, Side::Read)?;
+            remove_mine(core, py, fd, Side::Read, sock.as_ref())?;
         }
         let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
         let exc = exc.map_or_else(|| py.None(), |e| e.unbind());
@@ -498,11 +513,19 @@ impl SocketTransportCore {
         } else {
             None
         };
+        // Held until the transport closes the socket: a program that closes
+        // it meanwhile leaves the file open, so its number cannot pass to
+        // another file that this transport would then read and write.
+        let sock_io_ref = holds_io_refs(sock);
+        if sock_io_ref {
+            take_io_ref(sock)?;
+        }
         Ok(SocketTransportCore {
             inner: GilCell::new(Inner {
                 owner: Some(owner.clone().unbind()),
                 event_loop: Some(event_loop),
                 sock: Some(sock.clone().unbind()),
+                sock_io_ref,
                 fd,
                 protocol: Some(protocol.clone().unbind()),
                 buffered,
@@ -685,7 +708,7 @@ impl SocketTransportCore {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (flushed, event_loop, fd) = {
+        let (flushed, event_loop, fd, sock) = {
             let mut st = this.inner.borrow_mut(py);
             if st.closing {
                 return Ok(());
@@ -695,13 +718,18 @@ impl SocketTransportCore {
             if flushed {
                 st.conn_lost += 1;
             }
-            (flushed, st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
+            (
+                flushed,
+                st.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                st.fd,
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
         };
         let Some(event_loop) = event_loop else { return Ok(()) };
         let core = event_loop.get();
-        core.remove_io_fd(py, fd, Side::Read)?;
+        remove_mine(core, py, fd, Side::Read, sock.as_ref())?;
         if flushed {
-            core.remove_io_fd(py, fd, Side::Write)?;
+            remove_mine(core, py, fd, Side::Write, sock.as_ref())?;
             let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
             core.soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
         }
@@ -754,8 +782,9 @@ impl SocketTransportCore {
                 st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
             )
         };
+        let io_ref = std::mem::take(&mut this.inner.borrow_mut(py).sock_io_ref);
         let closed = match sock {
-            Some(sock) => sock.bind(py).call_method0(intern!(py, "close")).map(drop),
+            Some(sock) => close_socket(sock.bind(py), io_ref),
             None => Ok(()),
         };
         if let Some(tls) = &tls {
@@ -909,6 +938,22 @@ impl SocketTransportCore {
         SocketTransportCore::maybe_pause_protocol(slf)
     }
 
+    /// Closes the socket of a transport that was never closed (its
+    /// `__del__`), giving back the transport's io reference.
+    fn _close_socket(&self, py: Python<'_>) -> PyResult<()> {
+        let (sock, io_ref) = {
+            let mut st = self.inner.borrow_mut(py);
+            (
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+                std::mem::take(&mut st.sock_io_ref),
+            )
+        };
+        match sock {
+            Some(sock) => close_socket(sock.bind(py), io_ref),
+            None => Ok(()),
+        }
+    }
+
     /// A future done once the write buffer is empty (for `loop.sendfile`).
     fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (event_loop, empty) = {
@@ -1017,4 +1062,23 @@ impl SocketTransportCore {
         let state = self.inner.take_unguarded();
         drop(state);
     }
+}
+
+/// Removes the registration this transport made for `sock` on one side of
+/// `fd`, never one another owner of the number made.
+fn remove_mine(core: &LoopCore, py: Python<'_>, fd: RawFd, side: Side, sock: Option<&Py<PyAny>>) -> PyResult<bool> {
+    match sock {
+        Some(sock) => core.remove_io_file(py, fd, side, Some(sock.bind(py))),
+        None => Ok(false),
+    }
+}
+
+/// `sock.close()`, then gives back the transport's io reference (which
+/// really closes it).
+fn close_socket(sock: &Bound<'_, PyAny>, io_ref: bool) -> PyResult<()> {
+    let closed = sock.call_method0(intern!(sock.py(), "close")).map(drop);
+    if io_ref {
+        release_io_ref(sock);
+    }
+    closed
 }

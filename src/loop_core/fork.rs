@@ -41,7 +41,12 @@ impl LoopCore {
         // Closes this process's descriptors only. Dropped last: a decref can
         // run any code.
         drop(parents);
-        drop(io);
+        // The child's socket objects got the io references with the memory
+        // copy: giving them back lets the child's own close() close its copy
+        // of the descriptor (the parent's file stays open).
+        let (regs, owners) = io;
+        drop(owners);
+        super::reader_api::release_regs(py, regs, false);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
 
@@ -45,7 +45,19 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     if fd < 0 {
         return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
     }
-    i32::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    // An fd past C int's range is never registered: `add_*` fail as
+    // selectors' `epoll.register` does, `remove_*` return False.
+    i32::try_from(fd).map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
+}
+
+/// `fileobj_to_fd` for `remove_reader`/`remove_writer`: `None` for an fd too
+/// large to be registered, which asyncio reports as not registered.
+fn fd_to_remove(obj: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
+    match fileobj_to_fd(obj) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(err) if err.is_instance_of::<PyOverflowError>(obj.py()) => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 impl LoopCore {
@@ -196,7 +208,10 @@ impl LoopCore {
 
     /// Stops watching `fd` for reading; `True` if a reader was registered.
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Read)
+        match fd_to_remove(fd)? {
+            Some(fd) => slf.get().remove_io_fd(slf.py(), fd, Side::Read),
+            None => Ok(false),
+        }
     }
 
     /// (reader registered, writer registered) for `fd`, for transport reprs.
@@ -206,6 +221,9 @@ impl LoopCore {
 
     /// Stops watching `fd` for writing; `True` if a writer was registered.
     fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        slf.get().remove_io_fd(slf.py(), fileobj_to_fd(fd)?, Side::Write)
+        match fd_to_remove(fd)? {
+            Some(fd) => slf.get().remove_io_fd(slf.py(), fd, Side::Write),
+            None => Ok(false),
+        }
     }
 }

@@ -26,8 +26,14 @@ pub fn call_in_context<'py>(
     }
     // SAFETY: `callback` and `args` are live; `args` is a tuple; kwargs may be null.
     let raw = unsafe { ffi::PyObject_Call(callback.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: `raw` is a new reference or null with an exception set.
-    let result = unsafe { Bound::from_owned_ptr_or_err(py, raw) };
+    // A `PanicException` the callback raised is taken as an ordinary error
+    // (see `panic_guard`), never resumed as a panic in the loop.
+    let result = if raw.is_null() {
+        Err(crate::panic_guard::take_raised(py))
+    } else {
+        // SAFETY: `raw` is a new reference.
+        Ok(unsafe { Bound::from_owned_ptr(py, raw) })
+    };
     // SAFETY: the context was entered above on this thread.
     if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));

@@ -17,24 +17,24 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::read_buffer::read_bytes;
+use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
+use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
 use crate::py::helpers;
 use crate::sys::pipe;
 use crate::sys::socket::would_block;
 
-/// asyncio's default high-water mark; the low one is a quarter of it.
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Writes after the pipe was lost are counted, and logged from this many on
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOG_LOST_WRITES_FROM: u32 = 5;
@@ -204,35 +204,9 @@ impl ReadPipeTransportCore {
         let callback = slf.getattr(intern!(py, "_read_ready"))?;
         add(py, &event_loop, fd, Side::Read, &callback)
     }
-}
 
-#[pymethods]
-impl ReadPipeTransportCore {
-    #[new]
-    fn new(
-        owner: &Bound<'_, PyAny>,
-        event_loop: &Bound<'_, PyAny>,
-        fd: RawFd,
-        protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<Self> {
-        Ok(ReadPipeTransportCore {
-            inner: GilCell::new(ReadInner {
-                common: Common::new(owner, event_loop, fd, protocol)?,
-                paused: false,
-            }),
-        })
-    }
-
-    /// Starts watching the pipe, unless paused or closing by now.
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_reading_now(slf.py()) {
-            ReadPipeTransportCore::watch(slf)?;
-        }
-        Ok(())
-    }
-
-    /// The pipe is readable: read once and hand the data to the protocol.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// `_read_ready`'s body; the wrapper contains panics.
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (fd, protocol) = {
@@ -278,6 +252,43 @@ impl ReadPipeTransportCore {
                 Ok(())
             }
         }
+    }
+}
+
+#[pymethods]
+impl ReadPipeTransportCore {
+    #[new]
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(ReadPipeTransportCore {
+            inner: GilCell::new(ReadInner {
+                common: Common::new(owner, event_loop, fd, protocol)?,
+                paused: false,
+            }),
+        })
+    }
+
+    /// Starts watching the pipe, unless paused or closing by now.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading_now(slf.py()) {
+            ReadPipeTransportCore::watch(slf)?;
+        }
+        Ok(())
+    }
+
+    /// The pipe is readable: read once and hand the data to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fatal = |exc| {
+            let owner = slf.get().inner.borrow(py).common.owner(py);
+            report_fatal(py, owner, exc, "Fatal read error on pipe transport")
+        };
+        let read = || ReadPipeTransportCore::read_ready(slf);
+        panic_guard::event(py, Some(Site::PipeRead), read, fatal)
     }
 
     /// Whether the transport is receiving (not paused, not closing).
@@ -542,6 +553,74 @@ impl WritePipeTransportCore {
         }
         this.flow_control(py, true)
     }
+
+    /// `_write_ready`'s body; the wrapper contains panics.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let st = this.inner.borrow(py);
+            if st.common.lost || st.buffer.is_empty() {
+                return Ok(());
+            }
+            let mut iov = Vec::new();
+            st.buffer.iovecs(py, &mut iov);
+            pipe::write_vectored(st.common.fd, &iov)
+        };
+        let n = match result {
+            Err(e) if would_block(e) => return Ok(()),
+            Err(e) => {
+                let (dropped, event_loop, fd, owner) = {
+                    let mut st = this.inner.borrow_mut(py);
+                    st.conn_lost += 1;
+                    (
+                        st.buffer.clear(),
+                        st.common.event_loop(py),
+                        st.common.fd,
+                        st.common.owner(py),
+                    )
+                };
+                drop(dropped);
+                remove(py, &event_loop, fd, Side::Write)?;
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+            }
+            Ok(n) => n,
+        };
+        let (empty, sent) = {
+            let mut st = this.inner.borrow_mut(py);
+            let sent = st.buffer.consume(n);
+            (st.buffer.is_empty(), sent)
+        };
+        drop(sent);
+        if !empty {
+            return Ok(());
+        }
+        let (event_loop, fd) = {
+            let st = this.inner.borrow(py);
+            (st.common.event_loop(py), st.common.fd)
+        };
+        remove(py, &event_loop, fd, Side::Write)?;
+        // May write again (and so fill the buffer).
+        this.flow_control(py, false)?;
+        let (closing, scheduled) = {
+            let mut st = this.inner.borrow_mut(py);
+            if !st.common.closing {
+                (false, None)
+            } else {
+                (true, st.common.take_lost(py))
+            }
+        };
+        if closing {
+            remove(py, &event_loop, fd, Side::Read)?;
+            if let Some((_, owner)) = scheduled {
+                owner
+                    .bind(py)
+                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -620,69 +699,12 @@ impl WritePipeTransportCore {
     /// The pipe is writable: flush as much of the buffer as the kernel takes.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let this = slf.get();
-        let result = {
-            let st = this.inner.borrow(py);
-            if st.common.lost || st.buffer.is_empty() {
-                return Ok(());
-            }
-            let mut iov = Vec::new();
-            st.buffer.iovecs(py, &mut iov);
-            pipe::write_vectored(st.common.fd, &iov)
+        let fatal = |exc| {
+            let owner = slf.get().inner.borrow(py).common.owner(py);
+            report_fatal(py, owner, exc, "Fatal write error on pipe transport")
         };
-        let n = match result {
-            Err(e) if would_block(e) => return Ok(()),
-            Err(e) => {
-                let (dropped, event_loop, fd, owner) = {
-                    let mut st = this.inner.borrow_mut(py);
-                    st.conn_lost += 1;
-                    (
-                        st.buffer.clear(),
-                        st.common.event_loop(py),
-                        st.common.fd,
-                        st.common.owner(py),
-                    )
-                };
-                drop(dropped);
-                remove(py, &event_loop, fd, Side::Write)?;
-                let exc = os_error(e).into_value(py).into_bound(py).into_any();
-                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
-            }
-            Ok(n) => n,
-        };
-        let (empty, sent) = {
-            let mut st = this.inner.borrow_mut(py);
-            let sent = st.buffer.consume(n);
-            (st.buffer.is_empty(), sent)
-        };
-        drop(sent);
-        if !empty {
-            return Ok(());
-        }
-        let (event_loop, fd) = {
-            let st = this.inner.borrow(py);
-            (st.common.event_loop(py), st.common.fd)
-        };
-        remove(py, &event_loop, fd, Side::Write)?;
-        // May write again (and so fill the buffer).
-        this.flow_control(py, false)?;
-        let (closing, scheduled) = {
-            let mut st = this.inner.borrow_mut(py);
-            if !st.common.closing {
-                (false, None)
-            } else {
-                (true, st.common.take_lost(py))
-            }
-        };
-        if closing {
-            remove(py, &event_loop, fd, Side::Read)?;
-            if let Some((_, owner)) = scheduled {
-                owner
-                    .bind(py)
-                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
-            }
-        }
-        Ok(())
+        let write = || WritePipeTransportCore::write_ready(slf);
+        panic_guard::event(py, None, write, fatal)
     }
 
     fn can_write_eof(&self) -> bool {
@@ -753,22 +775,17 @@ impl WritePipeTransportCore {
     /// Sets the water marks (asyncio's defaults: 64 KiB high, a quarter of
     /// it low) and pauses the protocol at once if above the new high.
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(&self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+    fn set_write_buffer_limits(
+        &self,
+        py: Python<'_>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (high, low) = water_marks::parse(py, high, low)?;
         {
             let mut st = self.inner.borrow_mut(py);
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         self.flow_control(py, true)
     }

@@ -15,9 +15,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{
-    PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -25,17 +23,17 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use super::datagram::DatagramQueue;
 use super::read_buffer::recv_bytes_expecting;
 use super::tls::TlsPump;
+use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
+use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
 use crate::py::{asyncio, helpers};
 use crate::sys::socket::{self, would_block};
 
-/// asyncio's default high-water mark; the low one is a quarter of it.
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Writes to a lost connection are counted, and logged from this many on
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOG_LOST_WRITES_FROM: u32 = 5;
@@ -470,6 +468,104 @@ pub(super) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
     )))
 }
 
+/// The event handlers' bodies; the Python-callable wrappers contain panics.
+impl SocketTransportCore {
+    /// `_read_ready`'s body.
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, buffered, protocol, tls) = {
+            let st = slf.get().inner.borrow(py);
+            if st.conn_lost > 0 || st.lost {
+                return Ok(());
+            }
+            if st.datagrams.is_some() {
+                drop(st);
+                return SocketTransportCore::read_datagram(slf);
+            }
+            let Some(protocol) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            (
+                st.fd,
+                st.buffered,
+                protocol.clone_ref(py),
+                st.tls.as_ref().map(|t| t.clone_ref(py)),
+            )
+        };
+        if let Some(tls) = tls {
+            if TlsPump::read_ready(slf, tls.bind(py), fd)? {
+                return Ok(());
+            }
+        }
+        if buffered {
+            SocketTransportCore::read_into_protocol_buffer(slf, fd, protocol.bind(py))
+        } else {
+            SocketTransportCore::read_into_bytes(slf, fd, protocol.bind(py))
+        }
+    }
+
+    /// `_write_ready`'s body.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.inner.borrow(py).datagrams.is_some() {
+            return SocketTransportCore::flush_datagrams(slf);
+        }
+        let result = {
+            let mut guard = this.inner.borrow_mut(py);
+            let st = &mut *guard;
+            if st.conn_lost > 0 || st.lost || st.buffer.is_empty() {
+                return Ok(());
+            }
+            let mut iov = Vec::new();
+            st.buffer.iovecs(py, &mut iov);
+            socket::send_vectored(st.fd, &iov)
+        };
+        let n = match result {
+            Err(e) if would_block(e) => return Ok(()),
+            Err(e) => {
+                this.remove_side(py, Side::Write)?;
+                let dropped = this.inner.borrow_mut(py).buffer.clear();
+                drop(dropped);
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                SocketTransportCore::fatal_error(slf, exc.clone(), "Fatal write error on socket transport")?;
+                let waiter = this.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                if let Some(waiter) = waiter {
+                    waiter.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+            Ok(n) => n,
+        };
+        let sent = this.inner.borrow_mut(py).buffer.consume(n);
+        drop(sent);
+        SocketTransportCore::maybe_resume_protocol(slf)?;
+        let (empty, closing, eof, fd, waiter) = {
+            let st = this.inner.borrow(py);
+            (
+                st.buffer.is_empty(),
+                st.closing,
+                st.eof,
+                st.fd,
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+            )
+        };
+        if !empty {
+            return Ok(());
+        }
+        this.remove_side(py, Side::Write)?;
+        if let Some(waiter) = waiter {
+            waiter.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        if closing {
+            SocketTransportCore::_call_connection_lost(slf, None)?;
+        } else if eof {
+            socket::shutdown_write(fd)?;
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl SocketTransportCore {
     #[new]
@@ -532,97 +628,16 @@ impl SocketTransportCore {
 
     /// The socket is readable: read once and hand the data to the protocol.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (fd, buffered, protocol, tls) = {
-            let st = slf.get().inner.borrow(py);
-            if st.conn_lost > 0 || st.lost {
-                return Ok(());
-            }
-            if st.datagrams.is_some() {
-                drop(st);
-                return SocketTransportCore::read_datagram(slf);
-            }
-            let Some(protocol) = st.protocol.as_ref() else {
-                return Ok(());
-            };
-            (
-                st.fd,
-                st.buffered,
-                protocol.clone_ref(py),
-                st.tls.as_ref().map(|t| t.clone_ref(py)),
-            )
-        };
-        if let Some(tls) = tls {
-            if TlsPump::read_ready(slf, tls.bind(py), fd)? {
-                return Ok(());
-            }
-        }
-        if buffered {
-            SocketTransportCore::read_into_protocol_buffer(slf, fd, protocol.bind(py))
-        } else {
-            SocketTransportCore::read_into_bytes(slf, fd, protocol.bind(py))
-        }
+        let read = || SocketTransportCore::read_ready(slf);
+        let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport");
+        panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
     }
 
     /// The socket is writable: flush as much of the buffer as the kernel takes.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.inner.borrow(py).datagrams.is_some() {
-            return SocketTransportCore::flush_datagrams(slf);
-        }
-        let result = {
-            let mut guard = this.inner.borrow_mut(py);
-            let st = &mut *guard;
-            if st.conn_lost > 0 || st.lost || st.buffer.is_empty() {
-                return Ok(());
-            }
-            let mut iov = Vec::new();
-            st.buffer.iovecs(py, &mut iov);
-            socket::send_vectored(st.fd, &iov)
-        };
-        let n = match result {
-            Err(e) if would_block(e) => return Ok(()),
-            Err(e) => {
-                this.remove_side(py, Side::Write)?;
-                let dropped = this.inner.borrow_mut(py).buffer.clear();
-                drop(dropped);
-                let exc = os_error(e).into_value(py).into_bound(py).into_any();
-                SocketTransportCore::fatal_error(slf, exc.clone(), "Fatal write error on socket transport")?;
-                let waiter = this.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py));
-                if let Some(waiter) = waiter {
-                    waiter.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
-                }
-                return Ok(());
-            }
-            Ok(n) => n,
-        };
-        let sent = this.inner.borrow_mut(py).buffer.consume(n);
-        drop(sent);
-        SocketTransportCore::maybe_resume_protocol(slf)?;
-        let (empty, closing, eof, fd, waiter) = {
-            let st = this.inner.borrow(py);
-            (
-                st.buffer.is_empty(),
-                st.closing,
-                st.eof,
-                st.fd,
-                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-            )
-        };
-        if !empty {
-            return Ok(());
-        }
-        this.remove_side(py, Side::Write)?;
-        if let Some(waiter) = waiter {
-            waiter.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
-        }
-        if closing {
-            SocketTransportCore::_call_connection_lost(slf, None)?;
-        } else if eof {
-            socket::shutdown_write(fd)?;
-        }
-        Ok(())
+        let write = || SocketTransportCore::write_ready(slf);
+        let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+        panic_guard::event(slf.py(), Some(Site::TransportWrite), write, fatal)
     }
 
     /// Sends `data` now, buffering what the kernel does not take.
@@ -888,23 +903,17 @@ impl SocketTransportCore {
     /// Sets the water marks (defaults as asyncio's: 64 KiB high, a quarter
     /// of it low) and pauses the protocol at once if above the new high.
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks::parse(py, high, low)?;
         {
             let mut st = slf.get().inner.borrow_mut(py);
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         SocketTransportCore::maybe_pause_protocol(slf)
     }

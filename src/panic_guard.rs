@@ -157,12 +157,14 @@ pub fn fault(site: Site) {
 
 /// Testing only: makes the next pass through `site` panic (`None` disarms).
 /// Sites: "handle", "timer", "poll", "transport_read", "transport_write",
-/// "pipe_read".
+/// "pipe_read"; "now" panics in this call (a `PanicException` for tests).
 #[pyfunction]
 #[pyo3(signature = (site))]
 pub fn _inject_panic(site: Option<&str>) -> PyResult<()> {
     let value = match site {
         None => 0,
+        // For tests that need a real `PanicException` to raise themselves.
+        Some("now") => panic!("injected panic in _inject_panic"),
         Some(name) => match SITES.iter().find(|(n, _)| *n == name) {
             Some((_, site)) => *site as u8,
             None => return Err(PyValueError::new_err(format!("unknown panic site: {name:?}"))),

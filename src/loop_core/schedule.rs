@@ -4,10 +4,10 @@
 //! the waker, because the loop is running this very code and will see the
 //! queue before it next waits.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyFloat, PyInt, PyTuple};
 
 use super::LoopCore;
 use crate::handles::{Handle, TimerHandle};
@@ -71,7 +71,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
-        let when: f64 = when_obj.extract()?;
+        let when = deadline(when_obj)?;
         if this.debug() {
             LoopCore::debug_checks(slf, callback, "call_at", true)?;
         }
@@ -80,6 +80,19 @@ impl LoopCore {
         let timer = Py::new(py, init)?;
         this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
         Ok(timer)
+    }
+}
+
+/// A deadline as a float for ordering. An int too large for a float is
+/// still a deadline to asyncio (ints compare exactly with floats): it is
+/// never (or, negative, at once) due.
+fn deadline(when: &Bound<'_, PyAny>) -> PyResult<f64> {
+    match when.extract::<f64>() {
+        Ok(when) => Ok(when),
+        Err(err) if err.is_instance_of::<PyOverflowError>(when.py()) && when.is_instance_of::<PyInt>() => {
+            Ok(if when.lt(0)? { f64::NEG_INFINITY } else { f64::INFINITY })
+        }
+        Err(err) => Err(err),
     }
 }
 

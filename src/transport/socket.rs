@@ -15,7 +15,9 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyBufferError, PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -652,7 +654,16 @@ impl SocketTransportCore {
             }
             return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
         }
-        let view = RawBuffer::get(data, false)?;
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // asyncio hands such a buffer (not C-contiguous) to `send`, whose
+            // failure is the transport's fatal error, not write()'s.
+            Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 {
             return Ok(());
         }
@@ -664,9 +675,25 @@ impl SocketTransportCore {
         let py = slf.py();
         slf.get().check_writable(py, "writelines")?;
         let mut joined = Vec::new();
-        for item in list_of_data.try_iter()? {
+        for (i, item) in list_of_data.try_iter()?.enumerate() {
             let item = item?;
-            joined.extend_from_slice(RawBuffer::get(&item, false)?.as_slice());
+            match RawBuffer::get(&item, false) {
+                Ok(view) => joined.extend_from_slice(view.as_slice()),
+                // A buffer that is not C-contiguous: 3.12's asyncio queues it
+                // and fails in `sendmsg` (a fatal error); before, `b"".join`
+                // refused it.
+                Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                    if py.version_info() >= (3, 12) {
+                        let exc = err.into_value(py).into_bound(py).into_any();
+                        return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+                    }
+                    return Err(PyTypeError::new_err(format!(
+                        "sequence item {i}: expected a bytes-like object, {} found",
+                        item.get_type().name()?
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
         }
         if joined.is_empty() {
             return Ok(());

@@ -176,6 +176,9 @@ KNOWN = {
     ("call_later", None, TypeError),
     # `__float__` raising: asyncio's `when` is never converted until it runs.
     ("call_at", None, RuntimeError),
+    # A flag whose truth value raises: asyncio stores it and fails at each
+    # later `if self._debug`; ferroloop reads it once, in set_debug.
+    ("set_debug", None, RuntimeError),
     # Past C long rather than C int.
     ("add_reader", OverflowError, OverflowError),
 }
@@ -256,6 +259,22 @@ def test_run_in_executor(loop, executor, func):
             pass
 
     _compare("run_in_executor", loop, call)
+
+
+@PROFILE
+@given(value=BAD)
+def test_other_loop_methods(loop, loop_errors, value):
+    def debug(lp: asyncio.AbstractEventLoop) -> Any:
+        try:
+            lp.set_debug(value)
+            return lp.get_debug()
+        finally:
+            lp.set_debug(False)
+
+    _compare("set_debug", loop, debug)
+    _compare("create_task", loop, lambda lp: lp.create_task(value))
+    _compare("run_until_complete", loop, lambda lp: lp.run_until_complete(value))
+    _compare("call_exception_handler", loop, lambda lp: lp.call_exception_handler(value))
 
 
 # --- sock_* on a real socket pair
@@ -414,6 +433,26 @@ def test_datagram_sendto(loop, loop_errors, data, addr):
             b.close()
 
     _compare("sendto", loop, call)
+
+
+@PROFILE
+@given(data=BAD, high=st.one_of(st.none(), BAD))
+def test_write_pipe(loop, loop_errors, data, high):
+    def call(lp: asyncio.AbstractEventLoop) -> Any:
+        rfd, wfd = os.pipe()
+        try:
+            pipe = os.fdopen(wfd, "wb", buffering=0)
+            transport, _ = lp.run_until_complete(lp.connect_write_pipe(asyncio.Protocol, pipe))
+            try:
+                transport.set_write_buffer_limits(high)
+                transport.write(data)
+            finally:
+                transport.abort()
+                lp.run_until_complete(asyncio.sleep(0))
+        finally:
+            os.close(rfd)
+
+    _compare("pipe write", loop, call)
 
 
 def test_panic_type_is_not_an_exception():

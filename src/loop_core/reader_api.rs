@@ -19,8 +19,8 @@ type Io = Registry<Py<Handle>, Py<PyAny>>;
 
 /// An int fd, or the result of `fileobj.fileno()`, with selectors' errors.
 pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+    let fd = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
     } else {
         let invalid = || {
             PyValueError::new_err(format!(
@@ -39,15 +39,16 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
                 e
             }
         })?;
-        let as_int = obj.py().get_type::<PyInt>().call1((fileno,)).map_err(|_| invalid())?;
-        as_int.extract()?
+        obj.py().get_type::<PyInt>().call1((fileno,)).map_err(|_| invalid())?
     };
-    if fd < 0 {
+    // Any negative int is invalid, however large; an fd past C int's range
+    // is never registered: `add_*` fail as selectors' `epoll.register`
+    // does, `remove_*` return False.
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
     }
-    // An fd past C int's range is never registered: `add_*` fail as
-    // selectors' `epoll.register` does, `remove_*` return False.
-    i32::try_from(fd).map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
+    fd.extract::<i32>()
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
 }
 
 /// `fileobj_to_fd` for `remove_reader`/`remove_writer`: `None` for an fd too

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
+    PyBlockingIOError, PyBufferError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -345,7 +345,16 @@ impl SocketTransportCore {
         let py = slf.py();
         let this = slf.get();
         check_bytes_like(data)?;
-        let view = RawBuffer::get(data, false)?;
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // Not C-contiguous: asyncio's `sock.sendto` fails on it, which is
+            // the transport's fatal error.
+            Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on datagram transport");
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 && py.version_info() < (3, 13) {
             return Ok(());
         }

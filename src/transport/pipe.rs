@@ -17,7 +17,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit};
+use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyBufferError, PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -689,7 +689,27 @@ impl WritePipeTransportCore {
             // asyncio asserts the type; the same exception, with its message.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
-        let view = RawBuffer::get(data, false)?;
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // Not C-contiguous: asyncio's `os.write` fails on it, which is
+            // the transport's fatal error (or, once lost, one more lost write).
+            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
+            Err(err) if err.is_instance_of::<PyBufferError>(slf.py()) => {
+                let py = slf.py();
+                let owner = {
+                    let mut st = slf.get().inner.borrow_mut(py);
+                    let lost = st.conn_lost > 0 || st.common.closing;
+                    st.conn_lost += 1;
+                    if lost {
+                        return Ok(());
+                    }
+                    st.common.owner(py)
+                };
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 {
             return Ok(());
         }

@@ -658,6 +658,7 @@ impl SocketTransportCore {
             Ok(view) => view,
             // asyncio hands such a buffer (not C-contiguous) to `send`, whose
             // failure is the transport's fatal error, not write()'s.
+            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
             Err(err) if err.is_instance_of::<PyBufferError>(py) => {
                 let exc = err.into_value(py).into_bound(py).into_any();
                 return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support import loops
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -131,7 +130,12 @@ FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 BAD = st.one_of(INTS, FLOATS, st.text(max_size=4), st.binary(max_size=8), _odd_objects())
 # fd numbers that cannot be one of this process's own descriptors.
 FAR_FDS = st.one_of(st.integers(max_value=-1), st.integers(min_value=1 << 20, max_value=2**70))
-BAD_FD = st.one_of(FAR_FDS, FLOATS, st.text(max_size=4), _odd_objects().filter(lambda v: not isinstance(v, _Index) or v.value != 3))
+BAD_FD = st.one_of(
+    FAR_FDS,
+    FLOATS,
+    st.text(max_size=4),
+    _odd_objects().filter(lambda v: not isinstance(v, _Index) or v.value != 3),
+)
 
 
 # --- the checks

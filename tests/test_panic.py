@@ -91,6 +91,97 @@ def test_reader_raising_panic_exception_goes_to_handler(loop, loop_errors):
     assert [type(c["exception"]) for c in loop_errors] == [panic_type]
 
 
+class _PanickingProtocol(asyncio.Protocol):
+    """Raises PanicException from the callback named `where`."""
+
+    def __init__(self, loop, panic_type, where: str) -> None:
+        self.lost = loop.create_future()
+        self.panic_type = panic_type
+        self.where = where
+
+    def data_received(self, data: bytes) -> None:
+        if self.where == "data_received":
+            raise self.panic_type("from data_received")
+
+    def eof_received(self) -> None:
+        if self.where == "eof_received":
+            raise self.panic_type("from eof_received")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("where", ["data_received", "eof_received"])
+def test_protocol_raising_panic_exception_is_a_fatal_error(loop, loop_errors, where):
+    panic_type = _panic_exception_type()
+    a, b = socket.socketpair()
+
+    async def main():
+        transport, protocol = await loop.create_connection(
+            lambda: _PanickingProtocol(loop, panic_type, where), sock=a
+        )
+        if where == "data_received":
+            b.send(b"x")
+        else:
+            b.shutdown(socket.SHUT_WR)
+        exc = await protocol.lost
+        transport.close()
+        return exc
+
+    try:
+        exc = loops.run(loop, main())
+    finally:
+        b.close()
+    assert isinstance(exc, panic_type)
+    assert [c["message"] for c in loop_errors] == [f"Fatal error: protocol.{where}() call failed."]
+    assert loops.run(loop, asyncio.sleep(0, "alive")) == "alive"
+
+
+def test_pipe_protocol_raising_panic_exception_goes_to_handler(loop, loop_errors):
+    panic_type = _panic_exception_type()
+    rfd, wfd = os.pipe()
+
+    async def main():
+        pipe = os.fdopen(rfd, "rb", buffering=0)
+        transport, protocol = await loop.connect_read_pipe(
+            lambda: _PanickingProtocol(loop, panic_type, "data_received"), pipe
+        )
+        os.write(wfd, b"x")
+        while not loop_errors:
+            await asyncio.sleep(0.001)
+        transport.close()
+        await protocol.lost
+
+    try:
+        loops.run(loop, main())
+    finally:
+        os.close(wfd)
+    assert [type(c["exception"]) for c in loop_errors] == [panic_type]
+
+
+def test_datagram_protocol_raising_panic_exception_goes_to_handler(loop, loop_errors):
+    panic_type = _panic_exception_type()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            raise panic_type("from datagram_received")
+
+    async def main():
+        transport, _ = await loop.create_datagram_endpoint(Proto, sock=a)
+        b.send(b"x")
+        while not loop_errors:
+            await asyncio.sleep(0.001)
+        transport.close()
+        await asyncio.sleep(0)
+
+    try:
+        loops.run(loop, main())
+    finally:
+        b.close()
+    assert [type(c["exception"]) for c in loop_errors] == [panic_type]
+
+
 # --- panics inside ferroloop: the fault hook
 
 

@@ -41,6 +41,37 @@ pub fn call_in_context<'py>(
     result.map(drop)
 }
 
+/// `obj.name(*args)` (at most three arguments) for a protocol's callbacks:
+/// a `PanicException` it raises comes back as an error like any other, as
+/// asyncio treats it, instead of being resumed as a panic (see
+/// `panic_guard::take_raised`).
+pub fn call_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut vector = [obj.as_ptr(); 4];
+    if args.len() >= vector.len() {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "call_method: too many arguments",
+        ));
+    }
+    for (slot, arg) in vector[1..].iter_mut().zip(args) {
+        *slot = arg.as_ptr();
+    }
+    // SAFETY: `vector[..1 + args.len()]` holds `obj` then the arguments, all
+    // borrowed and alive for the call; `name` is a str; no keywords.
+    let raw =
+        unsafe { ffi::PyObject_VectorcallMethod(name.as_ptr(), vector.as_ptr(), 1 + args.len(), std::ptr::null_mut()) };
+    if raw.is_null() {
+        Err(crate::panic_guard::take_raised(py))
+    } else {
+        // SAFETY: `raw` is a new reference.
+        Ok(unsafe { Bound::from_owned_ptr(py, raw) })
+    }
+}
+
 /// A copy of the calling thread's current context (`contextvars.copy_context()`).
 pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: always safe to call while attached; returns a new reference or null.

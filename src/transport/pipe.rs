@@ -31,7 +31,7 @@ use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::helpers;
+use crate::py::{call_method, helpers};
 use crate::sys::pipe;
 use crate::sys::socket::would_block;
 
@@ -248,7 +248,7 @@ impl ReadPipeTransportCore {
                 schedule_lost(py, scheduled, py.None())
             }
             Ok(data) => {
-                protocol.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+                call_method(protocol.bind(py), intern!(py, "data_received"), &[data.as_any()])?;
                 Ok(())
             }
         }
@@ -482,7 +482,7 @@ impl WritePipeTransportCore {
         } else {
             (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
         };
-        match protocol.bind(py).call_method0(method) {
+        match call_method(protocol.bind(py), method, &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(py, (event_loop, owner, protocol), err, message),
         }
@@ -521,14 +521,14 @@ impl WritePipeTransportCore {
             let mut st = this.inner.borrow_mut(py);
             if st.conn_lost > 0 || st.common.closing {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             } else {
                 let fd = st.common.fd;
                 match st.buffer.write_or_queue(data, shared, |d| pipe::write(fd, d)) {
                     Written::All => return Ok(()),
                     Written::Queued { first } => register_writer = first,
                     Written::Failed(e) => {
-                        st.conn_lost += 1;
+                        st.conn_lost = st.conn_lost.saturating_add(1);
                         failed = Some(e);
                     }
                 }
@@ -572,7 +572,7 @@ impl WritePipeTransportCore {
             Err(e) => {
                 let (dropped, event_loop, fd, owner) = {
                     let mut st = this.inner.borrow_mut(py);
-                    st.conn_lost += 1;
+                    st.conn_lost = st.conn_lost.saturating_add(1);
                     (
                         st.buffer.clear(),
                         st.common.event_loop(py),
@@ -699,7 +699,7 @@ impl WritePipeTransportCore {
                 let owner = {
                     let mut st = slf.get().inner.borrow_mut(py);
                     let lost = st.conn_lost > 0 || st.common.closing;
-                    st.conn_lost += 1;
+                    st.conn_lost = st.conn_lost.saturating_add(1);
                     if lost {
                         return Ok(());
                     }

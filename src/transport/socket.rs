@@ -33,7 +33,7 @@ use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::{asyncio, helpers};
+use crate::py::{asyncio, call_method, helpers};
 use crate::sys::socket::{self, would_block};
 
 /// Writes to a lost connection are counted, and logged from this many on
@@ -270,7 +270,7 @@ impl SocketTransportCore {
             let dropped = st.clear_pending();
             let remove_reader = !st.closing;
             st.closing = true;
-            st.conn_lost += 1;
+            st.conn_lost = st.conn_lost.saturating_add(1);
             (
                 dropped,
                 remove_writer,
@@ -306,7 +306,7 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match protocol.bind(py).call_method0(intern!(py, "pause_writing")) {
+        match call_method(protocol.bind(py), intern!(py, "pause_writing"), &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.pause_writing() failed"),
         }
@@ -325,7 +325,7 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match protocol.bind(py).call_method0(intern!(py, "resume_writing")) {
+        match call_method(protocol.bind(py), intern!(py, "resume_writing"), &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.resume_writing() failed"),
         }
@@ -337,7 +337,7 @@ impl SocketTransportCore {
         if slf.get().debug(py) {
             helpers::log_debug(py)?.call1(("%r received EOF", slf.get().owner(py, slf)))?;
         }
-        let keep_open = match protocol.call_method0(intern!(py, "eof_received")) {
+        let keep_open = match call_method(protocol, intern!(py, "eof_received"), &[]) {
             Ok(v) => v,
             Err(err) => return protocol_failed(slf, err, "Fatal error: protocol.eof_received() call failed."),
         };
@@ -352,7 +352,11 @@ impl SocketTransportCore {
     fn read_into_protocol_buffer(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
-        let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+        let buf = match call_method(
+            protocol,
+            intern!(py, "get_buffer"),
+            &[&(-1i32).into_pyobject(py)?.into_any()],
+        ) {
             Ok(buf) => buf,
             Err(err) => return protocol_failed(slf, err, GET_BUFFER_FAILED),
         };
@@ -375,7 +379,11 @@ impl SocketTransportCore {
                 SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
             }
             Ok(0) => SocketTransportCore::on_eof(slf, protocol),
-            Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+            Ok(n) => match call_method(
+                protocol,
+                intern!(py, "buffer_updated"),
+                &[&n.into_pyobject(py)?.into_any()],
+            ) {
                 Ok(_) => Ok(()),
                 Err(err) => protocol_failed(slf, err, "Fatal error: protocol.buffer_updated() call failed."),
             },
@@ -397,7 +405,7 @@ impl SocketTransportCore {
                 SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
             }
             Ok(data) if data.as_bytes().is_empty() => SocketTransportCore::on_eof(slf, protocol),
-            Ok(data) => match protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            Ok(data) => match call_method(protocol, intern!(py, "data_received"), &[data.as_any()]) {
                 Ok(_) => Ok(()),
                 Err(err) => protocol_failed(slf, err, "Fatal error: protocol.data_received() call failed."),
             },
@@ -416,7 +424,7 @@ impl SocketTransportCore {
             let mut st = this.inner.borrow_mut(py);
             if st.conn_lost > 0 || st.lost {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             } else {
                 let fd = st.fd;
                 match st.buffer.write_or_queue(data, shared, |d| socket::send(fd, d)) {
@@ -736,7 +744,7 @@ impl SocketTransportCore {
             st.closing = true;
             let flushed = st.pending_is_empty();
             if flushed {
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             }
             (flushed, st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.fd)
         };
@@ -780,10 +788,10 @@ impl SocketTransportCore {
             (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.protocol_connected)
         };
         let result = match protocol {
-            Some(protocol) if connected => protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
+            Some(protocol) if connected => {
+                let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+                call_method(protocol.bind(py), intern!(py, "connection_lost"), &[&exc]).map(drop)
+            }
             _ => Ok(()),
         };
         let (sock, server, protocol, tls, event_loop, waiter) = {

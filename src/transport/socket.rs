@@ -683,6 +683,11 @@ impl SocketTransportCore {
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         slf.get().check_writable(py, "writelines")?;
+        // 3.12's asyncio returns at once for any falsy argument; before, it
+        // joins it (a TypeError for what is not iterable).
+        if py.version_info() >= (3, 12) && !list_of_data.is_truthy()? {
+            return Ok(());
+        }
         let mut joined = Vec::new();
         for (i, item) in list_of_data.try_iter()?.enumerate() {
             let item = item?;

@@ -4,7 +4,7 @@
 //! the waker, because the loop is running this very code and will see the
 //! queue before it next waits.
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::exceptions::{PyAssertionError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyFloat, PyInt, PyTuple};
@@ -152,8 +152,13 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() && slf.py().version_info() >= (3, 11) {
-            return Err(PyTypeError::new_err("when cannot be None"));
+        if when.is_none() {
+            // 3.10's TimerHandle only asserts it.
+            return Err(if slf.py().version_info() >= (3, 11) {
+                PyTypeError::new_err("when cannot be None")
+            } else {
+                PyAssertionError::new_err(())
+            });
         }
         LoopCore::schedule_at(slf, when, callback, args, context)
     }

@@ -49,6 +49,13 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
     catch_unwind(AssertUnwindSafe(f))
 }
 
+/// Runs `f`; a panic becomes [`to_error`]'s `RuntimeError`. For native
+/// methods the program calls directly, so the caller (a task, say) gets an
+/// `Exception` rather than PyO3's `PanicException`.
+pub fn contain<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch(f).unwrap_or_else(|payload| Err(to_error(payload.as_ref())))
+}
+
 /// Runs a transport's event handler `body`. A panic in it goes, as a
 /// `RuntimeError`, to `fatal` (the transport's fatal-error path, which
 /// reports it and closes the transport, as asyncio does with an unexpected
@@ -127,15 +134,18 @@ pub enum Site {
     TransportWrite,
     /// In a pipe transport's readable handler.
     PipeRead,
+    /// In a stream transport's `write()`, a method the program calls.
+    Write,
 }
 
-const SITES: [(&str, Site); 6] = [
+const SITES: [(&str, Site); 7] = [
     ("handle", Site::Handle),
     ("timer", Site::Timer),
     ("poll", Site::Poll),
     ("transport_read", Site::TransportRead),
     ("transport_write", Site::TransportWrite),
     ("pipe_read", Site::PipeRead),
+    ("write", Site::Write),
 ];
 
 /// The armed site, 0 for none. Process-wide: tests arm it right before the
@@ -157,7 +167,7 @@ pub fn fault(site: Site) {
 
 /// Testing only: makes the next pass through `site` panic (`None` disarms).
 /// Sites: "handle", "timer", "poll", "transport_read", "transport_write",
-/// "pipe_read"; "now" panics in this call (a `PanicException` for tests).
+/// "pipe_read", "write"; "now" panics in this call (a `PanicException` for tests).
 #[pyfunction]
 #[pyo3(signature = (site))]
 pub fn _inject_panic(site: Option<&str>) -> PyResult<()> {

@@ -317,6 +317,27 @@ def test_panic_in_pipe_read_is_a_fatal_error(loop, loop_errors, inject):
 
 
 @pytest.mark.ferroloop_only
+def test_panic_in_a_called_transport_method_is_a_runtime_error(loop, inject):
+    a, b = socket.socketpair()
+
+    async def main():
+        transport, protocol = await loop.create_connection(lambda: _Recorder(loop), sock=a)
+        inject("write")
+        with pytest.raises(RuntimeError, match="internal error in ferroloop"):
+            transport.write(b"lost")
+        # The transport and the loop go on.
+        transport.write(b"kept")
+        transport.close()
+        await protocol.lost
+
+    try:
+        loops.run(loop, main())
+        assert b.recv(100) == b"kept"
+    finally:
+        b.close()
+
+
+@pytest.mark.ferroloop_only
 def test_unknown_site_is_a_value_error(inject):
     with pytest.raises(ValueError, match="unknown panic site"):
         inject("nowhere")

@@ -27,7 +27,7 @@ __version__: str
 def _inject_panic(site: str | None) -> None:
     """Testing only: make the next pass through a native site panic, to show
     the loop survives. Sites: "handle", "timer", "poll", "transport_read",
-    "transport_write", "pipe_read"; ``None`` disarms; "now" raises
+    "transport_write", "pipe_read", "write"; ``None`` disarms; "now" raises
     ``PanicException`` from this call."""
 
 @disjoint_base

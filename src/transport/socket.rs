@@ -652,31 +652,36 @@ impl SocketTransportCore {
 
     /// Sends `data` now, buffering what the kernel does not take.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        check_bytes_like(data)?;
-        slf.get().check_writable(py, "write")?;
-        if let Ok(bytes) = data.cast::<PyBytes>() {
-            let slice = bytes.as_bytes();
-            if slice.is_empty() {
+        // Bound directly as the Python transport's `write`: no forwarder
+        // turns a panic into an Exception, so this does.
+        panic_guard::contain(|| {
+            let py = slf.py();
+            panic_guard::fault(Site::Write);
+            check_bytes_like(data)?;
+            slf.get().check_writable(py, "write")?;
+            if let Ok(bytes) = data.cast::<PyBytes>() {
+                let slice = bytes.as_bytes();
+                if slice.is_empty() {
+                    return Ok(());
+                }
+                return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
+            }
+            let view = match RawBuffer::get(data, false) {
+                Ok(view) => view,
+                // asyncio hands such a buffer (not C-contiguous) to `send`, whose
+                // failure is the transport's fatal error, not write()'s.
+                Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
+                Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                    let exc = err.into_value(py).into_bound(py).into_any();
+                    return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+                }
+                Err(err) => return Err(err),
+            };
+            if view.len() == 0 {
                 return Ok(());
             }
-            return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
-        }
-        let view = match RawBuffer::get(data, false) {
-            Ok(view) => view,
-            // asyncio hands such a buffer (not C-contiguous) to `send`, whose
-            // failure is the transport's fatal error, not write()'s.
-            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
-            Err(err) if err.is_instance_of::<PyBufferError>(py) => {
-                let exc = err.into_value(py).into_bound(py).into_any();
-                return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
-            }
-            Err(err) => return Err(err),
-        };
-        if view.len() == 0 {
-            return Ok(());
-        }
-        SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
+            SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
+        })
     }
 
     /// Writes each buffer of `list_of_data` in turn, as one write.

@@ -137,6 +137,41 @@ def test_protocol_raising_panic_exception_is_a_fatal_error(loop, loop_errors, wh
     assert loops.run(loop, asyncio.sleep(0, "alive")) == "alive"
 
 
+def test_tls_protocol_raising_panic_exception_is_a_fatal_error(loop, loop_errors):
+    from support import net, tls
+
+    panic_type = _panic_exception_type()
+
+    async def main():
+        server = await net.start_server(
+            loop, "tcp4", net.EchoProtocol, None, ssl=tls.server_context()
+        )
+        try:
+            transport, protocol = await net.connect(
+                loop,
+                "tcp4",
+                lambda: _PanickingProtocol(loop, panic_type, "data_received"),
+                net.address_of(server),
+                ssl=tls.client_context(),
+            )
+            transport.write(b"echo me")
+            exc = await protocol.lost
+            transport.close()
+            return exc
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    exc = loops.run(loop, main())
+    # The panic reaches connection_lost on both loops (asyncio: through
+    # SSLProtocol, which may wrap it), and the handler saw the transport's
+    # fatal error with the PanicException itself.
+    assert exc is not None
+    errors = [c for c in loop_errors if isinstance(c.get("exception"), panic_type)]
+    assert [c["message"] for c in errors] == ["Fatal error: protocol.buffer_updated() call failed."]
+    assert loops.run(loop, asyncio.sleep(0, "alive")) == "alive"
+
+
 def test_pipe_protocol_raising_panic_exception_goes_to_handler(loop, loop_errors):
     panic_type = _panic_exception_type()
     rfd, wfd = os.pipe()

@@ -1,16 +1,19 @@
 //! Keeping a Rust panic from killing the loop.
 //!
 //! PyO3 turns a panic inside a Python-callable method into
-//! `pyo3.panic.PanicException`, a `BaseException`, and resumes it as a panic
-//! whenever Rust later fetches that exception from the interpreter. Left
-//! alone, one panic anywhere in per-event code would unwind out of
+//! `pyo3_runtime.PanicException`, a `BaseException`, and resumes it as a
+//! panic whenever Rust later fetches that exception from the interpreter.
+//! Left alone, one panic anywhere in per-event code would unwind out of
 //! `run_forever`. So:
-//! - the loop's per-event steps run under [`catch`], and a caught panic is
-//!   reported as an ordinary `RuntimeError` ([`to_error`]) where asyncio
-//!   reports an unexpected exception of that step: the exception handler, or
-//!   the transport's fatal-error path;
-//! - a callback's exception is fetched with [`take_raised`], which hands back
-//!   a `PanicException` like any other exception instead of resuming it;
+//! - the loop's per-event steps run under [`catch`] (the iteration) or
+//!   [`event`] (a transport's event handler), and a caught panic is reported
+//!   as an ordinary `RuntimeError` ([`to_error`]) where asyncio reports an
+//!   unexpected exception of that step: the exception handler, or the
+//!   transport's fatal-error path; [`contain`] does the same for a method
+//!   the program calls, whose caller gets the `RuntimeError`;
+//! - a callback's exception is fetched with [`take_raised`] (`call_in_context`,
+//!   `py::call_method` for protocol callbacks), which hands back a
+//!   `PanicException` like any other exception instead of resuming it;
 //! - [`fault`] is a test-only hook that makes a named site panic once, armed
 //!   from Python with `_ferroloop._inject_panic(site)`.
 

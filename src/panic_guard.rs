@@ -63,7 +63,9 @@ pub fn contain<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
 /// `RuntimeError`, to `fatal` (the transport's fatal-error path, which
 /// reports it and closes the transport, as asyncio does with an unexpected
 /// exception there); should `fatal` panic too, the error is returned, and
-/// the handle reports it to the exception handler.
+/// the handle reports it to the exception handler. Whatever the panic left
+/// half-done in the transport is not used for I/O again: the fatal error
+/// drops its buffer, unregisters it and schedules `connection_lost`.
 pub fn event<'py>(
     py: Python<'py>,
     site: Option<Site>,

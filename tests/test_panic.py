@@ -168,7 +168,11 @@ def test_tls_protocol_raising_panic_exception_is_a_fatal_error(loop, loop_errors
     # fatal error with the PanicException itself.
     assert exc is not None
     errors = [c for c in loop_errors if isinstance(c.get("exception"), panic_type)]
-    assert [c["message"] for c in errors] == ["Fatal error: protocol.buffer_updated() call failed."]
+    if sys.version_info >= (3, 11):
+        message = "Fatal error: protocol.buffer_updated() call failed."
+    else:  # 3.10's SSL pipe catches it itself
+        message = "application protocol failed to receive SSL data"
+    assert [c["message"] for c in errors] == [message]
     assert loops.run(loop, asyncio.sleep(0, "alive")) == "alive"
 
 

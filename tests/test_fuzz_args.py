@@ -17,6 +17,7 @@ import asyncio
 import math
 import os
 import socket
+import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,12 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# Hypothesis caches what it learns (constants, Unicode tables) in ./.hypothesis even without
+# an example database: a directory removed at exit keeps runs from writing into the tree.
+_HOME = tempfile.TemporaryDirectory(prefix="ferroloop-hypothesis-")
+set_hypothesis_home_dir(_HOME.name)
 
 settings.register_profile(
     "ci",

@@ -204,8 +204,38 @@ impl ReadPipeTransportCore {
         let callback = slf.getattr(intern!(py, "_read_ready"))?;
         add(py, &event_loop, fd, Side::Read, &callback)
     }
+}
 
-    /// `_read_ready`'s body; the wrapper contains panics.
+#[pymethods]
+impl ReadPipeTransportCore {
+    #[new]
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(ReadPipeTransportCore {
+            inner: GilCell::new(ReadInner {
+                common: Common::new(owner, event_loop, fd, protocol)?,
+                paused: false,
+            }),
+        })
+    }
+
+    /// Starts watching the pipe, unless paused or closing by now.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading_now(slf.py()) {
+            ReadPipeTransportCore::watch(slf)?;
+        }
+        Ok(())
+    }
+}
+
+/// The event handler's body; the method the loop calls wraps it (see
+/// `panic_guard::event`).
+impl ReadPipeTransportCore {
+    /// The pipe is readable: read once and hand the data to the protocol.
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -257,30 +287,7 @@ impl ReadPipeTransportCore {
 
 #[pymethods]
 impl ReadPipeTransportCore {
-    #[new]
-    fn new(
-        owner: &Bound<'_, PyAny>,
-        event_loop: &Bound<'_, PyAny>,
-        fd: RawFd,
-        protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<Self> {
-        Ok(ReadPipeTransportCore {
-            inner: GilCell::new(ReadInner {
-                common: Common::new(owner, event_loop, fd, protocol)?,
-                paused: false,
-            }),
-        })
-    }
-
-    /// Starts watching the pipe, unless paused or closing by now.
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_reading_now(slf.py()) {
-            ReadPipeTransportCore::watch(slf)?;
-        }
-        Ok(())
-    }
-
-    /// The pipe is readable: read once and hand the data to the protocol.
+    /// `read_ready`, a panic in it being the transport's fatal error.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let fatal = |exc| {
@@ -553,74 +560,6 @@ impl WritePipeTransportCore {
         }
         this.flow_control(py, true)
     }
-
-    /// `_write_ready`'s body; the wrapper contains panics.
-    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let result = {
-            let st = this.inner.borrow(py);
-            if st.common.lost || st.buffer.is_empty() {
-                return Ok(());
-            }
-            let mut iov = Vec::new();
-            st.buffer.iovecs(py, &mut iov);
-            pipe::write_vectored(st.common.fd, &iov)
-        };
-        let n = match result {
-            Err(e) if would_block(e) => return Ok(()),
-            Err(e) => {
-                let (dropped, event_loop, fd, owner) = {
-                    let mut st = this.inner.borrow_mut(py);
-                    st.conn_lost = st.conn_lost.saturating_add(1);
-                    (
-                        st.buffer.clear(),
-                        st.common.event_loop(py),
-                        st.common.fd,
-                        st.common.owner(py),
-                    )
-                };
-                drop(dropped);
-                remove(py, &event_loop, fd, Side::Write)?;
-                let exc = os_error(e).into_value(py).into_bound(py).into_any();
-                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
-            }
-            Ok(n) => n,
-        };
-        let (empty, sent) = {
-            let mut st = this.inner.borrow_mut(py);
-            let sent = st.buffer.consume(n);
-            (st.buffer.is_empty(), sent)
-        };
-        drop(sent);
-        if !empty {
-            return Ok(());
-        }
-        let (event_loop, fd) = {
-            let st = this.inner.borrow(py);
-            (st.common.event_loop(py), st.common.fd)
-        };
-        remove(py, &event_loop, fd, Side::Write)?;
-        // May write again (and so fill the buffer).
-        this.flow_control(py, false)?;
-        let (closing, scheduled) = {
-            let mut st = this.inner.borrow_mut(py);
-            if !st.common.closing {
-                (false, None)
-            } else {
-                (true, st.common.take_lost(py))
-            }
-        };
-        if closing {
-            remove(py, &event_loop, fd, Side::Read)?;
-            if let Some((_, owner)) = scheduled {
-                owner
-                    .bind(py)
-                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[pymethods]
@@ -691,9 +630,10 @@ impl WritePipeTransportCore {
         }
         let view = match RawBuffer::get(data, false) {
             Ok(view) => view,
+            // Nothing to send in an empty one, as for asyncio.
+            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
             // Not C-contiguous: asyncio's `os.write` fails on it, which is
             // the transport's fatal error (or, once lost, one more lost write).
-            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
             Err(err) if err.is_instance_of::<PyBufferError>(slf.py()) => {
                 let py = slf.py();
                 let owner = {
@@ -715,8 +655,83 @@ impl WritePipeTransportCore {
         }
         WritePipeTransportCore::write_bytes(slf, view.as_slice(), None)
     }
+}
 
+/// The event handler's body; the method the loop calls wraps it (see
+/// `panic_guard::event`).
+impl WritePipeTransportCore {
     /// The pipe is writable: flush as much of the buffer as the kernel takes.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let st = this.inner.borrow(py);
+            if st.common.lost || st.buffer.is_empty() {
+                return Ok(());
+            }
+            let mut iov = Vec::new();
+            st.buffer.iovecs(py, &mut iov);
+            pipe::write_vectored(st.common.fd, &iov)
+        };
+        let n = match result {
+            Err(e) if would_block(e) => return Ok(()),
+            Err(e) => {
+                let (dropped, event_loop, fd, owner) = {
+                    let mut st = this.inner.borrow_mut(py);
+                    st.conn_lost = st.conn_lost.saturating_add(1);
+                    (
+                        st.buffer.clear(),
+                        st.common.event_loop(py),
+                        st.common.fd,
+                        st.common.owner(py),
+                    )
+                };
+                drop(dropped);
+                remove(py, &event_loop, fd, Side::Write)?;
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+            }
+            Ok(n) => n,
+        };
+        let (empty, sent) = {
+            let mut st = this.inner.borrow_mut(py);
+            let sent = st.buffer.consume(n);
+            (st.buffer.is_empty(), sent)
+        };
+        drop(sent);
+        if !empty {
+            return Ok(());
+        }
+        let (event_loop, fd) = {
+            let st = this.inner.borrow(py);
+            (st.common.event_loop(py), st.common.fd)
+        };
+        remove(py, &event_loop, fd, Side::Write)?;
+        // May write again (and so fill the buffer).
+        this.flow_control(py, false)?;
+        let (closing, scheduled) = {
+            let mut st = this.inner.borrow_mut(py);
+            if !st.common.closing {
+                (false, None)
+            } else {
+                (true, st.common.take_lost(py))
+            }
+        };
+        if closing {
+            remove(py, &event_loop, fd, Side::Read)?;
+            if let Some((_, owner)) = scheduled {
+                owner
+                    .bind(py)
+                    .call_method1(intern!(py, "_call_connection_lost"), (py.None(),))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl WritePipeTransportCore {
+    /// `write_ready`, a panic in it being the transport's fatal error.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let fatal = |exc| {

@@ -478,9 +478,71 @@ pub(super) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
     )))
 }
 
-/// The event handlers' bodies; the Python-callable wrappers contain panics.
+#[pymethods]
 impl SocketTransportCore {
-    /// `_read_ready`'s body.
+    #[new]
+    #[pyo3(signature = (owner, event_loop, sock, protocol, extra = None, server = None, *, datagram_address = None, datagram = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        owner: &Bound<'_, PyAny>,
+        event_loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        extra: Option<&Bound<'_, PyAny>>,
+        server: Option<&Bound<'_, PyAny>>,
+        datagram_address: Option<&Bound<'_, PyAny>>,
+        datagram: bool,
+    ) -> PyResult<Self> {
+        let py = sock.py();
+        let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let extra_dict = PyDict::new(py);
+        if let Some(extra) = extra.filter(|e| !e.is_none()) {
+            extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
+        }
+        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let tls = if buffered && !datagram {
+            TlsPump::attach(protocol)?
+        } else {
+            None
+        };
+        Ok(SocketTransportCore {
+            inner: GilCell::new(Inner {
+                owner: Some(owner.clone().unbind()),
+                event_loop: Some(event_loop),
+                sock: Some(sock.clone().unbind()),
+                fd,
+                protocol: Some(protocol.clone().unbind()),
+                buffered,
+                tls,
+                protocol_connected: true,
+                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+                extra: Some(extra_dict.unbind()),
+                lost: false,
+                closing: false,
+                datagrams: if datagram {
+                    Some(DatagramQueue::new(sock, datagram_address)?)
+                } else {
+                    None
+                },
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// Starts watching the socket for reading, unless paused or closing.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading_now(slf.py()) {
+            SocketTransportCore::add_side(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The event handlers' bodies; the methods the loop calls wrap them (see
+/// `panic_guard::event`).
+impl SocketTransportCore {
+    /// The socket is readable: read once and hand the data to the protocol.
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, buffered, protocol, tls) = {
@@ -514,7 +576,7 @@ impl SocketTransportCore {
         }
     }
 
-    /// `_write_ready`'s body.
+    /// The socket is writable: flush as much of the buffer as the kernel takes.
     fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -578,72 +640,14 @@ impl SocketTransportCore {
 
 #[pymethods]
 impl SocketTransportCore {
-    #[new]
-    #[pyo3(signature = (owner, event_loop, sock, protocol, extra = None, server = None, *, datagram_address = None, datagram = false))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        owner: &Bound<'_, PyAny>,
-        event_loop: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        extra: Option<&Bound<'_, PyAny>>,
-        server: Option<&Bound<'_, PyAny>>,
-        datagram_address: Option<&Bound<'_, PyAny>>,
-        datagram: bool,
-    ) -> PyResult<Self> {
-        let py = sock.py();
-        let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
-        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let extra_dict = PyDict::new(py);
-        if let Some(extra) = extra.filter(|e| !e.is_none()) {
-            extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
-        }
-        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
-        let tls = if buffered && !datagram {
-            TlsPump::attach(protocol)?
-        } else {
-            None
-        };
-        Ok(SocketTransportCore {
-            inner: GilCell::new(Inner {
-                owner: Some(owner.clone().unbind()),
-                event_loop: Some(event_loop),
-                sock: Some(sock.clone().unbind()),
-                fd,
-                protocol: Some(protocol.clone().unbind()),
-                buffered,
-                tls,
-                protocol_connected: true,
-                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-                extra: Some(extra_dict.unbind()),
-                lost: false,
-                closing: false,
-                datagrams: if datagram {
-                    Some(DatagramQueue::new(sock, datagram_address)?)
-                } else {
-                    None
-                },
-                ..Inner::default()
-            }),
-        })
-    }
-
-    /// Starts watching the socket for reading, unless paused or closing.
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_reading_now(slf.py()) {
-            SocketTransportCore::add_side(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
-        }
-        Ok(())
-    }
-
-    /// The socket is readable: read once and hand the data to the protocol.
+    /// `read_ready`, a panic in it being the transport's fatal error.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let read = || SocketTransportCore::read_ready(slf);
         let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport");
         panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
     }
 
-    /// The socket is writable: flush as much of the buffer as the kernel takes.
+    /// `write_ready`, a panic in it being the transport's fatal error.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let write = || SocketTransportCore::write_ready(slf);
         let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
@@ -668,9 +672,10 @@ impl SocketTransportCore {
             }
             let view = match RawBuffer::get(data, false) {
                 Ok(view) => view,
+                // Nothing to send in an empty one, as for asyncio.
+                Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
                 // asyncio hands such a buffer (not C-contiguous) to `send`, whose
                 // failure is the transport's fatal error, not write()'s.
-                Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
                 Err(err) if err.is_instance_of::<PyBufferError>(py) => {
                     let exc = err.into_value(py).into_bound(py).into_any();
                     return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");

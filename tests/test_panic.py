@@ -258,6 +258,18 @@ def test_panic_in_the_io_phase_reports_it_and_goes_on(loop, loop_errors, inject,
     assert loop_errors[0]["message"] == "Unexpected error in the event loop"
 
 
+@pytest.mark.ferroloop_only
+def test_io_phase_panicking_twice_in_a_row_ends_run_forever(loop, loop_errors, inject):
+    # Not a passing fault: run_forever ends with it rather than spin reporting it.
+    inject("poll")
+    loop.call_soon(inject, "poll")
+    with pytest.raises(RuntimeError, match="internal error in ferroloop"):
+        loop.run_forever()
+    assert len(loop_errors) == 1
+    # The loop can run again.
+    assert loops.run(loop, asyncio.sleep(0, "again")) == "again"
+
+
 class _Recorder(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.lost = loop.create_future()

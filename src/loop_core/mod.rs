@@ -105,6 +105,8 @@ pub struct LoopCore {
     pub(crate) io_just_polled: AtomicBool,
     /// When to poll before blocking, learned from recent waits.
     pub(crate) spinner: GilCell<spin::Spinner>,
+    /// The last iteration's I/O phase panicked (see `run_once`).
+    io_panicked: AtomicBool,
 }
 
 impl LoopCore {
@@ -451,9 +453,18 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         match panic_guard::catch(|| this.io_phase(py)) {
-            Ok(result) => result?,
+            Ok(result) => {
+                this.io_panicked.store(false, Ordering::Relaxed);
+                result?
+            }
             Err(payload) => {
                 this.polling.store(false, Ordering::SeqCst);
+                // Twice in a row is no passing fault: rather than spin
+                // reporting it, leave run_forever with it (an Exception).
+                if this.io_panicked.swap(true, Ordering::Relaxed) {
+                    this.io_panicked.store(false, Ordering::Relaxed);
+                    return Err(panic_guard::to_error(payload.as_ref()));
+                }
                 report_panic(slf, None, payload.as_ref())?;
             }
         }
@@ -630,6 +641,7 @@ impl LoopCore {
             spinner: GilCell::new(spin::Spinner::new(
                 spin::max_from_env().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
+            io_panicked: AtomicBool::new(false),
         })
     }
 

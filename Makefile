@@ -12,7 +12,7 @@ export FERROLOOP_REQUIRED := 1
 .PHONY: demo test build-dev build-prod build-profiling cargo-test pytest pytest-debug \
 	conformance conformance-update lint format bench bench-quick bench-echo bench-tls bench-http \
 	bench-chart loadgen clean \
-	test-pythons
+	test-pythons fuzz
 
 $(STAMP): requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ test-pythons: build-prod
 
 conformance: build-prod
 	$(PY) tests/cpython/conformance.py --check
+
+## fuzz: the bad-argument fuzzing with many examples (`make test` runs a bounded profile).
+fuzz: build-prod
+	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py
 
 conformance-update: build-prod
 	$(PY) tests/cpython/conformance.py --update

@@ -10,6 +10,10 @@
 //! calls back into the loop while a borrow is live) is caught by `RefCell` as a
 //! panic, which PyO3 turns into an exception: never undefined behaviour. Code
 //! must not hold a borrow across a call into Python.
+//!
+//! A panic while a borrow is live (caught by the loop, see `panic_guard`)
+//! leaves the cell usable: the borrow is a guard value that is dropped, and
+//! so released, as the panic unwinds, and `RefCell` has no poisoning.
 
 use std::cell::{Ref, RefCell, RefMut};
 
@@ -53,5 +57,23 @@ impl<T> GilCell<T> {
     /// Non-panicking shared borrow for the garbage collector's traversal.
     pub fn try_borrow_unguarded(&self) -> Option<Ref<'_, T>> {
         self.0.try_borrow().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_borrowed_releases_the_borrow() {
+        let cell = GilCell::new(vec![1]);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut guard = cell.0.borrow_mut();
+            guard.push(2);
+            panic!("while borrowed");
+        }));
+        assert!(caught.is_err());
+        assert_eq!(cell.try_borrow_unguarded().as_deref(), Some(&vec![1, 2]));
+        assert_eq!(cell.take_unguarded(), Some(vec![1, 2]));
     }
 }

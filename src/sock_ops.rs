@@ -35,6 +35,7 @@ use crate::handles::Handle;
 use crate::loop_core::reader_api::holds_io_refs;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
+use crate::panic_guard;
 use crate::py::buffer::RawBuffer;
 use crate::sys::socket::{self, would_block};
 use crate::sys::Errno;
@@ -248,9 +249,19 @@ impl SockOp {
             return Ok(());
         }
         let (step, keep) = if this.still_owns_fd(py) {
-            let mut kind = this.kind.borrow_mut(py);
-            let Some(kind) = kind.as_mut() else { return Ok(()) };
-            (attempt(py, this.fd, kind), true)
+            // A panic (or a PanicException from a `Call` kind's function)
+            // fails this op's future with a RuntimeError; the op's state is
+            // not trusted again, so its registration is removed, not parked.
+            let tried = panic_guard::catch(|| {
+                panic_guard::fault(panic_guard::Site::SockOp);
+                let mut kind = this.kind.borrow_mut(py);
+                kind.as_mut().map(|kind| attempt(py, this.fd, kind))
+            });
+            match tried {
+                Ok(None) => return Ok(()),
+                Ok(Some(step)) => (step, true),
+                Err(payload) => (Err(panic_guard::to_error(payload.as_ref())), false),
+            }
         } else {
             (Err(os_error(Errno(libc::EBADF))), false)
         };
@@ -345,28 +356,27 @@ fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> 
 impl LoopCore {
     /// `sock.recv(n)` now, or a future for it.
     fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        SockOp::start(slf, sock, Side::Read, Kind::Recv(recv_size(n)?), false)
+        panic_guard::contain(|| SockOp::start(slf, sock, Side::Read, Kind::Recv(recv_size(n)?), false))
     }
 
     /// `sock.recv_into(buf)` now, or a future for it.
     fn _sock_recv_into(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, buf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let view = RawBuffer::get(buf, true)?;
-        SockOp::start(slf, sock, Side::Read, Kind::RecvInto(Held(view)), false)
+        panic_guard::contain(|| {
+            let view = RawBuffer::get(buf, true)?;
+            SockOp::start(slf, sock, Side::Read, Kind::RecvInto(Held(view)), false)
+        })
     }
 
     /// `sock.sendall(data)`: `None` if sent at once, else a future.
     fn _sock_sendall(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let view = RawBuffer::get(data, false)?;
-        SockOp::start(
-            slf,
-            sock,
-            Side::Write,
-            Kind::SendAll {
+        panic_guard::contain(|| {
+            let view = RawBuffer::get(data, false)?;
+            let kind = Kind::SendAll {
                 data: Held(view),
                 sent: 0,
-            },
-            false,
-        )
+            };
+            SockOp::start(slf, sock, Side::Write, kind, false)
+        })
     }
 
     /// `func(*args)` now (unless `wait_first`), or a future for its result
@@ -386,7 +396,7 @@ impl LoopCore {
             func: func.clone().unbind(),
             args: args.clone().unbind(),
         };
-        SockOp::start(slf, sock, side, kind, wait_first)
+        panic_guard::contain(|| SockOp::start(slf, sock, side, kind, wait_first))
     }
 }
 

@@ -7,10 +7,21 @@ from typing import Any
 
 
 def forward(core_class: type, name: str) -> Any:
-    """A method that calls ``self._core.<name>``, documented as the native one."""
+    """A method that calls ``self._core.<name>``, documented as the native one.
+
+    A Rust panic in the core reaches Python as PyO3's ``PanicException``, a
+    ``BaseException`` that ``except Exception`` (tasks' callers, asyncio's
+    own handlers) would not catch; it is raised as a ``RuntimeError`` instead,
+    as the loop reports panics in its own per-event code.
+    """
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._core, name)(*args, **kwargs)
+        try:
+            return getattr(self._core, name)(*args, **kwargs)
+        except BaseException as exc:
+            if type(exc).__module__ == "pyo3_runtime":
+                raise RuntimeError(f"internal error in ferroloop: {exc}") from exc
+            raise
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = getattr(core_class, name).__doc__

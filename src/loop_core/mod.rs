@@ -32,6 +32,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, LoopShared, TimerHandle};
+use crate::panic_guard;
 use crate::py::helpers;
 use crate::sys::epoll::{Epoll, READABLE};
 use crate::sys::eventfd::EventFd;
@@ -107,6 +108,8 @@ pub struct LoopCore {
     pub(crate) io_just_polled: AtomicBool,
     /// When to poll before blocking, learned from recent waits.
     pub(crate) spinner: GilCell<spin::Spinner>,
+    /// The last iteration's I/O phase panicked (see `run_once`).
+    io_panicked: AtomicBool,
 }
 
 impl LoopCore {
@@ -429,6 +432,8 @@ impl LoopCore {
             if when >= end {
                 break;
             }
+            // Before the pop: a panic here leaves the timer in the heap.
+            panic_guard::fault(panic_guard::Site::Timer);
             let Some(timer) = st.timers.pop() else { break };
             timer.get().unschedule();
             if timer.bind(py).as_super().get().is_cancelled() {
@@ -445,18 +450,33 @@ impl LoopCore {
     }
 
     /// One iteration of the loop.
+    ///
+    /// A panic in the I/O phase or in a handle's step is caught and reported
+    /// to the exception handler as a `RuntimeError` (see `panic_guard`); the
+    /// loop goes on. What such a panic can lose: the I/O phase may drop the
+    /// events of one wait (epoll is level-triggered: they are reported again)
+    /// and its event buffer (rebuilt on the next wait); a handle that
+    /// panicked is not recycled. Every `GilCell` borrow is released as the
+    /// panic unwinds.
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (timeout, gone) = {
-            let mut st = this.state.borrow_mut(py);
-            let gone = this.purge_timers(py, &mut st);
-            this.polling.store(true, Ordering::SeqCst);
-            (this.wait_timeout(&st), gone)
-        };
-        drop(gone);
-        this.poll(py, timeout)?;
-        drop(this.queue_due_timers(py));
+        match panic_guard::catch(|| this.io_phase(py)) {
+            Ok(result) => {
+                this.io_panicked.store(false, Ordering::Relaxed);
+                result?
+            }
+            Err(payload) => {
+                this.polling.store(false, Ordering::SeqCst);
+                // Twice in a row is no passing fault: rather than spin
+                // reporting it, leave run_forever with it (an Exception).
+                if this.io_panicked.swap(true, Ordering::Relaxed) {
+                    this.io_panicked.store(false, Ordering::Relaxed);
+                    return Err(panic_guard::to_error(payload.as_ref()));
+                }
+                report_panic(slf, None, payload.as_ref())?;
+            }
+        }
 
         // Only the callbacks ready now run in this iteration; anything they
         // schedule runs in the next one, after another poll for I/O.
@@ -469,13 +489,40 @@ impl LoopCore {
             if handle.get().is_cancelled() {
                 continue;
             }
-            if debug {
-                run_handle_debug(slf, handle.bind(py))?;
-            } else {
-                run_handle(slf, handle.bind(py))?;
-                this.recycle(py, handle);
+            let step = panic_guard::catch(|| {
+                panic_guard::fault(panic_guard::Site::Handle);
+                if debug {
+                    run_handle_debug(slf, handle.bind(py))
+                } else {
+                    run_handle(slf, handle.bind(py))
+                }
+            });
+            match step {
+                Ok(result) => {
+                    result?;
+                    if !debug {
+                        this.recycle(py, handle);
+                    }
+                }
+                Err(payload) => report_panic(slf, Some(handle.bind(py)), payload.as_ref())?,
             }
         }
+        Ok(())
+    }
+
+    /// The first half of an iteration: purge timers, wait for I/O, queue the
+    /// handles of ready fds and due timers.
+    fn io_phase(&self, py: Python<'_>) -> PyResult<()> {
+        let (timeout, gone) = {
+            let mut st = self.state.borrow_mut(py);
+            let gone = self.purge_timers(py, &mut st);
+            self.polling.store(true, Ordering::SeqCst);
+            (self.wait_timeout(&st), gone)
+        };
+        drop(gone);
+        panic_guard::fault(panic_guard::Site::Poll);
+        self.poll(py, timeout)?;
+        drop(self.queue_due_timers(py));
         Ok(())
     }
 }
@@ -550,6 +597,38 @@ fn run_handle_debug(slf: &Bound<'_, LoopCore>, handle: &Bound<'_, Handle>) -> Py
     Ok(())
 }
 
+/// Reports a panic caught in an iteration to the exception handler, as
+/// asyncio reports a callback's exception: with the handle when it happened
+/// in one, else as an error of the loop itself. A handler that fails (or
+/// panics) ends `run_forever` with its exception, as on asyncio.
+fn report_panic(
+    slf: &Bound<'_, LoopCore>,
+    handle: Option<&Bound<'_, Handle>>,
+    payload: &(dyn std::any::Any + Send),
+) -> PyResult<()> {
+    let py = slf.py();
+    let exc = panic_guard::to_error(payload).into_value(py);
+    let reported = panic_guard::catch(|| -> PyResult<()> {
+        let context = match handle {
+            Some(handle) => {
+                if slf.get().debug() {
+                    slf.setattr(pyo3::intern!(py, "_current_handle"), py.None())?;
+                }
+                helpers::callback_error_context(py)?.call1((handle, &exc, slf.get().debug()))?
+            }
+            None => {
+                let context = pyo3::types::PyDict::new(py);
+                context.set_item("message", "Unexpected error in the event loop")?;
+                context.set_item("exception", &exc)?;
+                context.into_any()
+            }
+        };
+        slf.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    });
+    reported.unwrap_or_else(|payload| Err(panic_guard::to_error(payload.as_ref())))
+}
+
 #[pymethods]
 impl LoopCore {
     #[new]
@@ -571,6 +650,7 @@ impl LoopCore {
             spinner: GilCell::new(spin::Spinner::from_window(
                 poll_window::choose().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
+            io_panicked: AtomicBool::new(false),
         })
     }
 

@@ -5,7 +5,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -21,8 +21,8 @@ type Io = Registry<Py<Handle>, Py<PyAny>, Py<PyAny>>;
 
 /// An int fd, or the result of `fileobj.fileno()`, with selectors' errors.
 pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+    let fd = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
     } else {
         let invalid = || {
             PyValueError::new_err(format!(
@@ -41,14 +41,18 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
                 e
             }
         })?;
-        let as_int = obj.py().get_type::<PyInt>().call1((fileno,)).map_err(|_| invalid())?;
-        as_int.extract()?
+        obj.py().get_type::<PyInt>().call1((fileno,)).map_err(|_| invalid())?
     };
-    if fd < 0 {
+    // Any negative int is invalid, however large; an fd past C int's range
+    // is never registered: `add_*` fail as selectors' `epoll.register`
+    // does, `remove_*` return False.
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
     }
-    i32::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    fd.extract::<i32>()
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
 }
+
 
 /// One registration in the loop's registry.
 pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
@@ -315,6 +319,8 @@ impl LoopCore {
     fn remove_fileobj(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
         match fileobj_to_fd(obj) {
             Ok(fd) => self.remove_io_fd(py, fd, side),
+            // Past C int's range: never registered, as asyncio reports it.
+            Err(err) if err.is_instance_of::<PyOverflowError>(py) => Ok(false),
             Err(err) if !obj.is_instance_of::<PyInt>() => {
                 let found = self
                     .state

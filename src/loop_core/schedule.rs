@@ -4,10 +4,10 @@
 //! the waker, because the loop is running this very code and will see the
 //! queue before it next waits.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyAssertionError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyFloat, PyInt, PyTuple};
 
 use super::LoopCore;
 use crate::handles::{Handle, TimerHandle};
@@ -71,7 +71,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
-        let when: f64 = when_obj.extract()?;
+        let when = deadline(when_obj)?;
         if this.debug() {
             LoopCore::debug_checks(slf, callback, "call_at", true)?;
         }
@@ -80,6 +80,19 @@ impl LoopCore {
         let timer = Py::new(py, init)?;
         this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
         Ok(timer)
+    }
+}
+
+/// A deadline as a float for ordering. An int too large for a float is
+/// still a deadline to asyncio (ints compare exactly with floats): it is
+/// never (or, negative, at once) due.
+fn deadline(when: &Bound<'_, PyAny>) -> PyResult<f64> {
+    match when.extract::<f64>() {
+        Ok(when) => Ok(when),
+        Err(err) if err.is_instance_of::<PyOverflowError>(when.py()) && when.is_instance_of::<PyInt>() => {
+            Ok(if when.lt(0)? { f64::NEG_INFINITY } else { f64::INFINITY })
+        }
+        Err(err) => Err(err),
     }
 }
 
@@ -139,8 +152,13 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() && slf.py().version_info() >= (3, 11) {
-            return Err(PyTypeError::new_err("when cannot be None"));
+        if when.is_none() {
+            // 3.10's TimerHandle only asserts it.
+            return Err(if slf.py().version_info() >= (3, 11) {
+                PyTypeError::new_err("when cannot be None")
+            } else {
+                PyAssertionError::new_err(())
+            });
         }
         LoopCore::schedule_at(slf, when, callback, args, context)
     }

@@ -96,7 +96,8 @@ impl RawBuffer {
         // SAFETY: `obj` is live; `view` is writable and, on success, filled in
         // by the exporter and released exactly once in `Drop`.
         if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } != 0 {
-            return Err(PyErr::fetch(obj.py()));
+            // `__buffer__` may be Python code (3.12+): see `take_raised`.
+            return Err(crate::panic_guard::take_raised(obj.py()));
         }
         Ok(RawBuffer { view })
     }

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::exceptions::PyTypeError as TypeError;
 use pyo3::ffi;
-use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
@@ -30,11 +29,11 @@ pub type RawMethod = unsafe extern "C" fn(
 
 /// Runs `body` as the body of a raw method: attached to the interpreter as
 /// PyO3 methods are (so owned references drop at once), a Rust panic turned
-/// into `PanicException`, an error restored as the raised exception.
+/// into a `RuntimeError` (see `panic_guard`), an error restored as the raised exception.
 pub fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     Python::attach(|py| {
         let result = catch_unwind(AssertUnwindSafe(|| body(py)))
-            .unwrap_or_else(|payload| Err(PanicException::new_err(panic_message(payload.as_ref()))));
+            .unwrap_or_else(|payload| Err(crate::panic_guard::to_error(payload.as_ref())));
         match result {
             Ok(ptr) => ptr,
             Err(err) => {
@@ -43,16 +42,6 @@ pub fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *
             }
         }
     })
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic in a native method".to_owned()
-    }
 }
 
 /// The arguments of `name(callback, *args, context=None)`, taken from a

@@ -26,13 +26,50 @@ pub fn call_in_context<'py>(
     }
     // SAFETY: `callback` and `args` are live; `args` is a tuple; kwargs may be null.
     let raw = unsafe { ffi::PyObject_Call(callback.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: `raw` is a new reference or null with an exception set.
-    let result = unsafe { Bound::from_owned_ptr_or_err(py, raw) };
+    // A `PanicException` the callback raised is taken as an ordinary error
+    // (see `panic_guard`), never resumed as a panic in the loop.
+    let result = if raw.is_null() {
+        Err(crate::panic_guard::take_raised(py))
+    } else {
+        // SAFETY: `raw` is a new reference.
+        Ok(unsafe { Bound::from_owned_ptr(py, raw) })
+    };
     // SAFETY: the context was entered above on this thread.
     if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
     result.map(drop)
+}
+
+/// `obj.name(*args)` (at most three arguments) for a protocol's callbacks:
+/// a `PanicException` it raises comes back as an error like any other, as
+/// asyncio treats it, instead of being resumed as a panic (see
+/// `panic_guard::take_raised`).
+pub fn call_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut vector = [obj.as_ptr(); 4];
+    if args.len() >= vector.len() {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "call_method: too many arguments",
+        ));
+    }
+    for (slot, arg) in vector[1..].iter_mut().zip(args) {
+        *slot = arg.as_ptr();
+    }
+    // SAFETY: `vector[..1 + args.len()]` holds `obj` then the arguments, all
+    // borrowed and alive for the call; `name` is a str; no keywords.
+    let raw =
+        unsafe { ffi::PyObject_VectorcallMethod(name.as_ptr(), vector.as_ptr(), 1 + args.len(), std::ptr::null_mut()) };
+    if raw.is_null() {
+        Err(crate::panic_guard::take_raised(py))
+    } else {
+        // SAFETY: `raw` is a new reference.
+        Ok(unsafe { Bound::from_owned_ptr(py, raw) })
+    }
 }
 
 /// A copy of the calling thread's current context (`contextvars.copy_context()`).

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
+    PyBlockingIOError, PyBufferError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -24,7 +24,7 @@ use super::socket::{check_bytes_like, SocketTransportCore};
 use crate::errors::os_error;
 use crate::loop_core::readers::Side;
 use crate::py::buffer::RawBuffer;
-use crate::py::{helpers, sockaddr};
+use crate::py::{call_method, helpers, sockaddr};
 use crate::sys::socket::{self, would_block, SockAddr};
 
 /// asyncio's `max_size`: a datagram is read whole (a Unix datagram may be
@@ -182,9 +182,8 @@ impl SocketTransportCore {
     fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
         let protocol = self.inner.borrow(py).protocol.as_ref().map(|p| p.clone_ref(py));
         if let Some(protocol) = protocol {
-            protocol
-                .bind(py)
-                .call_method1(intern!(py, "error_received"), (err.into_value(py),))?;
+            let exc = err.into_value(py).into_bound(py).into_any();
+            call_method(protocol.bind(py), intern!(py, "error_received"), &[&exc])?;
         }
         Ok(())
     }
@@ -236,9 +235,11 @@ impl SocketTransportCore {
                     return Ok(false);
                 }
             };
-            protocol
-                .bind(py)
-                .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+            call_method(
+                protocol.bind(py),
+                intern!(py, "datagram_received"),
+                &[data.as_any(), &addr],
+            )?;
             return Ok(false);
         }
         let received = DGRAM_BUF.with(|buf| {
@@ -256,9 +257,11 @@ impl SocketTransportCore {
         let Some(addr) = this.peer_object(py, raw)? else {
             return Ok(true);
         };
-        protocol
-            .bind(py)
-            .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+        call_method(
+            protocol.bind(py),
+            intern!(py, "datagram_received"),
+            &[data.as_any(), &addr],
+        )?;
         Ok(true)
     }
 
@@ -345,7 +348,16 @@ impl SocketTransportCore {
         let py = slf.py();
         let this = slf.get();
         check_bytes_like(data)?;
-        let view = RawBuffer::get(data, false)?;
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // Not C-contiguous: asyncio's `sock.sendto` fails on it, which is
+            // the transport's fatal error.
+            Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on datagram transport");
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 && py.version_info() < (3, 13) {
             return Ok(());
         }
@@ -375,7 +387,7 @@ impl SocketTransportCore {
             let warn = {
                 let mut st = this.inner.borrow_mut(py);
                 let warn = st.conn_lost >= 5;
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
                 warn
             };
             if warn {

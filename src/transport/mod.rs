@@ -6,4 +6,5 @@ pub mod pipe;
 pub mod read_buffer;
 pub mod socket;
 pub mod tls;
+mod water_marks;
 mod write_buffer;

@@ -17,24 +17,24 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyBufferError, PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::read_buffer::read_bytes;
+use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
+use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::helpers;
+use crate::py::{call_method, helpers};
 use crate::sys::pipe;
 use crate::sys::socket::would_block;
 
-/// asyncio's default high-water mark; the low one is a quarter of it.
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Writes after the pipe was lost are counted, and logged from this many on
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOG_LOST_WRITES_FROM: u32 = 5;
@@ -230,9 +230,13 @@ impl ReadPipeTransportCore {
         }
         Ok(())
     }
+}
 
+/// The event handler's body; the method the loop calls wraps it (see
+/// `panic_guard::event`).
+impl ReadPipeTransportCore {
     /// The pipe is readable: read once and hand the data to the protocol.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (fd, protocol) = {
@@ -274,10 +278,24 @@ impl ReadPipeTransportCore {
                 schedule_lost(py, scheduled, py.None())
             }
             Ok(data) => {
-                protocol.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+                call_method(protocol.bind(py), intern!(py, "data_received"), &[data.as_any()])?;
                 Ok(())
             }
         }
+    }
+}
+
+#[pymethods]
+impl ReadPipeTransportCore {
+    /// `read_ready`, a panic in it being the transport's fatal error.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fatal = |exc| {
+            let owner = slf.get().inner.borrow(py).common.owner(py);
+            report_fatal(py, owner, exc, "Fatal read error on pipe transport")
+        };
+        let read = || ReadPipeTransportCore::read_ready(slf);
+        panic_guard::event(py, Some(Site::PipeRead), read, fatal)
     }
 
     /// Whether the transport is receiving (not paused, not closing).
@@ -471,7 +489,7 @@ impl WritePipeTransportCore {
         } else {
             (intern!(py, "resume_writing"), "protocol.resume_writing() failed")
         };
-        match protocol.bind(py).call_method0(method) {
+        match call_method(protocol.bind(py), method, &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(py, (event_loop, owner, protocol), err, message),
         }
@@ -510,14 +528,14 @@ impl WritePipeTransportCore {
             let mut st = this.inner.borrow_mut(py);
             if st.conn_lost > 0 || st.common.closing {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             } else {
                 let fd = st.common.fd;
                 match st.buffer.write_or_queue(data, shared, |d| pipe::write(fd, d)) {
                     Written::All => return Ok(()),
                     Written::Queued { first } => register_writer = first,
                     Written::Failed(e) => {
-                        st.conn_lost += 1;
+                        st.conn_lost = st.conn_lost.saturating_add(1);
                         failed = Some(e);
                     }
                 }
@@ -610,15 +628,40 @@ impl WritePipeTransportCore {
             // asyncio asserts the type; the same exception, with its message.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
-        let view = RawBuffer::get(data, false)?;
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // Nothing to send in an empty one, as for asyncio.
+            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
+            // Not C-contiguous: asyncio's `os.write` fails on it, which is
+            // the transport's fatal error (or, once lost, one more lost write).
+            Err(err) if err.is_instance_of::<PyBufferError>(slf.py()) => {
+                let py = slf.py();
+                let owner = {
+                    let mut st = slf.get().inner.borrow_mut(py);
+                    let lost = st.conn_lost > 0 || st.common.closing;
+                    st.conn_lost = st.conn_lost.saturating_add(1);
+                    if lost {
+                        return Ok(());
+                    }
+                    st.common.owner(py)
+                };
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 {
             return Ok(());
         }
         WritePipeTransportCore::write_bytes(slf, view.as_slice(), None)
     }
+}
 
+/// The event handler's body; the method the loop calls wraps it (see
+/// `panic_guard::event`).
+impl WritePipeTransportCore {
     /// The pipe is writable: flush as much of the buffer as the kernel takes.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let result = {
@@ -635,7 +678,7 @@ impl WritePipeTransportCore {
             Err(e) => {
                 let (dropped, event_loop, fd, owner) = {
                     let mut st = this.inner.borrow_mut(py);
-                    st.conn_lost += 1;
+                    st.conn_lost = st.conn_lost.saturating_add(1);
                     (
                         st.buffer.clear(),
                         st.common.event_loop(py),
@@ -683,6 +726,20 @@ impl WritePipeTransportCore {
             }
         }
         Ok(())
+    }
+}
+
+#[pymethods]
+impl WritePipeTransportCore {
+    /// `write_ready`, a panic in it being the transport's fatal error.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let fatal = |exc| {
+            let owner = slf.get().inner.borrow(py).common.owner(py);
+            report_fatal(py, owner, exc, "Fatal write error on pipe transport")
+        };
+        let write = || WritePipeTransportCore::write_ready(slf);
+        panic_guard::event(py, None, write, fatal)
     }
 
     fn can_write_eof(&self) -> bool {
@@ -753,22 +810,17 @@ impl WritePipeTransportCore {
     /// Sets the water marks (asyncio's defaults: 64 KiB high, a quarter of
     /// it low) and pauses the protocol at once if above the new high.
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(&self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+    fn set_write_buffer_limits(
+        &self,
+        py: Python<'_>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (high, low) = water_marks::parse(py, high, low)?;
         {
             let mut st = self.inner.borrow_mut(py);
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         self.flow_control(py, true)
     }

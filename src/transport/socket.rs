@@ -16,7 +16,7 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{
-    PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+    PyBufferError, PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
@@ -25,18 +25,18 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use super::datagram::DatagramQueue;
 use super::read_buffer::recv_bytes_expecting;
 use super::tls::TlsPump;
+use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::loop_core::reader_api::{holds_io_refs, release_io_ref, take_io_ref};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
+use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::{asyncio, helpers};
+use crate::py::{asyncio, call_method, helpers};
 use crate::sys::socket::{self, would_block};
 
-/// asyncio's default high-water mark; the low one is a quarter of it.
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Writes to a lost connection are counted, and logged from this many on
 /// (asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOG_LOST_WRITES_FROM: u32 = 5;
@@ -284,7 +284,7 @@ impl SocketTransportCore {
             let dropped = st.clear_pending();
             let remove_reader = !st.closing;
             st.closing = true;
-            st.conn_lost += 1;
+            st.conn_lost = st.conn_lost.saturating_add(1);
             (
                 dropped,
                 remove_writer,
@@ -321,7 +321,7 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match protocol.bind(py).call_method0(intern!(py, "pause_writing")) {
+        match call_method(protocol.bind(py), intern!(py, "pause_writing"), &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.pause_writing() failed"),
         }
@@ -340,7 +340,7 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match protocol.bind(py).call_method0(intern!(py, "resume_writing")) {
+        match call_method(protocol.bind(py), intern!(py, "resume_writing"), &[]) {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.resume_writing() failed"),
         }
@@ -352,7 +352,7 @@ impl SocketTransportCore {
         if slf.get().debug(py) {
             helpers::log_debug(py)?.call1(("%r received EOF", slf.get().owner(py, slf)))?;
         }
-        let keep_open = match protocol.call_method0(intern!(py, "eof_received")) {
+        let keep_open = match call_method(protocol, intern!(py, "eof_received"), &[]) {
             Ok(v) => v,
             Err(err) => return protocol_failed(slf, err, "Fatal error: protocol.eof_received() call failed."),
         };
@@ -367,7 +367,11 @@ impl SocketTransportCore {
     fn read_into_protocol_buffer(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
-        let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+        let buf = match call_method(
+            protocol,
+            intern!(py, "get_buffer"),
+            &[&(-1i32).into_pyobject(py)?.into_any()],
+        ) {
             Ok(buf) => buf,
             Err(err) => return protocol_failed(slf, err, GET_BUFFER_FAILED),
         };
@@ -390,7 +394,11 @@ impl SocketTransportCore {
                 SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
             }
             Ok(0) => SocketTransportCore::on_eof(slf, protocol),
-            Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+            Ok(n) => match call_method(
+                protocol,
+                intern!(py, "buffer_updated"),
+                &[&n.into_pyobject(py)?.into_any()],
+            ) {
                 Ok(_) => Ok(()),
                 Err(err) => protocol_failed(slf, err, "Fatal error: protocol.buffer_updated() call failed."),
             },
@@ -412,7 +420,7 @@ impl SocketTransportCore {
                 SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
             }
             Ok(data) if data.as_bytes().is_empty() => SocketTransportCore::on_eof(slf, protocol),
-            Ok(data) => match protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            Ok(data) => match call_method(protocol, intern!(py, "data_received"), &[data.as_any()]) {
                 Ok(_) => Ok(()),
                 Err(err) => protocol_failed(slf, err, "Fatal error: protocol.data_received() call failed."),
             },
@@ -431,7 +439,7 @@ impl SocketTransportCore {
             let mut st = this.inner.borrow_mut(py);
             if st.conn_lost > 0 || st.lost {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             } else {
                 let fd = st.fd;
                 match st.buffer.write_or_queue(data, shared, |d| socket::send(fd, d)) {
@@ -552,9 +560,13 @@ impl SocketTransportCore {
         }
         Ok(())
     }
+}
 
+/// The event handlers' bodies; the methods the loop calls wrap them (see
+/// `panic_guard::event`).
+impl SocketTransportCore {
     /// The socket is readable: read once and hand the data to the protocol.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, buffered, protocol, tls) = {
             let st = slf.get().inner.borrow(py);
@@ -588,7 +600,7 @@ impl SocketTransportCore {
     }
 
     /// The socket is writable: flush as much of the buffer as the kernel takes.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         if this.inner.borrow(py).datagrams.is_some() {
@@ -647,34 +659,88 @@ impl SocketTransportCore {
         }
         Ok(())
     }
+}
+
+#[pymethods]
+impl SocketTransportCore {
+    /// `read_ready`, a panic in it being the transport's fatal error.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let read = || SocketTransportCore::read_ready(slf);
+        let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport");
+        panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
+    }
+
+    /// `write_ready`, a panic in it being the transport's fatal error.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let write = || SocketTransportCore::write_ready(slf);
+        let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+        panic_guard::event(slf.py(), Some(Site::TransportWrite), write, fatal)
+    }
 
     /// Sends `data` now, buffering what the kernel does not take.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        check_bytes_like(data)?;
-        slf.get().check_writable(py, "write")?;
-        if let Ok(bytes) = data.cast::<PyBytes>() {
-            let slice = bytes.as_bytes();
-            if slice.is_empty() {
+        // Bound directly as the Python transport's `write`: no forwarder
+        // turns a panic into an Exception, so this does.
+        panic_guard::contain(|| {
+            let py = slf.py();
+            panic_guard::fault(Site::Write);
+            check_bytes_like(data)?;
+            slf.get().check_writable(py, "write")?;
+            if let Ok(bytes) = data.cast::<PyBytes>() {
+                let slice = bytes.as_bytes();
+                if slice.is_empty() {
+                    return Ok(());
+                }
+                return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
+            }
+            let view = match RawBuffer::get(data, false) {
+                Ok(view) => view,
+                // Nothing to send in an empty one, as for asyncio.
+                Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
+                // asyncio hands such a buffer (not C-contiguous) to `send`, whose
+                // failure is the transport's fatal error, not write()'s.
+                Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                    let exc = err.into_value(py).into_bound(py).into_any();
+                    return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+                }
+                Err(err) => return Err(err),
+            };
+            if view.len() == 0 {
                 return Ok(());
             }
-            return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
-        }
-        let view = RawBuffer::get(data, false)?;
-        if view.len() == 0 {
-            return Ok(());
-        }
-        SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
+            SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
+        })
     }
 
     /// Writes each buffer of `list_of_data` in turn, as one write.
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         slf.get().check_writable(py, "writelines")?;
+        // 3.12's asyncio returns at once for any falsy argument; before, it
+        // joins it (a TypeError for what is not iterable).
+        if py.version_info() >= (3, 12) && !list_of_data.is_truthy()? {
+            return Ok(());
+        }
         let mut joined = Vec::new();
-        for item in list_of_data.try_iter()? {
+        for (i, item) in list_of_data.try_iter()?.enumerate() {
             let item = item?;
-            joined.extend_from_slice(RawBuffer::get(&item, false)?.as_slice());
+            match RawBuffer::get(&item, false) {
+                Ok(view) => joined.extend_from_slice(view.as_slice()),
+                // A buffer that is not C-contiguous: 3.12's asyncio queues it
+                // and fails in `sendmsg` (a fatal error); before, `b"".join`
+                // refused it.
+                Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                    if py.version_info() >= (3, 12) {
+                        let exc = err.into_value(py).into_bound(py).into_any();
+                        return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+                    }
+                    return Err(PyTypeError::new_err(format!(
+                        "sequence item {i}: expected a bytes-like object, {} found",
+                        item.get_type().name()?
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
         }
         if joined.is_empty() {
             return Ok(());
@@ -716,7 +782,7 @@ impl SocketTransportCore {
             st.closing = true;
             let flushed = st.pending_is_empty();
             if flushed {
-                st.conn_lost += 1;
+                st.conn_lost = st.conn_lost.saturating_add(1);
             }
             (
                 flushed,
@@ -765,10 +831,10 @@ impl SocketTransportCore {
             (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.protocol_connected)
         };
         let result = match protocol {
-            Some(protocol) if connected => protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
+            Some(protocol) if connected => {
+                let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+                call_method(protocol.bind(py), intern!(py, "connection_lost"), &[&exc]).map(drop)
+            }
             _ => Ok(()),
         };
         let (sock, server, protocol, tls, event_loop, waiter) = {
@@ -917,23 +983,17 @@ impl SocketTransportCore {
     /// Sets the water marks (defaults as asyncio's: 64 KiB high, a quarter
     /// of it low) and pauses the protocol at once if above the new high.
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let high = match (high, low) {
-            (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
-        };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks::parse(py, high, low)?;
         {
             let mut st = slf.get().inner.borrow_mut(py);
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         SocketTransportCore::maybe_pause_protocol(slf)
     }

@@ -286,8 +286,10 @@ impl Parts {
             self.read_chunks(py, &max_size, &mut read)?;
         }
         if let Some(data) = read.data(py)? {
-            self.get(py, Attr::AppProtocol)?
-                .call_method1(intern!(py, "data_received"), (data,))?;
+            // A `PanicException` from the application is an error like
+            // another here, as in asyncio (see `py::call_method`).
+            let app = self.get(py, Attr::AppProtocol)?;
+            crate::py::call_method(&app, intern!(py, "data_received"), &[data.as_any()])?;
         }
         if read.close_notify {
             protocol.call_method0(intern!(py, "_call_eof_received"))?;

@@ -71,6 +71,7 @@ COUNTERS = (
     "late_completions",
     "timeouts",
     "stuck",
+    "lost_missing",
     "errors",
     "remove_errors",
     "stale_callbacks",
@@ -109,8 +110,8 @@ class Conn:
         self.a = End(self, "a")
         self.b = End(self, "b")
         self.sockets: list[socket.socket] = []
-        self.transports: list = []
-        self.protocols: list[StormProtocol] = []
+        # (transport, a future done at its connection_lost): aborted, then waited for.
+        self.closers: list[tuple[asyncio.BaseTransport, asyncio.Future]] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.accepted = storm.loop.create_future()
         self.keys: list = []
@@ -248,6 +249,10 @@ class Storm:
         if sock is not None:
             self.note(sock.fileno(), conn)
 
+    def track_writer(self, conn: Conn, writer: asyncio.StreamWriter) -> None:
+        conn.writers.append(writer)  # a StreamWriter let go of closes its transport
+        conn.closers.append((writer.transport, self.loop.create_task(_closed(writer))))
+
     def lookup(self, address) -> Conn | None:
         conn = self.registry.get(peer_key(address))
         if conn is None or conn.accepted.done():
@@ -312,7 +317,7 @@ class Storm:
             writer.transport.abort()
             return
         self._note_transport(writer.transport, conn)
-        conn.transports.append(writer.transport)
+        self.track_writer(conn, writer)
         conn.accepted.set_result((reader, writer))
 
     def server_connection(self, proto: StormProtocol, transport) -> None:
@@ -325,8 +330,7 @@ class Storm:
             return
         proto.end = conn.a
         self._note_transport(transport, conn)
-        conn.transports.append(transport)
-        conn.protocols.append(proto)
+        conn.closers.append((transport, proto.lost))
         conn.accepted.set_result(proto)
 
     async def stop(self) -> None:
@@ -335,8 +339,13 @@ class Storm:
         await asyncio.wait(self.acceptors, timeout=5)
         for server in self.servers:
             server.close()
-        for server in self.servers:
-            await asyncio.wait_for(server.wait_closed(), 5)
+        # From 3.12 wait_closed also waits for the servers' connections.
+        waits = [self.loop.create_task(server.wait_closed()) for server in self.servers]
+        _, pending = await asyncio.wait(waits, timeout=5)
+        for task in pending:
+            self.stats["lost_missing"] += 1
+            self.error_kinds["server wait_closed"] += 1
+            task.cancel()
         for sock in (*self.listeners.values(), self.pair_listener, self.stalled):
             sock.close()
         for name in os.listdir(self.tmpdir):
@@ -444,20 +453,33 @@ class Storm:
     async def _close(self, conn: Conn) -> None:
         if not conn.accepted.done():
             conn.accepted.cancel()
-        for transport in conn.transports:
-            if not transport.is_closing():
-                transport.abort()
-            else:
-                # A closing transport may be waiting for a flush that never comes.
-                transport.abort()
+        for transport, _ in conn.closers:
+            if not transport.is_closing():  # closing: its connection_lost is on the way
+                self._abort(transport)
         for sock in conn.sockets:
             sock.close()
-        lost = [p.lost for p in conn.protocols]
-        if lost:
-            _, pending = await asyncio.wait(lost, timeout=1.0)
-            self.stats["stuck"] += len(pending)
-        # Streams: let connection_lost run so the transport lets go of its socket.
+        waits = {fut: transport for transport, fut in conn.closers}
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=1.0)
+            if pending:
+                # asyncio: a close() or abort() that failed half way (epoll_ctl on a number
+                # closed or reused since) leaves the transport closing for ever.
+                for fut in pending:
+                    self._abort(waits[fut])
+                _, pending = await asyncio.wait(pending, timeout=1.0)
+                self.stats["lost_missing"] += len(pending)
+        # Let connection_lost run so the transports let go of their sockets.
         await asyncio.sleep(0)
+
+    def _abort(self, transport) -> None:
+        # asyncio's abort() can fail in epoll_ctl; each failed call gets further (it clears
+        # the buffer, then marks the transport closing), so the third schedules connection_lost.
+        for _ in range(3):
+            try:
+                transport.abort()
+                return
+            except Exception as exc:
+                self.error_kinds[f"abort: {type(exc).__name__}"] += 1
 
     def _verify(self, conn: Conn) -> None:
         for sender, receiver in ((conn.a, conn.b), (conn.b, conn.a)):
@@ -572,18 +594,17 @@ class Storm:
         if conn.path == "stream":
             reader, writer = await asyncio.open_connection(sock=a)
             transport = writer.transport
-            conn.transports.append(transport)
+            self.track_writer(conn, writer)
             start_stream_end(conn.a, reader, writer, self._size(), self.rng)
         else:
             cls = StormProtocol if conn.path == "protocol" else StormBufferedProtocol
             proto = cls(self)
             proto.end = conn.a
-            conn.protocols.append(proto)
             if self.rng.random() < 0.5:
                 transport, _ = await loop.create_connection(lambda: proto, sock=a)
             else:
                 transport, _ = await loop.connect_accepted_socket(lambda: proto, sock=a)
-            conn.transports.append(transport)
+            conn.closers.append((transport, proto.lost))
             conn.a.tasks.append(
                 loop.create_task(protocol_end(conn.a, proto, self._size(), self.rng))
             )
@@ -692,9 +713,10 @@ class Storm:
                 break
         await asyncio.sleep(0)
         result = dict(self.stats)
-        fds_after = set(os.listdir("/proc/self/fd"))
-        result["fd_leak"] = len(fds_after) - len(fds_before)
-        result["new_fds"] = [_fd_target(fd) for fd in sorted(fds_after - fds_before)[:5]]
+        # Sockets left open; other new fds are the loop's own (uvloop opens /dev/null lazily).
+        new_fds = [_fd_target(fd) for fd in sorted(set(os.listdir("/proc/self/fd")) - fds_before)]
+        result["fd_leak"] = sum("socket:" in target for target in new_fds)
+        result["new_fds"] = new_fds[:5]
         result["duration"] = round(loop.time() - start, 2)
         result["unfinished"] = len(self.active)
         result["pending_tasks"] = len(asyncio.all_tasks(loop)) - 1
@@ -707,3 +729,10 @@ class Storm:
 
 async def _wait(fut: asyncio.Future) -> None:
     await fut
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.wait_closed()
+    except Exception:  # the connection's error: its ends have seen it already
+        pass

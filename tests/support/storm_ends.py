@@ -316,7 +316,6 @@ async def stream_reader(end: End, reader: asyncio.StreamReader) -> None:
 
 def start_stream_end(end: End, reader, writer, total: int, rng) -> None:
     loop = end.conn.storm.loop
-    end.conn.writers.append(writer)  # a StreamWriter let go of closes its transport
     end.tasks += [
         loop.create_task(stream_writer(end, writer, total, rng)),
         loop.create_task(stream_reader(end, reader)),

@@ -78,6 +78,7 @@ COLUMNS = (
     ("timeouts", "timeouts"),
     ("remove_errors", "remove errors"),
     ("stuck", "stuck"),
+    ("lost_missing", "no connection_lost"),
     ("fd_leak", "fd leak"),
     ("duration", "seconds"),
 )

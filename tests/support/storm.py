@@ -28,6 +28,7 @@ import os
 import random
 import socket
 import tempfile
+import traceback
 
 from support.storm_ends import (
     End,
@@ -147,6 +148,7 @@ class Storm:
         self.stats = collections.Counter({name: 0 for name in COUNTERS})
         self.by_scenario: collections.Counter = collections.Counter()
         self.misdelivered_by: collections.Counter = collections.Counter()
+        self.timeouts_by: collections.Counter = collections.Counter()
         self.error_kinds: collections.Counter = collections.Counter()
         self.samples: list[str] = []
         self.free_bytes = collections.deque(range(1, 256))
@@ -190,6 +192,10 @@ class Storm:
                 f"{end.conn.name} end {end.name} (id {end.conn.byte}) got {bad} bytes "
                 f"of ids {foreign}"
             )
+
+    def timed_out(self, conn: Conn) -> None:
+        self.stats["timeouts"] += 1
+        self.timeouts_by[conn.name] += 1
 
     def error(self, end: End, exc: BaseException) -> None:
         self.error_kinds[type(exc).__name__] += 1
@@ -419,20 +425,18 @@ class Storm:
             try:
                 await asyncio.wait_for(setup, self.conn_timeout)
             except asyncio.TimeoutError:
-                self.stats["timeouts"] += 1
+                self.timed_out(conn)
             except Exception as exc:  # asyncio: FileNotFoundError, "fd is used by transport"
                 self.stats["errors"] += 1
                 self.error_kinds[f"setup: {type(exc).__name__}: {exc}"[:100]] += 1
                 if not isinstance(exc, OSError) and len(self.samples) < 10:
-                    import traceback
-
                     self.samples.append("".join(traceback.format_exception(exc)[-4:]))
             tasks = conn.tasks()
             if tasks:
                 remaining = max(0.0, deadline - self.loop.time())
                 _, pending = await asyncio.wait(tasks, timeout=remaining)
                 if pending:
-                    self.stats["timeouts"] += 1
+                    self.timed_out(conn)
                     for task in pending:
                         task.cancel()
                     _, stuck = await asyncio.wait(pending, timeout=1.0)
@@ -503,8 +507,8 @@ class Storm:
         for fd in conn.freed:
             if self.hot.get(fd) is conn:
                 del self.hot[fd]
-        if self.stats["stuck"] and any(not t.done() for t in conn.tasks()):
-            return  # a task still running may still deliver this byte: never reuse it
+        if any(not t.done() for t in conn.tasks()) or any(not f.done() for _, f in conn.closers):
+            return  # a task or transport still running may deliver this byte: never reuse it
         self.free_bytes.append(conn.byte)
 
     # --- the adversary
@@ -671,7 +675,7 @@ class Storm:
         self.spawn_now()
         await asyncio.wait([task], timeout=self.conn_timeout / 2)
         if not task.done():
-            self.stats["timeouts"] += 1  # asyncio: the operation waits for an fd that is gone
+            self.timed_out(conn)  # asyncio: the operation waits for an fd that is gone
             task.cancel()
             return
         if was_done:
@@ -722,6 +726,7 @@ class Storm:
         result["pending_tasks"] = len(asyncio.all_tasks(loop)) - 1
         result["by_scenario"] = dict(self.by_scenario)
         result["misdelivered_by"] = dict(self.misdelivered_by)
+        result["timeouts_by"] = dict(self.timeouts_by)
         result["error_kinds"] = dict(self.error_kinds.most_common(12))
         result["samples"] = self.samples
         return result

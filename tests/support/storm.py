@@ -155,6 +155,7 @@ class Storm:
         self.active: dict[Conn, asyncio.Task] = {}
         self.registry: dict = {}  # peer_key -> Conn, for the servers
         self.seen_fds: set[int] = set()
+        self.last_owner: dict[int, str] = {}  # fd number -> the scenario that took it last
         self.hot: dict[int, Conn] = {}  # fd number -> unfinished connection that freed it
         self.wakeup: asyncio.Future | None = None
         self.seq = itertools.count()
@@ -172,6 +173,7 @@ class Storm:
         if fd in self.seen_fds:
             self.stats["reuse"] += 1
         self.seen_fds.add(fd)
+        self.last_owner[fd] = conn.name
         old = self.hot.get(fd)
         if old is not None and old is not conn:
             self.stats["hot_reuse"] += 1
@@ -718,7 +720,10 @@ class Storm:
         await asyncio.sleep(0)
         result = dict(self.stats)
         # Sockets left open; other new fds are the loop's own (uvloop opens /dev/null lazily).
-        new_fds = [_fd_target(fd) for fd in sorted(set(os.listdir("/proc/self/fd")) - fds_before)]
+        new_fds = [
+            f"{_fd_target(fd)} (last taken by {self.last_owner.get(int(fd), 'the loop')})"
+            for fd in sorted(set(os.listdir("/proc/self/fd")) - fds_before)
+        ]
         result["fd_leak"] = sum("socket:" in target for target in new_fds)
         result["new_fds"] = new_fds[:5]
         result["duration"] = round(loop.time() - start, 2)

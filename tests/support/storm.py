@@ -118,6 +118,7 @@ class Conn:
         self.keys: list = []
         self.freed: list[int] = []  # fd numbers the adversary freed while this was running
         self.adversary: asyncio.Task | None = None
+        self.reader_end: ReaderEnd | None = None
         self.name = f"{path}/{role}/{kind}"
 
     def tasks(self) -> list[asyncio.Task]:
@@ -462,6 +463,10 @@ class Storm:
         for transport, _ in conn.closers:
             if not transport.is_closing():  # closing: its connection_lost is on the way
                 self._abort(transport)
+        if conn.reader_end is not None:
+            # A well-behaved program removes its readers before it closes their socket (on
+            # uvloop, and ferroloop with fd ownership, a registration holds the file open).
+            conn.reader_end.unregister()
         for sock in conn.sockets:
             sock.close()
         waits = {fut: transport for transport, fut in conn.closers}
@@ -639,7 +644,7 @@ class Storm:
 
     async def _readers(self, conn: Conn, a: socket.socket, b: socket.socket) -> None:
         start_sock_end(conn.b, b, self._size(), self.rng)
-        end = ReaderEnd(conn.a, a, self._size())
+        end = conn.reader_end = ReaderEnd(conn.a, a, self._size())
         conn.a.tasks.append(self.loop.create_task(_wait(end.done)))
         delay = self._plan(conn)
         if delay is not None:

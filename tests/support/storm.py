@@ -164,6 +164,8 @@ class Storm:
         self.servers: list = []
         self.acceptors: list[asyncio.Task] = []
         self.listeners: dict = {}
+        self.sendfile = True  # False once sock_sendfile raised NotImplementedError
+        self.draining = False
 
     # --- bookkeeping
 
@@ -252,6 +254,14 @@ class Storm:
         conn.keys.append(key)
         self.note(sock, conn)
         return sock
+
+    def id_file(self, byte: int) -> str:
+        """A file of 64 KiB of ``byte``, for sock_sendfile."""
+        path = os.path.join(self.tmpdir, f"id-{byte}")
+        if not os.path.exists(path):
+            with open(path, "wb") as file:
+                file.write(bytes([byte]) * 65536)
+        return path
 
     def _note_transport(self, transport, conn: Conn) -> None:
         sock = transport.get_extra_info("socket")
@@ -365,7 +375,7 @@ class Storm:
 
     def spawn(self) -> bool:
         """Create the next connection's sockets now and start it; False if no id is free."""
-        if not self.free_bytes or self.stats["connections"] >= self.limit:
+        if self.draining or not self.free_bytes or self.stats["connections"] >= self.limit:
             return False
         byte = self.free_bytes.popleft()
         weights = [w for _, _, w in self.scenarios]
@@ -714,6 +724,7 @@ class Storm:
                     pass
                 self.wakeup = loop.create_future()
                 await asyncio.wait([self.wakeup], timeout=0.05)
+            self.draining = True  # the adversary's follow-ups stop too
             if self.active:
                 await asyncio.wait(list(self.active.values()), timeout=self.conn_timeout + 5)
             await self.stop()

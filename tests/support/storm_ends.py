@@ -41,6 +41,7 @@ class End:
             self.conn.storm.stats["late_completions"] += 1
 
     def sent(self, n: int) -> None:
+        """A send of ``n`` bytes completed (sock_sendall, sock_sendfile, socket.send)."""
         self.sent_ok += n
         if self.closed:
             self.conn.storm.stats["late_completions"] += 1
@@ -62,11 +63,21 @@ def chunk_sizes(rng, total: int):
 
 
 async def sock_sender(end: End, sock: socket.socket, total: int, delay: float, rng) -> None:
-    loop = end.conn.storm.loop
+    storm = end.conn.storm
+    loop = storm.loop
     try:
         if delay:
             await asyncio.sleep(delay)
         for n in chunk_sizes(rng, total):
+            if n >= 4096 and storm.sendfile and rng.random() < 0.2:
+                # From a file of the id byte; each send opens its own (the fallback, where
+                # sock_sendfile is not native, moves the file position).
+                with open(storm.id_file(end.conn.byte), "rb") as file:
+                    try:
+                        end.sent(await loop.sock_sendfile(sock, file, 0, n))
+                        continue
+                    except NotImplementedError:  # uvloop has no sock_sendfile
+                        storm.sendfile = False
             await loop.sock_sendall(sock, end.conn.pattern[:n])
             end.sent(n)
         sock.shutdown(socket.SHUT_WR)

@@ -2,15 +2,17 @@
 writes or unregisters the file that takes the pipe's fd number next.
 
 The program closes its pipe object while the transport is open, and a new pipe is put
-at the freed number (``os.dup2``). (A program that closes the fd behind its pipe object's
-back is not exercised: the transport's ``connection_lost`` closes that object, which
-then closes whatever file has the number, on every loop.) asyncio keeps using the number: its write
-transport writes into whatever file has it (the ``ferroloop_only`` test below; with a
-read end there it fails with EBADF instead), and its close removes the new owner's
-reader. ferroloop's transports work on a descriptor of their own (as uvloop keeps the
-file open until the transport is done): the old file still gets the transport's bytes,
-and its reader sees end of file when the transport closes. The shared assertions are
-what both loops guarantee in these orders: no misdelivered byte.
+at the freed number (``os.dup2``). asyncio (and uvloop, which hands libuv the number)
+keeps using the number: its write transport writes into whatever file has it (the
+``ferroloop_only`` test below; with a read end there it fails with EBADF instead), and
+its close removes the new owner's reader. ferroloop's transports work on a descriptor
+of their own: the old file still gets the transport's bytes, and its reader sees end of
+file when the transport closes. The shared assertions are what both loops guarantee in
+these orders: no misdelivered byte.
+
+A program that closes the fd behind its pipe object's back is not exercised: the
+transport's ``connection_lost`` closes that object, which then closes whatever file
+has the number, on every loop.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ callback, and ``connection_lost`` runs once and closes the pipe.
 The core reads, writes and registers through a duplicate of the pipe's fd that
 it owns, closed with the pipe: a program that closes its pipe object (or fd)
 while the transport is open only frees its own number, so the file that gets
-that number next is never touched by this transport (uvloop likewise keeps the
-file open until the transport is done). ``_fileno`` and the reprs keep the
-pipe's own number, as asyncio shows it.
+that number next is never touched by this transport, and the pipe's file stays
+open until the transport is done. ``_fileno`` and the reprs keep the pipe's own
+number, as asyncio shows it.
 """
 
 from __future__ import annotations

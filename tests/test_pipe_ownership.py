@@ -203,6 +203,39 @@ def test_write_transport_never_writes_into_a_new_write_end(loop, run):
 
 
 @pytest.mark.ferroloop_only
+def test_read_transport_resumed_after_reuse_reads_its_own_file(loop, run):
+    """asyncio's resume_reading registers the number, so it reads the new pipe here."""
+    r, w = os.pipe()
+    pipe = open(r, "rb", buffering=0)
+    proto = Recorder()
+    new_r = new_w = -1
+
+    async def main():
+        nonlocal new_r, new_w
+        transport, _ = await loop.connect_read_pipe(lambda: proto, pipe)
+        await _settle()
+        transport.pause_reading()
+        pipe.close()
+        new_r, new_w = _put_new_pipe_at(r, "read")
+        os.write(new_w, NEW)
+        os.write(w, OLD)
+        transport.resume_reading()
+        await _settle()
+        assert bytes(proto.data) == OLD
+        os.close(w)
+        w_closed.append(True)
+        await _settle()
+        assert proto.lost  # end of file of the old pipe
+        assert _read_all(new_r) == NEW
+
+    w_closed: list[bool] = []
+    try:
+        run(main())
+    finally:
+        _close_fds(new_r, new_w, *([] if w_closed else [w]))
+
+
+@pytest.mark.ferroloop_only
 def test_write_transport_fills_and_closes_its_own_file(loop, run):
     """A buffered write flushed after the program closed its pipe goes to the old file."""
     r, w = os.pipe()

@@ -7,6 +7,13 @@ transport classes and behave as asyncio's ``_UnixReadPipeTransport`` and
 ``_UnixWritePipeTransport``: a regular file is refused, the pipe is made
 non-blocking, ``connection_made``, reading and the waiter each follow as a loop
 callback, and ``connection_lost`` runs once and closes the pipe.
+
+The core reads, writes and registers through a duplicate of the pipe's fd that
+it owns, closed with the pipe: a program that closes its pipe object (or fd)
+while the transport is open only frees its own number, so the file that gets
+that number next is never touched by this transport, and the pipe's file stays
+open until the transport is done. ``_fileno`` and the reprs keep the pipe's own
+number, as asyncio shows it.
 """
 
 from __future__ import annotations
@@ -42,9 +49,12 @@ class _PipeTransportBase:
                 protocol.connection_lost(exc)
         finally:
             pipe, self._pipe = self._pipe, None
-            if pipe is not None:
-                pipe.close()
-            core._detach()
+            try:
+                if pipe is not None:
+                    pipe.close()
+            finally:
+                # Closes the core's fd too: a write end's reader sees EOF now.
+                core._detach()
 
     def _repr_info(self, polling: Any) -> list[str]:
         info = [type(self).__name__]
@@ -55,7 +65,7 @@ class _PipeTransportBase:
         info.append(f"fd={self._fileno}")
         loop = self._core._loop if self._core is not None else None
         if self._pipe is not None and loop is not None and not loop.is_closed():
-            info.append("polling" if polling(loop._io_state(self._fileno)) else "idle")
+            info.append("polling" if polling(loop._io_state(self._core._fd)) else "idle")
             return info + self._extra_repr()
         info.append("open" if self._pipe is not None else "closed")
         return info
@@ -68,6 +78,9 @@ class _PipeTransportBase:
         if pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             pipe.close()
+            core = self.__dict__.get("_core")
+            if core is not None:
+                core._close_file()
 
 
 def _open_pipe(transport: Any, pipe: Any, extra: Any, accepted: Any, message: str) -> int:
@@ -101,7 +114,12 @@ class ReadPipeTransport(_PipeTransportBase, transports.ReadTransport):
             lambda m: stat.S_ISFIFO(m) or stat.S_ISSOCK(m) or stat.S_ISCHR(m),
             "Pipe transport is for pipes/sockets only.",
         )
-        core = ReadPipeTransportCore(self, loop, fileno, protocol)
+        try:
+            # Duplicates the fd (see the module's doc).
+            core = ReadPipeTransportCore(self, loop, fileno, protocol)
+        except BaseException:
+            self._pipe = None
+            raise
         self._core = core
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -165,7 +183,12 @@ class WritePipeTransport(
             lambda m: stat.S_ISCHR(m) or stat.S_ISFIFO(m) or stat.S_ISSOCK(m),
             "Pipe transport is only for pipes, sockets and character devices",
         )
-        core = WritePipeTransportCore(self, loop, fileno, protocol)
+        try:
+            # Duplicates the fd (see the module's doc).
+            core = WritePipeTransportCore(self, loop, fileno, protocol)
+        except BaseException:
+            self._pipe = None
+            raise
         self._core = core
         # The per-message call skips a Python frame.
         self.write = core.write

@@ -122,7 +122,7 @@ pub(crate) fn release_regs(py: Python<'_>, regs: impl IntoIterator<Item = IoReg>
 
 impl LoopCore {
     /// Installs `callback(*args)` on one side of `fd`, cancelling the handle
-    /// it replaces, as asyncio does. Used by pipe transports.
+    /// it replaces, as asyncio does.
     pub(crate) fn add_io_fd(
         &self,
         py: Python<'_>,

@@ -1,9 +1,19 @@
 //! `read`/`write` on pipes, FIFOs and character devices (and sockets handed
 //! to a pipe transport), which have no `recv`/`send`.
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use super::{syscall, Errno};
+
+/// A new descriptor for the open file `fd` names (`F_DUPFD_CLOEXEC`): it
+/// stays valid, and names that file, whatever happens to `fd` later.
+pub fn duplicate(fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (an invalid one fails with
+    // EBADF) and returns a descriptor nobody else owns.
+    let new = syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0))?;
+    // SAFETY: `new` was just created by the kernel for this call alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
 
 /// `read(fd, buf)`: bytes read, 0 at end of file.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
@@ -30,6 +40,8 @@ pub fn write(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
     use crate::sys::socket::would_block;
 
@@ -44,6 +56,24 @@ mod tests {
     fn close(fd: RawFd) {
         // SAFETY: the test owns `fd` and closes it once.
         unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn a_duplicate_outlives_the_original_number() {
+        let (r, w) = nonblocking_pipe();
+        let own = duplicate(w).unwrap();
+        assert_ne!(own.as_raw_fd(), w);
+        // SAFETY: F_GETFD on a descriptor this test owns.
+        let flags = unsafe { libc::fcntl(own.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        close(w);
+        assert_eq!(write(own.as_raw_fd(), b"x"), Ok(1));
+        let mut buf = [0u8; 4];
+        assert_eq!(read(r, &mut buf), Ok(1));
+        drop(own);
+        // Every write end is closed now: end of file.
+        assert_eq!(read(r, &mut buf), Ok(0));
+        close(r);
     }
 
     #[test]

@@ -14,8 +14,17 @@
 //! once-per-transport work: set-up, reprs, fatal-error reports and
 //! `_call_connection_lost`, which closes the pipe. A core schedules that call
 //! once at most, and never touches its fd after it is scheduled.
+//!
+//! A core works on a descriptor of its own, a duplicate of the pipe's made
+//! when the transport is created, and closes it with the pipe. A program
+//! that closes its pipe object (or its fd) while the transport is open thus
+//! frees only its own number: whatever file gets that number next is never
+//! read, written or unregistered by this transport. The file stays open
+//! until the transport is done (so a write end's reader sees end of file
+//! only then). Registrations are made for, and removed only by, the
+//! Python transport that owns the core.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyBufferError, PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
@@ -48,7 +57,10 @@ struct Common {
     /// The Python transport this is the core of.
     owner: Option<Py<PyAny>>,
     event_loop: Option<Py<LoopCore>>,
+    /// `file`'s number, -1 once it is closed.
     fd: RawFd,
+    /// The transport's own descriptor for the pipe (see the module's doc).
+    file: Option<OwnedFd>,
     protocol: Option<Py<PyAny>>,
     /// `close()`, end of file, `write_eof()` or a fatal error happened.
     closing: bool,
@@ -62,6 +74,7 @@ impl Default for Common {
             owner: None,
             event_loop: None,
             fd: -1,
+            file: None,
             protocol: None,
             closing: true,
             lost: true,
@@ -76,14 +89,26 @@ impl Common {
         fd: RawFd,
         protocol: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
+        let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let file = pipe::duplicate(fd).map_err(os_error)?;
         Ok(Common {
             owner: Some(owner.clone().unbind()),
-            event_loop: Some(event_loop.cast::<LoopCore>()?.clone().unbind()),
-            fd,
+            event_loop: Some(event_loop),
+            fd: file.as_raw_fd(),
+            file: Some(file),
             protocol: Some(protocol.clone().unbind()),
             closing: false,
             lost: false,
         })
+    }
+
+    /// Where this end is registered, for [`Watch::add`] and [`Watch::remove`].
+    fn watch(&self, py: Python<'_>) -> Watch {
+        Watch {
+            event_loop: self.event_loop(py),
+            fd: self.fd,
+            owner: self.owner(py),
+        }
     }
 
     fn event_loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
@@ -114,10 +139,23 @@ impl Common {
     }
 
     /// Lets go of everything once the Python transport ran `connection_lost`.
-    fn detach(&mut self) -> Released {
+    fn detach(&mut self, py: Python<'_>) -> Detached {
+        let watch = self.watch(py);
         self.closing = true;
         self.lost = true;
-        (self.owner.take(), self.event_loop.take(), self.protocol.take())
+        self.fd = -1;
+        Detached {
+            watch,
+            file: self.file.take(),
+            released: (self.owner.take(), self.event_loop.take(), self.protocol.take()),
+        }
+    }
+
+    /// Closes the descriptor alone (an unclosed transport being collected:
+    /// nothing is registered, the registrations would keep it alive).
+    fn close_file(&mut self) -> Option<OwnedFd> {
+        self.fd = -1;
+        self.file.take()
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -127,26 +165,57 @@ impl Common {
     }
 }
 
-fn remove(py: Python<'_>, event_loop: &Option<Py<LoopCore>>, fd: RawFd, side: Side) -> PyResult<()> {
-    if let Some(event_loop) = event_loop {
-        event_loop.get().remove_io_fd(py, fd, side)?;
-    }
-    Ok(())
+/// A core's registrations: on its own fd, made for its Python transport.
+struct Watch {
+    event_loop: Option<Py<LoopCore>>,
+    fd: RawFd,
+    owner: Option<Py<PyAny>>,
 }
 
-fn add(
-    py: Python<'_>,
-    event_loop: &Option<Py<LoopCore>>,
-    fd: RawFd,
-    side: Side,
-    callback: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    if let Some(event_loop) = event_loop {
-        event_loop
-            .get()
-            .add_io_fd(py, fd, side, callback, &PyTuple::empty(py))?;
+impl Watch {
+    fn add(&self, py: Python<'_>, side: Side, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let (Some(event_loop), Some(owner)) = (&self.event_loop, &self.owner) {
+            let owner = owner.bind(py);
+            event_loop
+                .get()
+                .add_io_file(py, self.fd, side, Some(owner), false, callback, &PyTuple::empty(py))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Removes this transport's registration on `side`, never one somebody
+    /// else made on the number.
+    fn remove(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        if let (Some(event_loop), Some(owner)) = (&self.event_loop, &self.owner) {
+            event_loop
+                .get()
+                .remove_io_file(py, self.fd, side, Some(owner.bind(py)))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a core lets go of once `connection_lost` ran, for the caller to
+/// release after its borrow ends.
+struct Detached {
+    watch: Watch,
+    file: Option<OwnedFd>,
+    released: Released,
+}
+
+impl Detached {
+    /// Removes any registration left on the core's descriptor, then closes
+    /// it and drops the references.
+    fn finish(self, py: Python<'_>) -> PyResult<()> {
+        let removed = self
+            .watch
+            .remove(py, Side::Read)
+            .and_then(|()| self.watch.remove(py, Side::Write));
+        drop(self.file);
+        drop(self.watch);
+        drop(self.released);
+        removed
+    }
 }
 
 /// Schedules `owner._call_connection_lost(exc)`.
@@ -197,12 +266,9 @@ impl ReadPipeTransportCore {
 
     fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (event_loop, fd) = {
-            let st = slf.get().inner.borrow(py);
-            (st.common.event_loop(py), st.common.fd)
-        };
+        let watch = slf.get().inner.borrow(py).common.watch(py);
         let callback = slf.getattr(intern!(py, "_read_ready"))?;
-        add(py, &event_loop, fd, Side::Read, &callback)
+        watch.add(py, Side::Read, &callback)
     }
 }
 
@@ -266,12 +332,12 @@ impl ReadPipeTransportCore {
                         owner.bind(py).call_method0(intern!(py, "_log_closed_by_peer"))?;
                     }
                 }
-                let (event_loop, scheduled) = {
+                let (watch, scheduled) = {
                     let mut st = this.inner.borrow_mut(py);
-                    (st.common.event_loop(py), st.common.take_lost(py))
+                    (st.common.watch(py), st.common.take_lost(py))
                 };
-                remove(py, &event_loop, fd, Side::Read)?;
-                if let Some(event_loop) = event_loop.as_ref() {
+                watch.remove(py, Side::Read)?;
+                if let Some(event_loop) = watch.event_loop.as_ref() {
                     let eof = protocol.bind(py).getattr(intern!(py, "eof_received"))?;
                     event_loop.get().soon(py, &eof, &PyTuple::empty(py))?;
                 }
@@ -310,19 +376,14 @@ impl ReadPipeTransportCore {
         if !this.is_reading_now(py) {
             return Ok(());
         }
-        let (event_loop, fd, debug, owner) = {
+        let (watch, debug) = {
             let mut st = this.inner.borrow_mut(py);
             st.paused = true;
-            (
-                st.common.event_loop(py),
-                st.common.fd,
-                st.common.debug(),
-                st.common.owner(py),
-            )
+            (st.common.watch(py), st.common.debug())
         };
-        remove(py, &event_loop, fd, Side::Read)?;
+        watch.remove(py, Side::Read)?;
         if debug {
-            log_debug(py, "%r pauses reading", owner)?;
+            log_debug(py, "%r pauses reading", watch.owner)?;
         }
         Ok(())
     }
@@ -353,18 +414,31 @@ impl ReadPipeTransportCore {
     /// Stops reading and schedules `connection_lost(exc)` (once).
     #[pyo3(signature = (exc = None))]
     fn _close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        let (event_loop, fd, scheduled) = {
+        let (watch, scheduled) = {
             let mut st = self.inner.borrow_mut(py);
-            (st.common.event_loop(py), st.common.fd, st.common.take_lost(py))
+            (st.common.watch(py), st.common.take_lost(py))
         };
-        remove(py, &event_loop, fd, Side::Read)?;
+        watch.remove(py, Side::Read)?;
         schedule_lost(py, scheduled, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Forgets the loop, protocol and Python transport (after `connection_lost`).
-    fn _detach(&self, py: Python<'_>) {
-        let released = self.inner.borrow_mut(py).common.detach();
-        drop(released);
+    /// Forgets the loop, protocol and Python transport and closes the
+    /// core's descriptor (after `connection_lost`).
+    fn _detach(&self, py: Python<'_>) -> PyResult<()> {
+        let detached = self.inner.borrow_mut(py).common.detach(py);
+        detached.finish(py)
+    }
+
+    /// Closes the core's descriptor (an unclosed transport's `__del__`).
+    fn _close_file(&self, py: Python<'_>) {
+        let file = self.inner.borrow_mut(py).common.close_file();
+        drop(file);
+    }
+
+    /// The core's own descriptor, -1 once closed.
+    #[getter]
+    fn _fd(&self, py: Python<'_>) -> RawFd {
+        self.inner.borrow(py).common.fd
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -498,23 +572,17 @@ impl WritePipeTransportCore {
     /// asyncio's `_close`: drop the buffer, stop watching, schedule
     /// `connection_lost(exc)` (once).
     fn close_now(&self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
-        let (event_loop, fd, had_buffer, dropped, scheduled) = {
+        let (watch, had_buffer, dropped, scheduled) = {
             let mut st = self.inner.borrow_mut(py);
             let had_buffer = !st.buffer.is_empty();
             let dropped = st.buffer.clear();
-            (
-                st.common.event_loop(py),
-                st.common.fd,
-                had_buffer,
-                dropped,
-                st.common.take_lost(py),
-            )
+            (st.common.watch(py), had_buffer, dropped, st.common.take_lost(py))
         };
         drop(dropped);
         if had_buffer {
-            remove(py, &event_loop, fd, Side::Write)?;
+            watch.remove(py, Side::Write)?;
         }
-        remove(py, &event_loop, fd, Side::Read)?;
+        watch.remove(py, Side::Read)?;
         schedule_lost(py, scheduled, exc)
     }
 
@@ -551,12 +619,9 @@ impl WritePipeTransportCore {
             return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
         }
         if register_writer {
-            let (event_loop, fd) = {
-                let st = this.inner.borrow(py);
-                (st.common.event_loop(py), st.common.fd)
-            };
+            let watch = this.inner.borrow(py).common.watch(py);
             let callback = slf.getattr(intern!(py, "_write_ready"))?;
-            add(py, &event_loop, fd, Side::Write, &callback)?;
+            watch.add(py, Side::Write, &callback)?;
         }
         this.flow_control(py, true)
     }
@@ -583,15 +648,15 @@ impl WritePipeTransportCore {
     /// reader went away.
     fn _watch_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (event_loop, fd, lost) = {
+        let watch = {
             let st = slf.get().inner.borrow(py);
-            (st.common.event_loop(py), st.common.fd, st.common.lost)
+            if st.common.lost {
+                return Ok(());
+            }
+            st.common.watch(py)
         };
-        if lost {
-            return Ok(());
-        }
         let callback = slf.getattr(intern!(py, "_read_ready"))?;
-        add(py, &event_loop, fd, Side::Read, &callback)
+        watch.add(py, Side::Read, &callback)
     }
 
     /// The reading end was closed.
@@ -676,20 +741,15 @@ impl WritePipeTransportCore {
         let n = match result {
             Err(e) if would_block(e) => return Ok(()),
             Err(e) => {
-                let (dropped, event_loop, fd, owner) = {
+                let (dropped, watch) = {
                     let mut st = this.inner.borrow_mut(py);
                     st.conn_lost = st.conn_lost.saturating_add(1);
-                    (
-                        st.buffer.clear(),
-                        st.common.event_loop(py),
-                        st.common.fd,
-                        st.common.owner(py),
-                    )
+                    (st.buffer.clear(), st.common.watch(py))
                 };
                 drop(dropped);
-                remove(py, &event_loop, fd, Side::Write)?;
+                watch.remove(py, Side::Write)?;
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
-                return report_fatal(py, owner, exc, "Fatal write error on pipe transport");
+                return report_fatal(py, watch.owner, exc, "Fatal write error on pipe transport");
             }
             Ok(n) => n,
         };
@@ -702,11 +762,8 @@ impl WritePipeTransportCore {
         if !empty {
             return Ok(());
         }
-        let (event_loop, fd) = {
-            let st = this.inner.borrow(py);
-            (st.common.event_loop(py), st.common.fd)
-        };
-        remove(py, &event_loop, fd, Side::Write)?;
+        let watch = this.inner.borrow(py).common.watch(py);
+        watch.remove(py, Side::Write)?;
         // May write again (and so fill the buffer).
         this.flow_control(py, false)?;
         let (closing, scheduled) = {
@@ -718,7 +775,7 @@ impl WritePipeTransportCore {
             }
         };
         if closing {
-            remove(py, &event_loop, fd, Side::Read)?;
+            watch.remove(py, Side::Read)?;
             if let Some((_, owner)) = scheduled {
                 owner
                     .bind(py)
@@ -748,7 +805,7 @@ impl WritePipeTransportCore {
 
     /// Closes the pipe once the buffer is flushed.
     fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
-        let (event_loop, fd, scheduled) = {
+        let (watch, scheduled) = {
             let mut st = self.inner.borrow_mut(py);
             if st.common.closing {
                 return Ok(());
@@ -757,9 +814,9 @@ impl WritePipeTransportCore {
             if !st.buffer.is_empty() {
                 return Ok(());
             }
-            (st.common.event_loop(py), st.common.fd, st.common.take_lost(py))
+            (st.common.watch(py), st.common.take_lost(py))
         };
-        remove(py, &event_loop, fd, Side::Read)?;
+        watch.remove(py, Side::Read)?;
         schedule_lost(py, scheduled, py.None())
     }
 
@@ -773,10 +830,23 @@ impl WritePipeTransportCore {
         self.close_now(py, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Forgets the loop, protocol and Python transport (after `connection_lost`).
-    fn _detach(&self, py: Python<'_>) {
-        let released = self.inner.borrow_mut(py).common.detach();
-        drop(released);
+    /// Forgets the loop, protocol and Python transport and closes the
+    /// core's descriptor (after `connection_lost`).
+    fn _detach(&self, py: Python<'_>) -> PyResult<()> {
+        let detached = self.inner.borrow_mut(py).common.detach(py);
+        detached.finish(py)
+    }
+
+    /// Closes the core's descriptor (an unclosed transport's `__del__`).
+    fn _close_file(&self, py: Python<'_>) {
+        let file = self.inner.borrow_mut(py).common.close_file();
+        drop(file);
+    }
+
+    /// The core's own descriptor, -1 once closed.
+    #[getter]
+    fn _fd(&self, py: Python<'_>) -> RawFd {
+        self.inner.borrow(py).common.fd
     }
 
     fn is_closing(&self, py: Python<'_>) -> bool {

@@ -4,15 +4,15 @@
 //! counter is 0: the loop holds one such reference while it waits on a
 //! socket's behalf, so the fd number cannot be closed and handed to another
 //! file under a pending wait. `_io_refs` and `_closed` are `__slots__` of
-//! `socket.socket`, read and written through their member descriptors (see
-//! [`SlotMembers`]): a waiting operation touches them several times.
+//! `socket.socket`, read and written where their member descriptors would
+//! (see [`SlotMembers`]): a waiting operation touches them several times.
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
-use crate::py::slot_members::{self, SlotMembers};
+use crate::py::slot_members::SlotMembers;
 
 /// Whether `obj` is a `socket.socket` (see the module's comment).
 pub(crate) fn holds_io_refs(obj: &Bound<'_, PyAny>) -> bool {
@@ -26,51 +26,22 @@ pub(crate) fn holds_io_refs(obj: &Bound<'_, PyAny>) -> bool {
     })
 }
 
-/// `_io_refs` and `_closed` of one socket.
-struct Fields<'a, 'py> {
-    sock: &'a Bound<'py, PyAny>,
-    /// The member descriptors of `_io_refs` and `_closed`, or `None`:
-    /// `getattr`/`setattr` by name.
-    members: Option<[Bound<'py, PyAny>; 2]>,
+/// `_io_refs` and `_closed`, read and written as `getattr`/`setattr` would.
+static FIELDS: SlotMembers<2> = SlotMembers::new(["_io_refs", "_closed"]);
+const IO_REFS: usize = 0;
+const CLOSED: usize = 1;
+
+fn io_refs(sock: &Bound<'_, PyAny>) -> PyResult<isize> {
+    FIELDS.get(sock, IO_REFS)?.extract()
 }
 
-impl<'a, 'py> Fields<'a, 'py> {
-    fn of(sock: &'a Bound<'py, PyAny>) -> Self {
-        static MEMBERS: SlotMembers<2> = SlotMembers::new(["_io_refs", "_closed"]);
-        Fields {
-            sock,
-            members: MEMBERS.of(sock),
-        }
-    }
-
-    fn io_refs(&self) -> PyResult<isize> {
-        let value = match &self.members {
-            Some([io_refs, _]) => slot_members::get(io_refs, self.sock)?,
-            None => self.sock.getattr(intern!(self.sock.py(), "_io_refs"))?,
-        };
-        value.extract()
-    }
-
-    fn set_io_refs(&self, refs: isize) -> PyResult<()> {
-        let value = PyInt::new(self.sock.py(), refs);
-        match &self.members {
-            Some([io_refs, _]) => slot_members::set(io_refs, self.sock, &value),
-            None => self.sock.setattr(intern!(self.sock.py(), "_io_refs"), value),
-        }
-    }
-
-    fn closed(&self) -> PyResult<Bound<'py, PyAny>> {
-        match &self.members {
-            Some([_, closed]) => slot_members::get(closed, self.sock),
-            None => self.sock.getattr(intern!(self.sock.py(), "_closed")),
-        }
-    }
+fn set_io_refs(sock: &Bound<'_, PyAny>, refs: isize) -> PyResult<()> {
+    FIELDS.set(sock, IO_REFS, &PyInt::new(sock.py(), refs))
 }
 
 /// `sock._io_refs += 1` (see [`holds_io_refs`]).
 pub(crate) fn take_io_ref(sock: &Bound<'_, PyAny>) -> PyResult<()> {
-    let fields = Fields::of(sock);
-    fields.set_io_refs(fields.io_refs()?.saturating_add(1))
+    set_io_refs(sock, io_refs(sock)?.saturating_add(1))
 }
 
 /// Gives back a reference taken by [`take_io_ref`], as
@@ -80,12 +51,11 @@ pub(crate) fn take_io_ref(sock: &Bound<'_, PyAny>) -> PyResult<()> {
 pub(crate) fn release_io_ref(sock: &Bound<'_, PyAny>) {
     let py = sock.py();
     let result = (|| -> PyResult<()> {
-        let fields = Fields::of(sock);
-        let refs = fields.io_refs()?;
+        let refs = io_refs(sock)?;
         if refs > 0 {
-            fields.set_io_refs(refs - 1)?;
+            set_io_refs(sock, refs - 1)?;
         }
-        if fields.closed()?.is_truthy()? {
+        if FIELDS.get(sock, CLOSED)?.is_truthy()? {
             sock.call_method0(intern!(py, "close"))?;
         }
         Ok(())
@@ -98,7 +68,7 @@ pub(crate) fn release_io_ref(sock: &Bound<'_, PyAny>) {
 /// Whether `sock._closed` is false: `socket.socket` sets it before it closes
 /// or detaches, so while it is false the socket still names its fd.
 pub(crate) fn is_open(sock: &Bound<'_, PyAny>) -> bool {
-    Fields::of(sock)
-        .closed()
+    FIELDS
+        .get(sock, CLOSED)
         .is_ok_and(|c| c.is(PyBool::new(sock.py(), false)))
 }

@@ -142,7 +142,10 @@ impl LoopCore {
             };
             add(&mut self.state.borrow_mut(py).io, &sys.epoll)?
         };
-        release_regs(py, old.stale, true);
+        // Nearly always empty: the test is cheaper than walking nothing.
+        if !old.stale.is_empty() {
+            release_regs(py, old.stale, true);
+        }
         if let Some(old) = old.handle {
             let cancelled = Handle::cancel_inner(old.handle.bind(py));
             release_regs(py, [old], false);

@@ -26,13 +26,13 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
 use crate::handles::Handle;
-use crate::loop_core::reader_api::holds_io_refs;
+use crate::loop_core::io_refs::{holds_io_refs, is_open};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard;
@@ -117,7 +117,7 @@ pub struct SockOp {
     /// The socket object the operation is for; its `fileno()` must still be
     /// `fd` before every attempt.
     sock: Py<PyAny>,
-    /// `sock` is a `socket.socket` (see `reader_api::holds_io_refs`).
+    /// `sock` is a `socket.socket` (see `loop_core::io_refs`).
     io_ref: bool,
     fd: RawFd,
     side: Side,
@@ -193,11 +193,7 @@ impl SockOp {
         // `socket.socket` sets `_closed` before it closes or detaches: while
         // it is false the fd is the same, and one attribute is cheaper than
         // a method call.
-        if self.io_ref
-            && sock
-                .getattr(intern!(py, "_closed"))
-                .is_ok_and(|c| c.is(PyBool::new(py, false)))
-        {
+        if self.io_ref && is_open(sock) {
             return true;
         }
         sock.call_method0(intern!(py, "fileno"))

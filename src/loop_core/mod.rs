@@ -10,6 +10,7 @@
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
 mod fork;
+pub(crate) mod io_refs;
 pub(crate) mod poll_window;
 pub(crate) mod reader_api;
 pub mod readers;

@@ -6,11 +6,10 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyInt, PyTuple, PyType, PyWeakrefReference};
+use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
 
+use super::io_refs::{holds_io_refs, release_io_ref, take_io_ref};
 use super::readers::{Reg, Registry, Replaced, Side};
 use super::LoopCore;
 use crate::handles::Handle;
@@ -53,51 +52,8 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
         .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
 }
 
-
 /// One registration in the loop's registry.
 pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
-
-/// Whether `obj` is a `socket.socket`, whose `close()` only closes the file
-/// once its `_io_refs` counter is 0: the loop holds such a reference while it
-/// waits on the socket's behalf, so the fd number cannot be closed and handed
-/// to another file under a pending wait.
-pub(crate) fn holds_io_refs(obj: &Bound<'_, PyAny>) -> bool {
-    static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    let py = obj.py();
-    // The object's real type, not its `__class__`: a mock made with a
-    // socket as its spec claims the class but has no counter.
-    SOCKET
-        .import(py, "socket", "socket")
-        .is_ok_and(|ty| obj.get_type().is_subclass(ty).unwrap_or(false))
-}
-
-/// `sock._io_refs += 1` (see [`holds_io_refs`]).
-pub(crate) fn take_io_ref(sock: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = sock.py();
-    let refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
-    sock.setattr(intern!(py, "_io_refs"), refs.saturating_add(1))
-}
-
-/// Gives back a reference taken by [`take_io_ref`], as
-/// `socket._decref_socketios()` does: the socket is really closed now if
-/// the program closed it meanwhile. Errors are reported as unraisable: this
-/// runs where nothing could handle them.
-pub(crate) fn release_io_ref(sock: &Bound<'_, PyAny>) {
-    let py = sock.py();
-    let result = (|| -> PyResult<()> {
-        let refs: isize = sock.getattr(intern!(py, "_io_refs"))?.extract()?;
-        if refs > 0 {
-            sock.setattr(intern!(py, "_io_refs"), refs - 1)?;
-        }
-        if sock.getattr(intern!(py, "_closed"))?.is_truthy()? {
-            sock.call_method0(intern!(py, "close"))?;
-        }
-        Ok(())
-    })();
-    if let Err(err) = result {
-        err.write_unraisable(py, Some(sock));
-    }
-}
 
 /// Releases registrations that left the registry: their io references,
 /// and, for `stale` ones (made for a file the number no longer names), the
@@ -186,7 +142,10 @@ impl LoopCore {
             };
             add(&mut self.state.borrow_mut(py).io, &sys.epoll)?
         };
-        release_regs(py, old.stale, true);
+        // Nearly always empty: the test is cheaper than walking nothing.
+        if !old.stale.is_empty() {
+            release_regs(py, old.stale, true);
+        }
         if let Some(old) = old.handle {
             let cancelled = Handle::cancel_inner(old.handle.bind(py));
             release_regs(py, [old], false);

@@ -29,7 +29,7 @@ use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
-use crate::loop_core::reader_api::{holds_io_refs, release_io_ref, take_io_ref};
+use crate::loop_core::io_refs::{holds_io_refs, release_io_ref, take_io_ref};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard::{self, Site};

@@ -16,6 +16,7 @@ the same behaviour; asyncio hangs on them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -84,6 +85,45 @@ async def _new_op(loop_kind: str, coro):
         if loop_kind != "asyncio":
             raise
         return None
+
+
+@contextlib.contextmanager
+def _listener_to_fill():
+    """A loopback listener with no room in its accept queue, and the list that
+    ``_pending_connect`` puts the sockets filling it in; closes them all."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        yield listener, fillers
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+async def _pending_connect(loop, listener, fillers) -> tuple[socket.socket, asyncio.Task]:
+    """A socket and its ``sock_connect`` to ``listener``, still in progress; skips the
+    test when the kernel accepts the connection at once."""
+    address = listener.getsockname()
+    # Fill the accept queue so that the next SYN is dropped and connect waits.
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(address)
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    a = socket.socket()
+    a.setblocking(False)
+    task = loop.create_task(loop.sock_connect(a, address))
+    await _settle(loop)
+    if task.done():
+        task.result()
+        pytest.skip("the kernel accepted the connection at once")
+    return a, task
 
 
 def _old_outcome(task: asyncio.Task):
@@ -292,29 +332,9 @@ def test_close_under_pending_op_then_new_socket(loop, run, loop_kind, op, tmp_pa
 def test_connect_closed_while_pending_does_not_connect_a_new_socket(loop, run, loop_kind):
     """A connect still in progress (the listener's backlog is full), its socket closed:
     the new socket at that number is not connected by it and its own wait works."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
 
     async def main():
-        # Fill the accept queue so that the next SYN is dropped and connect waits.
-        for _ in range(8):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(address)
-            except BlockingIOError:
-                pass
-            fillers.append(s)
-        a = socket.socket()
-        a.setblocking(False)
-        old = loop.create_task(loop.sock_connect(a, address))
-        await _settle(loop)
-        if old.done():
-            old.result()
-            pytest.skip("the kernel accepted the connection at once")
+        a, old = await _pending_connect(loop, listener, fillers)
         new, new_peer = _replace_file(a)
         with new, new_peer:
             recv = loop.create_task(_new_op(loop_kind, loop.sock_recv(new, 4096)))
@@ -326,12 +346,8 @@ def test_connect_closed_while_pending_does_not_connect_a_new_socket(loop, run, l
             if loop_kind == "ferroloop":
                 assert mine == NEW
 
-    try:
+    with _listener_to_fill() as (listener, fillers):
         run(main())
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
 
 
 # --- remove_reader / remove_writer with a socket object closed since
@@ -474,28 +490,9 @@ def test_pending_sendall_survives_close_and_delivers(loop, run):
 def test_pending_connect_survives_close(loop, run):
     """A connect in progress whose socket the program closes still completes (asyncio:
     it never completes); the socket is really closed once it did."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
 
     async def main():
-        for _ in range(8):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(address)
-            except BlockingIOError:
-                pass
-            fillers.append(s)
-        a = socket.socket()
-        a.setblocking(False)
-        task = loop.create_task(loop.sock_connect(a, address))
-        await _settle(loop)
-        if task.done():
-            await task
-            pytest.skip("the kernel accepted the connection at once")
+        a, task = await _pending_connect(loop, listener, fillers)
         a.close()
         assert a.fileno() != -1
         # Room in the accept queue: the retransmitted SYN gets through.
@@ -513,13 +510,9 @@ def test_pending_connect_survives_close(loop, run):
         for c in conns:
             c.close()
 
-    listener.setblocking(False)
-    try:
+    with _listener_to_fill() as (listener, fillers):
+        listener.setblocking(False)
         run(main())
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
 
 
 @pytest.mark.ferroloop_only

@@ -85,22 +85,68 @@ def _close_fds(*fds: int) -> None:
             pass
 
 
-def test_read_transport_whose_pipe_was_closed_spares_the_next_owner(loop, run, loop_kind):
-    r, w = os.pipe()
-    pipe = open(r, "rb", buffering=0)
-    proto = Recorder()
-    new_r = new_w = -1
+class OldPipe:
+    """An ``os.pipe()`` whose ``end`` ("read" or "write") the program opens as the file
+    object ``pipe`` for a transport; ``reuse`` then puts a new pipe (``new_r``,
+    ``new_w``) at that end's number."""
+
+    def __init__(self, end: str) -> None:
+        self.end = end
+        self.r, self.w = os.pipe()
+        number, self.other = (self.r, self.w) if end == "read" else (self.w, self.r)
+        self.pipe = open(number, "rb" if end == "read" else "wb", buffering=0)
+        self.proto = Recorder()
+        self.new_r = self.new_w = -1
+
+    async def connect(self, loop):
+        if self.end == "read":
+            transport, _ = await loop.connect_read_pipe(lambda: self.proto, self.pipe)
+        else:
+            transport, _ = await loop.connect_write_pipe(lambda: self.proto, self.pipe)
+        return transport
+
+    def reuse(self, new_end: str) -> None:
+        """The program closes its pipe object; a new pipe's ``new_end`` takes the number."""
+        number = self.pipe.fileno()
+        self.pipe.close()
+        self.new_r, self.new_w = _put_new_pipe_at(number, new_end)
+
+    def close_other(self) -> None:
+        """Closes the old pipe's end that the test kept."""
+        os.close(self.other)
+        self.other = -1
+
+    def close_fds(self) -> None:
+        _close_fds(self.new_r, self.new_w, self.other)
+
+
+@pytest.fixture
+def old_pipe():
+    """Makes an ``OldPipe``; closes the fds the test still holds after it."""
+    made: list[OldPipe] = []
+
+    def make(end: str) -> OldPipe:
+        made.append(OldPipe(end))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close_fds()
+
+
+def test_read_transport_whose_pipe_was_closed_spares_the_next_owner(loop, run, loop_kind, old_pipe):
+    old = old_pipe("read")
+    proto = old.proto
     calls = []
 
     async def main():
-        nonlocal new_r, new_w
-        transport, _ = await loop.connect_read_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         await _settle()
-        pipe.close()
-        new_r, new_w = _put_new_pipe_at(r, "read")
-        os.write(new_w, NEW)
+        old.reuse("read")
+        new_r = old.new_r
+        os.write(old.new_w, NEW)
         try:
-            os.write(w, OLD)
+            os.write(old.w, OLD)
         except BrokenPipeError:
             # asyncio: the program's close() closed the old pipe's only read end.
             assert loop_kind == "asyncio"
@@ -125,27 +171,23 @@ def test_read_transport_whose_pipe_was_closed_spares_the_next_owner(loop, run, l
         # Nobody read the new pipe's bytes.
         assert _read_all(new_r) == NEW
 
-    try:
-        run(main())
-    finally:
-        _close_fds(new_r, new_w, w)
+    run(main())
 
 
-def test_write_transport_whose_pipe_was_closed_spares_the_next_owner(loop, run, loop_kind):
+def test_write_transport_whose_pipe_was_closed_spares_the_next_owner(
+    loop, run, loop_kind, old_pipe
+):
     """The new file at the number is a read end: asyncio's write fails (EBADF)."""
-    r, w = os.pipe()
-    pipe = open(w, "wb", buffering=0)
-    proto = Recorder()
-    new_r = new_w = -1
+    old = old_pipe("write")
+    proto, r = old.proto, old.r
     calls = []
 
     async def main():
-        nonlocal new_r, new_w
-        transport, _ = await loop.connect_write_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         await _settle()
-        pipe.close()
-        new_r, new_w = _put_new_pipe_at(w, "read")
-        os.write(new_w, NEW)
+        old.reuse("read")
+        new_r = old.new_r
+        os.write(old.new_w, NEW)
         try:
             loop.add_reader(new_r, calls.append, 1)
         except FileNotFoundError:
@@ -164,140 +206,107 @@ def test_write_transport_whose_pipe_was_closed_spares_the_next_owner(loop, run, 
         loop.remove_reader(new_r)
         assert _read_all(new_r) == NEW
 
-    try:
-        run(main())
-    finally:
-        _close_fds(new_r, new_w, r)
+    run(main())
 
 
 @pytest.mark.ferroloop_only
-def test_write_transport_never_writes_into_a_new_write_end(loop, run):
+def test_write_transport_never_writes_into_a_new_write_end(loop, run, old_pipe):
     """asyncio writes into the new pipe here (``os.write`` on the number)."""
-    r, w = os.pipe()
-    pipe = open(w, "wb", buffering=0)
-    proto = Recorder()
-    new_r = new_w = -1
+    old = old_pipe("write")
 
     async def main():
-        nonlocal new_r, new_w
-        transport, _ = await loop.connect_write_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         await _settle()
-        pipe.close()
-        new_r, new_w = _put_new_pipe_at(w, "write")
+        old.reuse("write")
         transport.write(OLD)
         await _settle()
-        assert _read_all(new_r) == b""
-        assert _read_all(r) == OLD
+        assert _read_all(old.new_r) == b""
+        assert _read_all(old.r) == OLD
         transport.abort()
         await _settle()
-        assert proto.lost
-        assert _at_eof(r)
+        assert old.proto.lost
+        assert _at_eof(old.r)
         # The new write end is untouched: its reader is not at end of file.
-        os.write(new_w, NEW)
-        assert _read_all(new_r) == NEW
+        os.write(old.new_w, NEW)
+        assert _read_all(old.new_r) == NEW
 
-    try:
-        run(main())
-    finally:
-        _close_fds(new_r, new_w, r)
+    run(main())
 
 
 @pytest.mark.ferroloop_only
-def test_read_transport_resumed_after_reuse_reads_its_own_file(loop, run):
+def test_read_transport_resumed_after_reuse_reads_its_own_file(loop, run, old_pipe):
     """asyncio's resume_reading registers the number, so it reads the new pipe here."""
-    r, w = os.pipe()
-    pipe = open(r, "rb", buffering=0)
-    proto = Recorder()
-    new_r = new_w = -1
+    old = old_pipe("read")
 
     async def main():
-        nonlocal new_r, new_w
-        transport, _ = await loop.connect_read_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         await _settle()
         transport.pause_reading()
-        pipe.close()
-        new_r, new_w = _put_new_pipe_at(r, "read")
-        os.write(new_w, NEW)
-        os.write(w, OLD)
+        old.reuse("read")
+        os.write(old.new_w, NEW)
+        os.write(old.w, OLD)
         transport.resume_reading()
         await _settle()
-        assert bytes(proto.data) == OLD
-        os.close(w)
-        w_closed.append(True)
+        assert bytes(old.proto.data) == OLD
+        old.close_other()
         await _settle()
-        assert proto.lost  # end of file of the old pipe
-        assert _read_all(new_r) == NEW
+        assert old.proto.lost  # end of file of the old pipe
+        assert _read_all(old.new_r) == NEW
 
-    w_closed: list[bool] = []
-    try:
-        run(main())
-    finally:
-        _close_fds(new_r, new_w, *([] if w_closed else [w]))
+    run(main())
 
 
 @pytest.mark.ferroloop_only
-def test_write_transport_fills_and_closes_its_own_file(loop, run):
+def test_write_transport_fills_and_closes_its_own_file(loop, run, old_pipe):
     """A buffered write flushed after the program closed its pipe goes to the old file."""
-    r, w = os.pipe()
-    pipe = open(w, "wb", buffering=0)
-    proto = Recorder()
-    new_r = new_w = -1
+    old = old_pipe("write")
+    r = old.r
     big = b"b" * (1 << 20)
 
     async def main():
-        nonlocal new_r, new_w
-        transport, _ = await loop.connect_write_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         transport.write(big)
         assert transport.get_write_buffer_size() > 0
-        pipe.close()
-        new_r, new_w = _put_new_pipe_at(w, "write")
+        old.reuse("write")
         transport.close()  # flushes first
         got = bytearray()
         for _ in range(500):
             got += _read_all(r)
             await asyncio.sleep(0)
-            if proto.lost:
+            if old.proto.lost:
                 break
         got += _read_all(r)
         assert bytes(got) == big
         assert _at_eof(r)
-        assert _read_all(new_r) == b""
+        assert _read_all(old.new_r) == b""
 
-    try:
-        run(main())
-    finally:
-        _close_fds(new_r, new_w, r)
+    run(main())
 
 
-def test_repr_shows_the_pipes_number_and_polling(loop, run):
-    r, w = os.pipe()
-    pipe = open(r, "rb", buffering=0)
+def test_repr_shows_the_pipes_number_and_polling(loop, run, old_pipe):
+    old = old_pipe("read")
 
     async def main():
-        transport, _ = await loop.connect_read_pipe(Recorder, pipe)
+        transport = await old.connect(loop)
         await _settle()
         text = repr(transport)
-        assert f"fd={r}" in text and "polling" in text, text
+        assert f"fd={old.r}" in text and "polling" in text, text
         transport.pause_reading()
         assert "idle" in repr(transport)
         transport.close()
         await _settle()
         assert "closed" in repr(transport)
 
-    try:
-        run(main())
-    finally:
-        os.close(w)
+    run(main())
 
 
 @pytest.mark.parametrize("end", ["abort", "write_eof", "error"])
-def test_every_end_of_a_write_transport_gives_its_reader_eof(loop, run, end):
-    r, w = os.pipe()
-    pipe = open(w, "wb", buffering=0)
-    proto = Recorder()
+def test_every_end_of_a_write_transport_gives_its_reader_eof(loop, run, end, old_pipe):
+    old = old_pipe("write")
+    proto, r = old.proto, old.r
 
     async def main():
-        transport, _ = await loop.connect_write_pipe(lambda: proto, pipe)
+        transport = await old.connect(loop)
         transport.write(b"x")
         if end == "abort":
             transport.abort()
@@ -310,10 +319,7 @@ def test_every_end_of_a_write_transport_gives_its_reader_eof(loop, run, end):
         assert _read_all(r) in (b"x",)
         assert _at_eof(r)
 
-    try:
-        run(main())
-    finally:
-        os.close(r)
+    run(main())
 
 
 def test_unclosed_write_transport_gives_its_reader_eof_when_collected(loop, run):

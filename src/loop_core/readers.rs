@@ -582,6 +582,18 @@ mod tests {
         (hit.reader.copied(), hit.writer.copied())
     }
 
+    /// Puts a new socket's file at `fd` and returns that socket's peer. The
+    /// old file's close removes it from epoll behind the registry's back;
+    /// `dup2` does both in one step: tests run in parallel, so a plain close
+    /// could hand the number to another.
+    fn replace_file(fd: RawFd) -> UnixStream {
+        let (c, d) = UnixStream::pair().unwrap();
+        // SAFETY: `c` is open and owned here; `fd` is open and owned by the
+        // caller's socket, which owns the new file from now on.
+        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
+        d
+    }
+
     #[test]
     fn parked_op_keeps_its_registration() {
         let ep = Epoll::new().unwrap();
@@ -645,13 +657,7 @@ mod tests {
         let fd = a.as_raw_fd();
         reg.add_op(&ep, fd, Side::Read, Reg::bare("old"), Some(1)).unwrap();
         reg.park(&ep, fd, Side::Read, |_| true);
-        let (c, mut d) = UnixStream::pair().unwrap();
-        // Closes the old file at `fd` (which removes it from epoll behind the
-        // registry's back) and puts the new socket there, in one step: tests
-        // run in parallel, so a plain close could hand the number to another.
-        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
-        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
-        drop(c);
+        let mut d = replace_file(fd);
         reg.add_op(&ep, fd, Side::Read, Reg::bare("new"), Some(2)).unwrap();
         std::io::Write::write_all(&mut d, b"x").unwrap();
         let evs = wait(&ep);
@@ -665,10 +671,7 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
         reg.add_op(&ep, fd, Side::Read, Reg::bare("old op"), Some(1)).unwrap();
-        let (c, mut d) = UnixStream::pair().unwrap();
-        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
-        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
-        drop(c);
+        let mut d = replace_file(fd);
         let replaced = reg.add(&ep, fd, Side::Write, Reg::bare("new cb")).unwrap();
         let stale: Vec<_> = replaced.stale.into_iter().map(|r| r.handle).collect();
         assert_eq!(stale, ["old op"]);
@@ -687,10 +690,7 @@ mod tests {
         let fd = a.as_raw_fd();
         reg.add(&ep, fd, Side::Read, Reg::bare("old reader")).unwrap();
         reg.add(&ep, fd, Side::Write, Reg::bare("old writer")).unwrap();
-        let (c, mut d) = UnixStream::pair().unwrap();
-        // SAFETY: both descriptors are open and owned here; `a` now owns `fd`.
-        assert_eq!(unsafe { libc::dup2(c.as_raw_fd(), fd) }, fd);
-        drop(c);
+        let mut d = replace_file(fd);
         // Removing one side fails in the kernel: the other is left over.
         let gone = reg.remove(&ep, fd, Side::Write, |_| true).map(|r| r.handle);
         assert_eq!(gone, Some("old writer"));

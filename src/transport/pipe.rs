@@ -242,6 +242,75 @@ fn log_debug(py: Python<'_>, message: &str, owner: Option<Py<PyAny>>) -> PyResul
     Ok(())
 }
 
+/// The Python methods both cores share: they only touch `inner.common`.
+/// (A second `#[pymethods]` block per class, which `multiple-pymethods`
+/// allows.)
+macro_rules! common_pymethods {
+    ($core:ident) => {
+        #[pymethods]
+        impl $core {
+            fn is_closing(&self, py: Python<'_>) -> bool {
+                self.inner.borrow(py).common.closing
+            }
+
+            /// Forgets the loop, protocol and Python transport and closes the
+            /// core's descriptor (after `connection_lost`).
+            fn _detach(&self, py: Python<'_>) -> PyResult<()> {
+                let detached = self.inner.borrow_mut(py).common.detach(py);
+                detached.finish(py)
+            }
+
+            /// Closes the core's descriptor (an unclosed transport's `__del__`).
+            fn _close_file(&self, py: Python<'_>) {
+                let file = self.inner.borrow_mut(py).common.close_file();
+                drop(file);
+            }
+
+            /// The core's own descriptor, -1 once closed.
+            #[getter]
+            fn _fd(&self, py: Python<'_>) -> RawFd {
+                self.inner.borrow(py).common.fd
+            }
+
+            fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.inner.borrow(py).common.protocol(py)
+            }
+
+            fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+                let old = self
+                    .inner
+                    .borrow_mut(protocol.py())
+                    .common
+                    .protocol
+                    .replace(protocol.clone().unbind());
+                drop(old);
+            }
+
+            #[getter]
+            fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+                self.inner.borrow(py).common.event_loop(py)
+            }
+
+            #[getter]
+            fn _closing(&self, py: Python<'_>) -> bool {
+                self.inner.borrow(py).common.closing
+            }
+
+            fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+                match self.inner.try_borrow_unguarded() {
+                    Some(st) => st.common.traverse(&visit),
+                    None => Ok(()),
+                }
+            }
+
+            fn __clear__(&self) {
+                let state = self.inner.take_unguarded();
+                drop(state);
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------
 // The read end.
 
@@ -407,10 +476,6 @@ impl ReadPipeTransportCore {
         Ok(())
     }
 
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.inner.borrow(py).common.closing
-    }
-
     /// Stops reading and schedules `connection_lost(exc)` (once).
     #[pyo3(signature = (exc = None))]
     fn _close(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
@@ -422,66 +487,13 @@ impl ReadPipeTransportCore {
         schedule_lost(py, scheduled, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Forgets the loop, protocol and Python transport and closes the
-    /// core's descriptor (after `connection_lost`).
-    fn _detach(&self, py: Python<'_>) -> PyResult<()> {
-        let detached = self.inner.borrow_mut(py).common.detach(py);
-        detached.finish(py)
-    }
-
-    /// Closes the core's descriptor (an unclosed transport's `__del__`).
-    fn _close_file(&self, py: Python<'_>) {
-        let file = self.inner.borrow_mut(py).common.close_file();
-        drop(file);
-    }
-
-    /// The core's own descriptor, -1 once closed.
-    #[getter]
-    fn _fd(&self, py: Python<'_>) -> RawFd {
-        self.inner.borrow(py).common.fd
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.borrow(py).common.protocol(py)
-    }
-
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-        let old = self
-            .inner
-            .borrow_mut(protocol.py())
-            .common
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(old);
-    }
-
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
-        self.inner.borrow(py).common.event_loop(py)
-    }
-
-    #[getter]
-    fn _closing(&self, py: Python<'_>) -> bool {
-        self.inner.borrow(py).common.closing
-    }
-
     #[getter]
     fn _paused(&self, py: Python<'_>) -> bool {
         self.inner.borrow(py).paused
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self.inner.try_borrow_unguarded() {
-            Some(st) => st.common.traverse(&visit),
-            None => Ok(()),
-        }
-    }
-
-    fn __clear__(&self) {
-        let state = self.inner.take_unguarded();
-        drop(state);
-    }
 }
+
+common_pymethods!(ReadPipeTransportCore);
 
 // ---------------------------------------------------------------------------
 // The write end.
@@ -830,43 +842,6 @@ impl WritePipeTransportCore {
         self.close_now(py, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Forgets the loop, protocol and Python transport and closes the
-    /// core's descriptor (after `connection_lost`).
-    fn _detach(&self, py: Python<'_>) -> PyResult<()> {
-        let detached = self.inner.borrow_mut(py).common.detach(py);
-        detached.finish(py)
-    }
-
-    /// Closes the core's descriptor (an unclosed transport's `__del__`).
-    fn _close_file(&self, py: Python<'_>) {
-        let file = self.inner.borrow_mut(py).common.close_file();
-        drop(file);
-    }
-
-    /// The core's own descriptor, -1 once closed.
-    #[getter]
-    fn _fd(&self, py: Python<'_>) -> RawFd {
-        self.inner.borrow(py).common.fd
-    }
-
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.inner.borrow(py).common.closing
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.borrow(py).common.protocol(py)
-    }
-
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-        let old = self
-            .inner
-            .borrow_mut(protocol.py())
-            .common
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(old);
-    }
-
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
         self.inner.borrow(py).buffer.len()
     }
@@ -896,16 +871,6 @@ impl WritePipeTransportCore {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
-        self.inner.borrow(py).common.event_loop(py)
-    }
-
-    #[getter]
-    fn _closing(&self, py: Python<'_>) -> bool {
-        self.inner.borrow(py).common.closing
-    }
-
-    #[getter]
     fn _conn_lost(&self, py: Python<'_>) -> u32 {
         self.inner.borrow(py).conn_lost
     }
@@ -914,16 +879,6 @@ impl WritePipeTransportCore {
     fn _protocol_paused(&self, py: Python<'_>) -> bool {
         self.inner.borrow(py).protocol_paused
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self.inner.try_borrow_unguarded() {
-            Some(st) => st.common.traverse(&visit),
-            None => Ok(()),
-        }
-    }
-
-    fn __clear__(&self) {
-        let state = self.inner.take_unguarded();
-        drop(state);
-    }
 }
+
+common_pymethods!(WritePipeTransportCore);

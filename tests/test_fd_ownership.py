@@ -276,7 +276,7 @@ def test_replaced_file_under_an_add_reader_callback_is_not_called(loop, run, loo
 # --- a program's close(): the number is not reused under a pending operation
 
 
-@pytest.mark.parametrize("op", ["recv", "recv_into", "sendall", "accept"])
+@pytest.mark.parametrize("op", ["recv", "recv_into", "sendall", "sendfile", "accept"])
 def test_close_under_pending_op_then_new_socket(loop, run, loop_kind, op, tmp_path):
     """The program closes the socket of a pending operation and opens new ones (on
     asyncio one of them usually takes the number): nothing crosses over."""
@@ -287,6 +287,8 @@ def test_close_under_pending_op_then_new_socket(loop, run, loop_kind, op, tmp_pa
     else:
         a, a_peer = _pair()
 
+    stack = contextlib.ExitStack()
+
     async def main():
         if op == "recv":
             old = loop.create_task(loop.sock_recv(a, 4096))
@@ -295,6 +297,12 @@ def test_close_under_pending_op_then_new_socket(loop, run, loop_kind, op, tmp_pa
         elif op == "sendall":
             _fill(a)
             old = loop.create_task(loop.sock_sendall(a, OLD * 200))
+        elif op == "sendfile":
+            _fill(a)
+            path = tmp_path / "old"
+            path.write_bytes(OLD * 200)
+            file = stack.enter_context(open(path, "rb"))
+            old = loop.create_task(loop.sock_sendfile(a, file))
         else:
             old = loop.create_task(loop.sock_accept(a))
         await _settle(loop)
@@ -326,7 +334,8 @@ def test_close_under_pending_op_then_new_socket(loop, run, loop_kind, op, tmp_pa
             if a_peer is not None:
                 a_peer.close()
 
-    run(main())
+    with stack:
+        run(main())
 
 
 def test_connect_closed_while_pending_does_not_connect_a_new_socket(loop, run, loop_kind):

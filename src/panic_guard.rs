@@ -209,6 +209,29 @@ mod tests {
         assert!(catch(|| fault(Site::Timer)).is_ok());
     }
 
+    struct Probe;
+
+    #[ferroloop_macros::contained]
+    impl Probe {
+        fn plain(&self, fail: bool) -> bool {
+            assert!(!fail, "probe");
+            true
+        }
+
+        fn fallible(&self, fail: bool) -> PyResult<u8> {
+            assert!(!fail, "probe");
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn contained_methods_return_a_panic_as_an_error() {
+        assert!(Probe.plain(false).unwrap());
+        assert!(Probe.plain(true).is_err());
+        assert_eq!(Probe.fallible(false).unwrap(), 1);
+        assert!(Probe.fallible(true).is_err());
+    }
+
     #[test]
     fn message_reads_both_payload_kinds() {
         let payload = catch(|| panic!("static text")).unwrap_err();

@@ -144,6 +144,7 @@ impl Handle {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl Handle {
     /// Cancels the callback; it will not run. Cancelling twice does nothing.
@@ -239,6 +240,7 @@ impl TimerHandle {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl TimerHandle {
     /// Cancels the timer (and counts it for the loop's heap purge).

@@ -10,7 +10,9 @@
 //!   as an ordinary `RuntimeError` ([`to_error`]) where asyncio reports an
 //!   unexpected exception of that step: the exception handler, or the
 //!   transport's fatal-error path; [`contain`] does the same for a method
-//!   the program calls, whose caller gets the `RuntimeError`;
+//!   the program calls, whose caller gets the `RuntimeError` (every
+//!   `#[pymethods]` block is under `#[ferroloop_macros::contained]`, which
+//!   wraps each method's body in it);
 //! - a callback's exception is fetched with [`take_raised`] (`call_in_context`,
 //!   `py::call_method` for protocol callbacks), which hands back a
 //!   `PanicException` like any other exception instead of resuming it;
@@ -143,9 +145,11 @@ pub enum Site {
     Write,
     /// In a waiting `sock_*` operation's attempt when its fd is ready.
     SockOp,
+    /// In `call_later`, standing for any native method the program calls.
+    Call,
 }
 
-const SITES: [(&str, Site); 8] = [
+const SITES: [(&str, Site); 9] = [
     ("handle", Site::Handle),
     ("timer", Site::Timer),
     ("poll", Site::Poll),
@@ -154,6 +158,7 @@ const SITES: [(&str, Site); 8] = [
     ("pipe_read", Site::PipeRead),
     ("write", Site::Write),
     ("sock_op", Site::SockOp),
+    ("call", Site::Call),
 ];
 
 /// The armed site, 0 for none. Process-wide: tests arm it right before the
@@ -175,7 +180,7 @@ pub fn fault(site: Site) {
 
 /// Testing only: makes the next pass through `site` panic (`None` disarms).
 /// Sites: "handle", "timer", "poll", "transport_read", "transport_write",
-/// "pipe_read", "write", "sock_op"; "now" panics in this call (a `PanicException` for tests).
+/// "pipe_read", "write", "sock_op", "call"; "now" panics in this call (a `PanicException` for tests).
 #[pyfunction]
 #[pyo3(signature = (site))]
 pub fn _inject_panic(site: Option<&str>) -> PyResult<()> {
@@ -202,6 +207,29 @@ mod tests {
         fault(Site::Handle);
         assert!(catch(|| fault(Site::Timer)).is_err());
         assert!(catch(|| fault(Site::Timer)).is_ok());
+    }
+
+    struct Probe;
+
+    #[ferroloop_macros::contained]
+    impl Probe {
+        fn plain(&self, fail: bool) -> bool {
+            assert!(!fail, "probe");
+            true
+        }
+
+        fn fallible(&self, fail: bool) -> PyResult<u8> {
+            assert!(!fail, "probe");
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn contained_methods_return_a_panic_as_an_error() {
+        assert!(Probe.plain(false).unwrap());
+        assert!(Probe.plain(true).is_err());
+        assert_eq!(Probe.fallible(false).unwrap(), 1);
+        assert!(Probe.fallible(true).is_err());
     }
 
     #[test]

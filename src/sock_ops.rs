@@ -228,6 +228,7 @@ pub(crate) fn abandon(handle: &Bound<'_, Handle>) -> PyResult<()> {
     Ok(())
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl SockOp {
     /// `op()`: the fd is ready; try again, completing the future unless it
@@ -348,6 +349,7 @@ fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> 
     Ok(())
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// `sock.recv(n)` now, or a future for it.

@@ -389,6 +389,27 @@ def test_panic_in_a_called_transport_method_is_a_runtime_error(loop, inject):
 
 
 @pytest.mark.ferroloop_only
+def test_panic_in_a_called_loop_method_is_a_runtime_error(loop, loop_errors, inject):
+    async def main():
+        inject("call")  # fires in call_later, as in any other native method
+        with pytest.raises(RuntimeError, match="internal error in ferroloop"):
+            loop.call_later(0, lambda: None)
+        # asyncio's own code calling it: the awaiting task gets the exception.
+        inject("call")
+        task = loop.create_task(asyncio.sleep(0.001))
+        with pytest.raises(RuntimeError, match="internal error in ferroloop"):
+            await task
+        assert isinstance(task.exception(), Exception)
+        # The loop goes on: a timer still fires.
+        fired = loop.create_future()
+        loop.call_later(0.001, fired.set_result, "fired")
+        return await asyncio.wait_for(fired, 5)
+
+    assert loops.run(loop, main()) == "fired"
+    assert loop_errors == []
+
+
+@pytest.mark.ferroloop_only
 def test_unknown_site_is_a_value_error(inject):
     with pytest.raises(ValueError, match="unknown panic site"):
         inject("nowhere")

@@ -29,8 +29,8 @@ def poll_window() -> tuple[int, str]: ...
 def _inject_panic(site: str | None) -> None:
     """Testing only: make the next pass through a native site panic, to show
     the loop survives. Sites: "handle", "timer", "poll", "transport_read",
-    "transport_write", "pipe_read", "write", "sock_op"; ``None`` disarms; "now" raises
-    ``PanicException`` from this call."""
+    "transport_write", "pipe_read", "write", "sock_op", "call" (in ``call_later``);
+    ``None`` disarms; "now" raises ``PanicException`` from this call."""
 
 @disjoint_base
 class Handle:

@@ -51,6 +51,7 @@ impl LoopCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// Called in a forked child for every live loop (`os.register_at_fork`).

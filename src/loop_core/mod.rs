@@ -630,6 +630,7 @@ fn report_panic(
     reported.unwrap_or_else(|payload| Err(panic_guard::to_error(payload.as_ref())))
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     #[new]

@@ -69,12 +69,14 @@ fn decide(
 
 /// `(microseconds, reason)` for a loop created now; what
 /// `python -m ferroloop --info` reports.
+#[ferroloop_macros::contained]
 #[pyfunction]
 pub(crate) fn poll_window() -> PyResult<(u64, String)> {
     let w = choose().map_err(PyValueError::new_err)?;
     Ok((w.max_ns / 1_000, w.reason))
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// `(microseconds, reason)`: the longest poll before blocking this loop

@@ -317,6 +317,7 @@ impl LoopCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// Calls `callback(*args)` whenever `fd` is readable.

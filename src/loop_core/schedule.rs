@@ -11,6 +11,7 @@ use pyo3::types::{PyFloat, PyInt, PyTuple};
 
 use super::LoopCore;
 use crate::handles::{Handle, TimerHandle};
+use crate::panic_guard;
 use crate::py::fastcall::{self, CallbackArgs};
 use crate::sys::monotonic;
 
@@ -96,6 +97,7 @@ fn deadline(when: &Bound<'_, PyAny>) -> PyResult<f64> {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// Schedules `callback(*args)` `delay` seconds from now.
@@ -107,6 +109,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        panic_guard::fault(panic_guard::Site::Call);
         let py = slf.py();
         if delay.is_none() && py.version_info() >= (3, 11) {
             return Err(PyTypeError::new_err("delay must not be None"));

@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use super::LoopCore;
 use crate::py::{asyncio, call_with_loop_kw};
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
     /// A new `asyncio.Future` attached to this loop.

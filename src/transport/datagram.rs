@@ -339,6 +339,7 @@ impl SocketTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl SocketTransportCore {
     /// Sends `data` to `addr` (or the connected peer): at once if the socket

@@ -247,6 +247,7 @@ fn log_debug(py: Python<'_>, message: &str, owner: Option<Py<PyAny>>) -> PyResul
 /// allows.)
 macro_rules! common_pymethods {
     ($core:ident) => {
+        #[ferroloop_macros::contained]
         #[pymethods]
         impl $core {
             fn is_closing(&self, py: Python<'_>) -> bool {
@@ -341,6 +342,7 @@ impl ReadPipeTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl ReadPipeTransportCore {
     #[new]
@@ -420,6 +422,7 @@ impl ReadPipeTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl ReadPipeTransportCore {
     /// `read_ready`, a panic in it being the transport's fatal error.
@@ -639,6 +642,7 @@ impl WritePipeTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl WritePipeTransportCore {
     #[new]
@@ -798,6 +802,7 @@ impl WritePipeTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl WritePipeTransportCore {
     /// `write_ready`, a panic in it being the transport's fatal error.

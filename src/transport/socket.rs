@@ -493,6 +493,7 @@ pub(super) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
     )))
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl SocketTransportCore {
     #[new]
@@ -661,6 +662,7 @@ impl SocketTransportCore {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl SocketTransportCore {
     /// `read_ready`, a panic in it being the transport's fatal error.
@@ -1055,7 +1057,7 @@ impl SocketTransportCore {
     }
 
     #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn _protocol(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.get_protocol(py)
     }
 

@@ -630,6 +630,7 @@ impl TlsPump {
     }
 }
 
+#[ferroloop_macros::contained]
 #[pymethods]
 impl TlsPump {
     /// `_SSLProtocolTransport.write`.

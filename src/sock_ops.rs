@@ -168,7 +168,12 @@ impl SockOp {
             .get()
             .add_sock_op(py, sock, fd, side, op.as_any(), wait_first, io_ref)?;
         *op.get().handle.borrow_mut(py) = Some(handle);
-        future.call_method1(intern!(py, "add_done_callback"), (&op,))?;
+        if let Err(err) = future.call_method1(intern!(py, "add_done_callback"), (&op,)) {
+            // Nothing will end the op: give its registration and io
+            // reference back now.
+            op.get().finish(py, false);
+            return Err(err);
+        }
         Ok(future.unbind())
     }
 
@@ -354,27 +359,23 @@ fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> 
 impl LoopCore {
     /// `sock.recv(n)` now, or a future for it.
     fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        panic_guard::contain(|| SockOp::start(slf, sock, Side::Read, Kind::Recv(recv_size(n)?), false))
+        SockOp::start(slf, sock, Side::Read, Kind::Recv(recv_size(n)?), false)
     }
 
     /// `sock.recv_into(buf)` now, or a future for it.
     fn _sock_recv_into(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, buf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        panic_guard::contain(|| {
-            let view = RawBuffer::get(buf, true)?;
-            SockOp::start(slf, sock, Side::Read, Kind::RecvInto(Held(view)), false)
-        })
+        let view = RawBuffer::get(buf, true)?;
+        SockOp::start(slf, sock, Side::Read, Kind::RecvInto(Held(view)), false)
     }
 
     /// `sock.sendall(data)`: `None` if sent at once, else a future.
     fn _sock_sendall(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        panic_guard::contain(|| {
-            let view = RawBuffer::get(data, false)?;
-            let kind = Kind::SendAll {
-                data: Held(view),
-                sent: 0,
-            };
-            SockOp::start(slf, sock, Side::Write, kind, false)
-        })
+        let view = RawBuffer::get(data, false)?;
+        let kind = Kind::SendAll {
+            data: Held(view),
+            sent: 0,
+        };
+        SockOp::start(slf, sock, Side::Write, kind, false)
     }
 
     /// `func(*args)` now (unless `wait_first`), or a future for its result
@@ -394,7 +395,7 @@ impl LoopCore {
             func: func.clone().unbind(),
             args: args.clone().unbind(),
         };
-        panic_guard::contain(|| SockOp::start(slf, sock, side, kind, wait_first))
+        SockOp::start(slf, sock, side, kind, wait_first)
     }
 }
 

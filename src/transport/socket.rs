@@ -525,6 +525,12 @@ impl SocketTransportCore {
         // Held until the transport closes the socket: a program that closes
         // it meanwhile leaves the file open, so its number cannot pass to
         // another file that this transport would then read and write.
+        let datagrams = if datagram {
+            Some(DatagramQueue::new(sock, datagram_address)?)
+        } else {
+            None
+        };
+        // Taken last: nothing after it can fail, so it is never left behind.
         let sock_io_ref = holds_io_refs(sock);
         if sock_io_ref {
             take_io_ref(sock)?;
@@ -544,11 +550,7 @@ impl SocketTransportCore {
                 extra: Some(extra_dict.unbind()),
                 lost: false,
                 closing: false,
-                datagrams: if datagram {
-                    Some(DatagramQueue::new(sock, datagram_address)?)
-                } else {
-                    None
-                },
+                datagrams,
                 ..Inner::default()
             }),
         })
@@ -681,37 +683,33 @@ impl SocketTransportCore {
 
     /// Sends `data` now, buffering what the kernel does not take.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Bound directly as the Python transport's `write`: no forwarder
-        // turns a panic into an Exception, so this does.
-        panic_guard::contain(|| {
-            let py = slf.py();
-            panic_guard::fault(Site::Write);
-            check_bytes_like(data)?;
-            slf.get().check_writable(py, "write")?;
-            if let Ok(bytes) = data.cast::<PyBytes>() {
-                let slice = bytes.as_bytes();
-                if slice.is_empty() {
-                    return Ok(());
-                }
-                return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
-            }
-            let view = match RawBuffer::get(data, false) {
-                Ok(view) => view,
-                // Nothing to send in an empty one, as for asyncio.
-                Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
-                // asyncio hands such a buffer (not C-contiguous) to `send`, whose
-                // failure is the transport's fatal error, not write()'s.
-                Err(err) if err.is_instance_of::<PyBufferError>(py) => {
-                    let exc = err.into_value(py).into_bound(py).into_any();
-                    return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
-                }
-                Err(err) => return Err(err),
-            };
-            if view.len() == 0 {
+        let py = slf.py();
+        panic_guard::fault(Site::Write);
+        check_bytes_like(data)?;
+        slf.get().check_writable(py, "write")?;
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            let slice = bytes.as_bytes();
+            if slice.is_empty() {
                 return Ok(());
             }
-            SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
-        })
+            return SocketTransportCore::send_or_buffer(slf, slice, Some(bytes));
+        }
+        let view = match RawBuffer::get(data, false) {
+            Ok(view) => view,
+            // Nothing to send in an empty one, as for asyncio.
+            Err(_) if data.len().is_ok_and(|n| n == 0) => return Ok(()),
+            // asyncio hands such a buffer (not C-contiguous) to `send`, whose
+            // failure is the transport's fatal error, not write()'s.
+            Err(err) if err.is_instance_of::<PyBufferError>(py) => {
+                let exc = err.into_value(py).into_bound(py).into_any();
+                return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
+            }
+            Err(err) => return Err(err),
+        };
+        if view.len() == 0 {
+            return Ok(());
+        }
+        SocketTransportCore::send_or_buffer(slf, view.as_slice(), None)
     }
 
     /// Writes each buffer of `list_of_data` in turn, as one write.

@@ -55,6 +55,58 @@ def test_sock_sendfile_50mib(loop, run, pair, big_file):
     assert net.digest(received) == net.digest(_content(big_file))
 
 
+def _read_to_eof(sock: socket.socket) -> bytes:
+    sock.setblocking(True)
+    sock.settimeout(10)
+    data = bytearray()
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    return bytes(data)
+
+
+def test_sock_sendfile_cancelled_leaves_the_position_at_what_was_sent(
+    loop, run, pair, big_file, loop_kind
+):
+    """The peer gets a prefix of the file. ferroloop moves the file position past exactly
+    those bytes, as asyncio does when a transfer ends; asyncio's cancellation removes the
+    writer before its step could update the position, which stays where it was."""
+    ours, peer = pair
+    net.shrink_buffers(ours)
+
+    async def main():
+        with open(big_file, "rb") as f:
+            task = asyncio.ensure_future(loop.sock_sendfile(ours, f))
+            await asyncio.sleep(0.05)  # the peer reads nothing: the send waits
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return f.tell()
+
+    position = run(main(), timeout=30)
+    ours.close()
+    received = _read_to_eof(peer)
+    assert 0 < len(received) < SIZE
+    assert received == _content(big_file, 0, len(received))
+    assert position == (0 if loop_kind == "asyncio" else len(received))
+
+
+def test_sock_sendfile_to_a_peer_that_went_away_is_a_connection_error(loop, run, pair, big_file):
+    ours, peer = pair
+    net.shrink_buffers(ours)
+
+    async def main():
+        with open(big_file, "rb") as f:
+            task = asyncio.ensure_future(loop.sock_sendfile(ours, f))
+            await asyncio.sleep(0.05)
+            assert not task.done()
+            peer.close()
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(task, 10)
+
+    run(main(), timeout=30)
+
+
 @pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
 def test_sock_sendfile_offset_and_count(loop, run, pair, big_file):
     ours, peer = pair

@@ -133,24 +133,24 @@ bench-quick: bench-venv loadgen
 # rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
 # the README's chart. About 35 minutes on 2 CPUs.
 bench: bench-venv loadgen
-	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme README.md
-	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
-	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme README.md
-	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme README.md
+	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme docs/benchmarks.md
 	$(MAKE) bench-chart
 
 bench-http: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme README.md
+	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme docs/benchmarks.md
 
 # The README's chart, from whichever suites' results are in bench/results.
 bench-chart: $(BENCH_STAMP)
 	$(BENCH_PY) bench/chart.py --out bench/results/bench.png $(wildcard $(addprefix bench/results/,micro.json echo.json http.json echo-tls.json))
 
 bench-echo: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme README.md
+	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
 
 bench-tls: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme README.md
+	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme docs/benchmarks.md
 
 clean:
 	cargo clean

@@ -3,7 +3,8 @@
 Three workers run concurrently, each sleeping between steps, so their output interleaves.
 The only change from the plain asyncio program is the ``EventLoopPolicy`` block at the
 top; ``asyncio.get_event_loop()`` then returns a ferroloop loop (``python -m ferroloop``
-runs the program with no change at all). On Python 3.12+ ``get_event_loop()`` emits asyncio's "There is no current event loop" DeprecationWarning, on ferroloop exactly as
+runs the program with no change at all). On Python 3.12+ ``get_event_loop()`` emits
+asyncio's "There is no current event loop" DeprecationWarning, on ferroloop exactly as
 on stock asyncio (the policy behaves as the stdlib's).
 
     python examples/tutorial.py                 # on ferroloop

@@ -26,7 +26,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     deprecates policies in Python 3.14.
     """
 
-    def _loop_factory(self) -> Loop:  # type: ignore[override]
+    def _loop_factory(self) -> Loop:
         from . import new_event_loop
 
         return new_event_loop()

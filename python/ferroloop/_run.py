@@ -47,7 +47,7 @@ def run(
     if run_kwargs:
         name = next(iter(run_kwargs))
         raise TypeError(f"run() got an unexpected keyword argument {name!r}")
-    return _run_310(main, debug, loop_factory)  # type: ignore[no-any-return]
+    return _run_310(main, debug, loop_factory)
 
 
 def _check_loop(loop: asyncio.AbstractEventLoop, main: object) -> None:

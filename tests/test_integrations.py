@@ -239,7 +239,8 @@ PYTEST_ASYNCIO_TESTS = textwrap.dedent(
 
 def _pytest(tmp_path, *options):
     (tmp_path / "test_on_loop.py").write_text(PYTEST_ASYNCIO_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    ini = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    (tmp_path / "pytest.ini").write_text(ini)
     # Only pytest-asyncio and the plugin under test: no other installed plugin takes part.
     args = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "pytest_asyncio.plugin", *options]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,16 @@ def test_usage_errors(args, message):
 def test_help():
     proc = run(["--help"])
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m ferroloop")
+
+
+def test_directory_and_zip_with_main(tmp_path):
+    app = write(tmp_path / "app" / "__main__.py", REPORT + "\nreport()\n")
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as archive:
+        archive.write(app, "__main__.py")
+    for target in ("app", "app.zip"):
+        got, expected = reports(*both([target, "x"], cwd=tmp_path))
+        assert got == expected
+        assert got["argv"] == [target, "x"] and got["path0"] == str(tmp_path / target)
+    write(tmp_path / "app" / "__main__.py", "raise KeyError('in a directory')\n")
+    got, expected = both(["app"], cwd=tmp_path)
+    assert (got.returncode, got.stderr) == (expected.returncode, expected.stderr)

@@ -28,6 +28,9 @@ _OWN_FILES = frozenset(
     os.path.join(_HERE, name) for name in ("__main__.py", "_cli.py", "_program.py")
 )
 _RUNPY_FILES = frozenset({runpy.__file__, "<frozen runpy>"})
+# What `python -m` itself calls: its argv, error messages and traceback. Private, but
+# present on every version supported; runpy's public functions are the fallback.
+_as_main: Callable[[str, bool], object] | None = getattr(runpy, "_run_module_as_main", None)
 
 
 def run_script(path: str, args: list[str]) -> None:
@@ -36,9 +39,17 @@ def run_script(path: str, args: list[str]) -> None:
     sys.argv = [path, *args]
     full = os.path.abspath(path)
     if os.path.isdir(full) or zipfile.is_zipfile(full):
-        # runpy puts it first on sys.path itself, as python does.
-        _replace_path0(None)
-        _run(lambda: runpy.run_path(path, run_name="__main__"), strip_runpy=True)
+        # As python does: the directory or zip file goes first on sys.path (whatever
+        # -P says), then its __main__ module runs as `python -m __main__` would.
+        if _as_main is None:
+            _run(lambda: runpy.run_path(path, run_name="__main__"), strip_runpy=True)
+            return
+        if getattr(sys.flags, "safe_path", False) or sys.flags.isolated:
+            sys.path.insert(0, full)
+        else:
+            sys.path[0] = full
+        _new_main()
+        _run(lambda: _as_main("__main__", False))
         return
     try:
         with io.open_code(full) as file:
@@ -62,10 +73,8 @@ def run_module(name: str, args: list[str]) -> None:
     sys.argv = ["-m", *args]
     # runpy fills in this module's namespace, as it does python's own __main__.
     _new_main()
-    as_main: Callable[..., object] | None = getattr(runpy, "_run_module_as_main", None)
-    if as_main is not None:
-        # What `python -m` itself calls: its argv, error messages and traceback.
-        _run(lambda: as_main(name, True))
+    if _as_main is not None:
+        _run(lambda: _as_main(name, True))
     else:
         _run(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True), strip_runpy=True)
 

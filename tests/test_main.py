@@ -332,3 +332,9 @@ def test_directory_and_zip_with_main(tmp_path):
     write(tmp_path / "app" / "__main__.py", "raise KeyError('in a directory')\n")
     got, expected = both(["app"], cwd=tmp_path)
     assert (got.returncode, got.stderr) == (expected.returncode, expected.stderr)
+
+
+def test_asyncio_repl_runs_on_ferroloop():
+    proc = run(["-m", "asyncio"], input="print(type(asyncio.get_running_loop()))\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "<class 'ferroloop.Loop'>" in proc.stdout + proc.stderr

@@ -1,13 +1,15 @@
 """The classic asyncio tutorial program, run on ferroloop.
 
 Three workers run concurrently, each sleeping between steps, so their output interleaves.
-The only change from the plain asyncio program is the ``ferroloop.install()`` block at the
-top; ``asyncio.get_event_loop()`` then returns a ferroloop loop. On Python 3.12+ that call
-emits asyncio's "There is no current event loop" DeprecationWarning, on ferroloop exactly as
+The only change from the plain asyncio program is the ``EventLoopPolicy`` block at the
+top; ``asyncio.get_event_loop()`` then returns a ferroloop loop (``python -m ferroloop``
+runs the program with no change at all). On Python 3.12+ ``get_event_loop()`` emits
+asyncio's "There is no current event loop" DeprecationWarning, on ferroloop exactly as
 on stock asyncio (the policy behaves as the stdlib's).
 
     python examples/tutorial.py                 # on ferroloop
     python examples/tutorial.py --loop asyncio  # reference run on stock asyncio
+    python -m ferroloop examples/tutorial.py --loop asyncio  # the plain program, on ferroloop
 
 Both runs print the same lines except the ``loop:`` line. Every worker sleeps the same
 time, so the workers always wake in the order they went to sleep (timers fire in deadline
@@ -20,7 +22,7 @@ import sys
 if sys.argv[1:] != ["--loop", "asyncio"]:
     import ferroloop
 
-    ferroloop.install()
+    asyncio.set_event_loop_policy(ferroloop.EventLoopPolicy())
 
 
 async def worker(name, steps):

@@ -34,6 +34,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::pipe::ReadPipeTransportCore>()?;
     m.add_class::<transport::pipe::WritePipeTransportCore>()?;
     m.add_function(wrap_pyfunction!(loop_core::poll_window::poll_window, m)?)?;
+    m.add_function(wrap_pyfunction!(sys::features::kernel_features, m)?)?;
     m.add_function(wrap_pyfunction!(panic_guard::_inject_panic, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -21,11 +21,13 @@ __all__ = [
     "__version__",
     "_inject_panic",
     "poll_window",
+    "kernel_features",
 ]
 
 __version__: str
 
 def poll_window() -> tuple[int, str]: ...
+def kernel_features() -> dict[str, bool]: ...
 def _inject_panic(site: str | None) -> None:
     """Testing only: make the next pass through a native site panic, to show
     the loop survives. Sites: "handle", "timer", "poll", "transport_read",

@@ -7,6 +7,7 @@
 pub mod cpus;
 pub mod epoll;
 pub mod eventfd;
+pub mod features;
 pub mod pipe;
 pub mod process;
 pub mod socket;

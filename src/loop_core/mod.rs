@@ -9,6 +9,7 @@
 //! run phase began. Callbacks scheduled by those callbacks wait for the next
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
+mod clock;
 mod fork;
 pub(crate) mod io_refs;
 pub(crate) mod poll_window;
@@ -111,6 +112,8 @@ pub struct LoopCore {
     pub(crate) spinner: GilCell<spin::Spinner>,
     /// The last iteration's I/O phase panicked (see `run_once`).
     io_panicked: AtomicBool,
+    /// Where loop time comes from: the monotonic clock, or a virtual one.
+    pub(crate) clock: clock::Clock,
 }
 
 impl LoopCore {
@@ -231,7 +234,7 @@ impl LoopCore {
             return Some(0);
         }
         let (when, _) = st.timers.peek()?;
-        let delay = when - monotonic();
+        let delay = when - self.clock.now();
         if delay <= 0.0 {
             Some(0)
         } else if delay * 1e9 >= MAX_WAIT_NS as f64 {
@@ -427,7 +430,7 @@ impl LoopCore {
         if guard.timers.len() == 0 {
             return gone;
         }
-        let end = monotonic() + CLOCK_RESOLUTION;
+        let end = self.clock.now() + CLOCK_RESOLUTION;
         let st = &mut *guard;
         while let Some((when, _)) = st.timers.peek() {
             if when >= end {
@@ -522,7 +525,10 @@ impl LoopCore {
         };
         drop(gone);
         panic_guard::fault(panic_guard::Site::Poll);
-        self.poll(py, timeout)?;
+        match self.clock.virtual_clock() {
+            None => self.poll(py, timeout)?,
+            Some(vc) => self.virtual_poll(py, vc, timeout)?,
+        }
         drop(self.queue_due_timers(py));
         Ok(())
     }
@@ -653,12 +659,13 @@ impl LoopCore {
                 poll_window::choose().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
             io_panicked: AtomicBool::new(false),
+            clock: clock::Clock::default(),
         })
     }
 
-    /// The loop's clock: `time.monotonic()`.
+    /// The loop's clock: `time.monotonic()`, or a virtual clock's time.
     fn time(&self) -> f64 {
-        monotonic()
+        self.clock.now()
     }
 
     /// Whether the loop is running (`run_forever` is active on some thread).

@@ -23,7 +23,7 @@ for v in 3.10 3.11 3.12 3.13; do
     echo "== Python $v ($py)"
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q maturin pytest pytest-timeout trustme hypothesis nest_asyncio
+    "$venv/bin/python" -m pip install -q maturin pytest pytest-timeout trustme hypothesis nest_asyncio anyio "pytest-asyncio>=1.5,<2"
     VIRTUAL_ENV="$PWD/$venv" PYO3_PYTHON="$PWD/$venv/bin/python" "$venv/bin/maturin" develop -q --release
     FERROLOOP_REQUIRED=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
     "$venv/bin/python" tests/cpython/conformance.py --check

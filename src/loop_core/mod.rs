@@ -430,10 +430,14 @@ impl LoopCore {
         if guard.timers.len() == 0 {
             return gone;
         }
-        let end = self.clock.now() + CLOCK_RESOLUTION;
+        let now = self.clock.now();
+        let end = now + CLOCK_RESOLUTION;
         let st = &mut *guard;
         while let Some((when, _)) = st.timers.peek() {
-            if when >= end {
+            // `when > now` too: where loop time is so large that adding the
+            // resolution rounds to the same float (a virtual clock that
+            // jumped far), a deadline that has been reached is still due.
+            if when >= end && when > now {
                 break;
             }
             // Before the pop: a panic here leaves the timer in the heap.

@@ -30,7 +30,14 @@ from typing import Any, TypeVar
 from .._run import _run_310
 from ._loop import ClockHold, HoldPolicy, VirtualClockLoop, VirtualClockPolicy, new_virtual_loop
 
-__all__ = ["ClockHold", "HoldPolicy", "VirtualClockLoop", "VirtualClockPolicy", "new_virtual_loop", "run"]
+__all__ = [
+    "ClockHold",
+    "HoldPolicy",
+    "VirtualClockLoop",
+    "VirtualClockPolicy",
+    "new_virtual_loop",
+    "run",
+]
 
 _T = TypeVar("_T")
 

@@ -15,9 +15,14 @@ import functools
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._loop import Loop
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
 
 _T = TypeVar("_T")
 
@@ -115,12 +120,16 @@ class VirtualClockLoop(Loop):
         hold_policy: HoldPolicy = "real",
     ) -> None:
         super().__init__()
-        self._vclock_enable(time.monotonic() if start is None else float(start))
-        self.autojump = autojump
-        self.autojump_threshold = autojump_threshold
-        self.hold_policy = hold_policy
         # pid -> the hold its child process takes until it is reaped.
         self._child_holds: dict[int, ClockHold] = {}
+        try:
+            self._vclock_enable(time.monotonic() if start is None else float(start))
+            self.autojump = autojump
+            self.autojump_threshold = autojump_threshold
+            self.hold_policy = hold_policy
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def autojump(self) -> bool:
@@ -149,7 +158,9 @@ class VirtualClockLoop(Loop):
     @hold_policy.setter
     def hold_policy(self, value: HoldPolicy) -> None:
         if value not in _POLICIES:
-            raise ValueError(f"hold_policy must be one of {', '.join(map(repr, _POLICIES))}, got {value!r}")
+            raise ValueError(
+                f"hold_policy must be one of {', '.join(map(repr, _POLICIES))}, got {value!r}"
+            )
         self._vclock_configure(policy=_POLICIES.index(value))
 
     @property
@@ -167,19 +178,26 @@ class VirtualClockLoop(Loop):
         while a thread the program started works: ``with loop.hold_clock(): ...``."""
         return ClockHold(self)
 
-    def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: Unpack[_Ts],
+    ) -> asyncio.Future[_T]:
         """As asyncio's; the job holds the clock until it has finished and its
         result has reached the loop."""
         if executor is None:
             # asyncio's own checks, in its order, then the default executor it
             # would create, so the submission below can be watched.
-            self._check_closed()
+            self._check_closed()  # type: ignore[attr-defined]
             if self._debug:
                 self._check_callback(func, "run_in_executor")  # type: ignore[attr-defined]
             self._check_default_executor()  # type: ignore[attr-defined]
-            if self._default_executor is None:  # type: ignore[has-type]
-                self._default_executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
-            executor = self._default_executor
+            default: concurrent.futures.Executor | None = self._default_executor  # type: ignore[has-type]
+            if default is None:
+                default = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = default  # type: ignore[assignment]
+            executor = default
         submission = _Submission(executor)
         future = super().run_in_executor(submission, func, *args)  # type: ignore[arg-type]
         job = submission.future

@@ -127,22 +127,34 @@ def _steps(trace: list[tuple[str, Any, float]]) -> list[float]:
     return [b - a for a, b in zip([0.0, *times[:-1]], times, strict=True)]
 
 
+def _late_steps(real: list[tuple[str, Any, float]], virtual: list[tuple[str, Any, float]]) -> list:
+    """The steps where the real loop was off by more than 0.45 units."""
+    names = [what for what, _, _ in real]
+    return [
+        (what, real_step, virtual_step)
+        for what, real_step, virtual_step in zip(names, _steps(real), _steps(virtual), strict=True)
+        if abs(real_step - virtual_step) >= 0.45
+    ]
+
+
 def test_same_program_same_trace_real_and_virtual(
     loop: asyncio.AbstractEventLoop, vrun: Any
 ) -> None:
-    # Real clock: 50 ms units (under a second in all). Virtual clock: one-hour units.
-    real = loops.run(loop, program(0.05), timeout=20)
     start = time.monotonic()
-    virtual = vrun(program(3600.0))
+    virtual = vrun(program(3600.0))  # one-hour units
     took = time.monotonic() - start
     assert took < FAST, f"{took:.3f} s for {virtual[-1][2]:.0f} hours of loop time"
-    assert [(what, result) for what, result, _ in real] == [
-        (what, result) for what, result, _ in virtual
-    ]
-    for what, real_step, virtual_step in zip(
-        [w for w, _, _ in real], _steps(real), _steps(virtual), strict=True
-    ):
-        assert abs(real_step - virtual_step) < 0.45, (what, real_step, virtual_step)
+    # Real clock: 50 ms units (under a second a run). A loaded machine can make one
+    # step late by more than the tolerance: up to three runs, all with the same results.
+    for _ in range(3):
+        real = loops.run(loop, program(0.05), timeout=20)
+        assert [(what, result) for what, result, _ in real] == [
+            (what, result) for what, result, _ in virtual
+        ]
+        late = _late_steps(real, virtual)
+        if not late:
+            break
+    assert not late, late
     # On the virtual clock every event is exactly on its (half) unit.
     assert [units for _, _, units in virtual] == [
         1.0,

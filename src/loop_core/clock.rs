@@ -122,17 +122,26 @@ impl LoopCore {
         (!timer.bind(py).as_super().get().is_cancelled()).then_some(when)
     }
 
-    /// The I/O phase's wait on a virtual clock. `timeout` is what the real
-    /// clock's rule asks for, computed from virtual time: zero (callbacks
-    /// ready) polls as on the real clock; a wait becomes a jump when the
-    /// loop is idle, a real wait while the clock is held or autojump is off.
-    pub(super) fn virtual_poll(&self, py: Python<'_>, vc: &VirtualClock, timeout: Option<u64>) -> PyResult<()> {
+    /// The I/O phase's wait on a virtual clock, before it: how long to
+    /// wait, and what to do after. `timeout` is what the real clock's rule
+    /// asks for, computed from virtual time: zero (callbacks ready) stays;
+    /// a wait for a timer becomes a check for I/O and a jump when the loop
+    /// is idle, a real wait while the clock is held or autojump is off.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn virtual_wait(&self, py: Python<'_>, vc: &VirtualClock, timeout: Option<u64>) -> (Option<u64>, After) {
         if timeout == Some(0) {
-            return self.poll(py, timeout);
+            return (timeout, After::Nothing);
         }
         let held = vc.held();
         if held && vc.policy() == HoldPolicy::Real {
-            return self.real_speed_poll(py, vc, timeout);
+            let plan = After::RealSpeed {
+                when: self.next_deadline(py),
+                from: vc.now(),
+                start: monotonic(),
+                timeout,
+            };
+            return (timeout, plan);
         }
         // A timer that never comes due is no timer: jumping to it would
         // leave loop time at infinity.
@@ -140,39 +149,63 @@ impl LoopCore {
         let Some(when) = next.filter(|_| !held && vc.autojump.load(Ordering::Relaxed)) else {
             // Nothing to jump to, or no jump allowed: only I/O, a thread or
             // `advance` can move the loop on.
-            return self.poll(py, None);
+            return (None, After::Nothing);
         };
         // The poll must really look at the fds: the iteration after one that
         // ran I/O handles would otherwise skip it.
         self.io_just_polled.store(false, Ordering::Relaxed);
-        self.poll(py, Some(vc.threshold_ns.load(Ordering::Relaxed)))?;
-        // Jump only if the wait found nothing to run, nothing asked to stop,
-        // no hold was taken meanwhile (the GIL was released if it waited),
-        // and the timer is still the earliest and still live.
-        let idle = self.state.borrow(py).ready.is_empty() && !self.stopping.load(Ordering::Relaxed);
-        if idle && !vc.held() && self.next_deadline(py) == Some(when) && when > vc.now() {
-            vc.set(when);
-        }
-        Ok(())
+        (Some(vc.threshold_ns.load(Ordering::Relaxed)), After::Jump(when))
     }
 
-    /// A held wait under `HoldPolicy::Real`: as long as the real clock's rule
-    /// says, and loop time advances by the real time it took (to the timer's
-    /// deadline exactly when it timed out).
-    fn real_speed_poll(&self, py: Python<'_>, vc: &VirtualClock, timeout: Option<u64>) -> PyResult<()> {
-        let when = self.next_deadline(py);
-        let from = vc.now();
-        let start = monotonic();
-        self.poll(py, timeout)?;
-        let waited = monotonic() - start;
-        let timed_out = timeout.is_some_and(|t| t < MAX_WAIT_NS && waited * 1e9 >= t as f64);
-        let reached = from + waited;
-        vc.set(match when {
-            Some(when) if timed_out || reached > when => when.max(from),
-            _ => reached,
-        });
-        Ok(())
+    /// The I/O phase's wait on a virtual clock, after it: moves loop time.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn after_virtual_wait(&self, py: Python<'_>, vc: &VirtualClock, after: After) {
+        match after {
+            After::Nothing => {}
+            After::Jump(when) => {
+                // Only if the wait found nothing to run, nothing asked to
+                // stop, no hold was taken meanwhile (the GIL was released if
+                // it waited), and the timer is still the earliest and live.
+                let idle = self.state.borrow(py).ready.is_empty() && !self.stopping.load(Ordering::Relaxed);
+                if idle && !vc.held() && self.next_deadline(py) == Some(when) && when > vc.now() {
+                    vc.set(when);
+                }
+            }
+            After::RealSpeed {
+                when,
+                from,
+                start,
+                timeout,
+            } => {
+                // Loop time advances by the real time waited; to the timer's
+                // deadline exactly when the wait timed out.
+                let waited = monotonic() - start;
+                let timed_out = timeout.is_some_and(|t| t < MAX_WAIT_NS && waited * 1e9 >= t as f64);
+                let reached = from + waited;
+                vc.set(match when {
+                    Some(when) if timed_out || reached > when => when.max(from),
+                    _ => reached,
+                });
+            }
+        }
     }
+}
+
+/// What a virtual loop does once its wait is over.
+pub(crate) enum After {
+    /// Loop time stays.
+    Nothing,
+    /// Jump to this deadline if the loop is still idle.
+    Jump(f64),
+    /// A held wait under `HoldPolicy::Real`: the earliest live deadline,
+    /// loop time and real time when the wait began, and its timeout.
+    RealSpeed {
+        when: Option<f64>,
+        from: f64,
+        start: f64,
+        timeout: Option<u64>,
+    },
 }
 
 /// A number of seconds from Python that must be finite and not negative.

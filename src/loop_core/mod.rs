@@ -529,9 +529,17 @@ impl LoopCore {
         };
         drop(gone);
         panic_guard::fault(panic_guard::Site::Poll);
-        match self.clock.virtual_clock() {
-            None => self.poll(py, timeout)?,
-            Some(vc) => self.virtual_poll(py, vc, timeout)?,
+        // A virtual clock (tests) turns a wait for a timer into a jump.
+        let (timeout, after) = match self.clock.virtual_clock() {
+            None => (timeout, None),
+            Some(vc) => {
+                let (timeout, after) = self.virtual_wait(py, vc, timeout);
+                (timeout, Some((vc, after)))
+            }
+        };
+        self.poll(py, timeout)?;
+        if let Some((vc, after)) = after {
+            self.after_virtual_wait(py, vc, after);
         }
         drop(self.queue_due_timers(py));
         Ok(())

@@ -179,14 +179,16 @@ impl LoopCore {
                 timeout,
             } => {
                 // Loop time advances by the real time waited; to the timer's
-                // deadline exactly when the wait timed out.
+                // deadline exactly when the wait timed out. Never backwards:
+                // `advance` from another thread may have gone further.
                 let waited = monotonic() - start;
                 let timed_out = timeout.is_some_and(|t| t < MAX_WAIT_NS && waited * 1e9 >= t as f64);
                 let reached = from + waited;
-                vc.set(match when {
-                    Some(when) if timed_out || reached > when => when.max(from),
+                let target = match when {
+                    Some(when) if timed_out || reached > when => when,
                     _ => reached,
-                });
+                };
+                vc.set(target.max(vc.now()));
             }
         }
     }
@@ -340,5 +342,56 @@ impl LoopCore {
             .map_err(|_| PyRuntimeError::new_err("release of a clock hold that was not taken"))?;
         self.wake(py);
         Ok(prev - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn virtual_at(start: f64) -> Clock {
+        let clock = Clock::default();
+        let vc = VirtualClock {
+            now: AtomicU64::new(start.to_bits()),
+            autojump: AtomicBool::new(true),
+            threshold_ns: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            policy: AtomicU8::new(HoldPolicy::Real as u8),
+        };
+        assert!(clock.virt.set(vc).is_ok());
+        clock
+    }
+
+    #[test]
+    fn real_clock_is_monotonic() {
+        let clock = Clock::default();
+        assert!(clock.virtual_clock().is_none());
+        let (a, b) = (clock.now(), monotonic());
+        assert!(b >= a && b - a < 1.0);
+    }
+
+    #[test]
+    fn virtual_clock_moves_only_when_set() {
+        let clock = virtual_at(5.0);
+        assert_eq!(clock.now(), 5.0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(clock.now(), 5.0);
+        clock.virtual_clock().unwrap().set(3605.0);
+        assert_eq!(clock.now(), 3605.0);
+    }
+
+    #[test]
+    fn holds_count_unless_ignored() {
+        let clock = virtual_at(0.0);
+        let vc = clock.virtual_clock().unwrap();
+        assert!(!vc.held());
+        vc.holds.store(1, Ordering::SeqCst);
+        assert!(vc.held());
+        vc.policy.store(HoldPolicy::Ignore as u8, Ordering::Relaxed);
+        assert!(!vc.held());
+        for p in [HoldPolicy::Real, HoldPolicy::Freeze, HoldPolicy::Ignore] {
+            assert_eq!(HoldPolicy::from_u8(p as u8), Some(p));
+        }
+        assert_eq!(HoldPolicy::from_u8(3), None);
     }
 }

@@ -395,8 +395,8 @@ def test_executor_job_really_runs(vrun: Any) -> None:
 
 @pytest.mark.parametrize("policy", ["real", "freeze", "ignore"])
 def test_timeout_racing_an_executor_job(vrun: Any, policy: str) -> None:
-    """The documented outcome per policy for wait_for(job, timeout), job 0.2 s, timeout 0.05 s
-    ("real"), and for a long timer running next to a 0.1 s job ("freeze", "ignore")."""
+    """The documented outcome per policy of wait_for(asyncio.to_thread(time.sleep, job), timeout):
+    "real" decides by real time, "freeze" lets the job win, "ignore" lets the timeout win."""
 
     async def race(job: float, timeout: float) -> tuple[str, float, float]:
         loop = asyncio.get_running_loop()
@@ -410,9 +410,9 @@ def test_timeout_racing_an_executor_job(vrun: Any, policy: str) -> None:
 
     if policy == "real":
         # As on asyncio: the timeout fires after 0.05 s of real time.
-        outcome, elapsed, real = vrun(race(0.2, 0.05), hold_policy=policy)
+        outcome, elapsed, real = vrun(race(0.5, 0.05), hold_policy=policy)
         assert (outcome, elapsed) == ("timeout", 0.05)
-        assert 0.05 <= real < 0.2
+        assert 0.05 <= real < 0.5
     elif policy == "freeze":
         # The job takes no loop time, so it beats any timeout.
         outcome, elapsed, real = vrun(race(0.1, 0.001), hold_policy=policy)
@@ -514,7 +514,7 @@ def test_child_process_wait_is_real_time(vrun: Any) -> None:
     code, now = vrun(main())
     assert code == 0
     # The child held the clock: loop time ran at real speed, never jumping to 30.
-    assert 0.2 <= now < 30
+    assert 0.1 < now < 30
 
 
 def test_closed_loop_after_executor_job(testing: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -38,12 +39,14 @@ class ClockHold:
     """
 
     def __init__(self, loop: VirtualClockLoop) -> None:
+        self._lock = threading.Lock()
         self._loop: VirtualClockLoop | None = loop
         loop._vclock_hold()
 
     def release(self) -> None:
-        """Release the hold; a second call does nothing."""
-        loop, self._loop = self._loop, None
+        """Release the hold; a second call (from any thread) does nothing."""
+        with self._lock:
+            loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():
             loop._vclock_release()
 

@@ -25,7 +25,7 @@ for v in 3.10 3.11 3.12 3.13; do
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q maturin pytest pytest-timeout trustme hypothesis nest_asyncio \
         uvloop "uvicorn>=0.36" "uvicorn-worker>=0.4" "gunicorn>=23" "hypercorn>=0.17" "aiohttp>=3.10" \
-        "anyio>=4.6" "pytest-asyncio>=1.4"
+        "anyio>=4.16,<5" "pytest-asyncio>=1.5,<2"
     VIRTUAL_ENV="$PWD/$venv" PYO3_PYTHON="$PWD/$venv/bin/python" "$venv/bin/maturin" develop -q --release
     FERROLOOP_REQUIRED=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
     "$venv/bin/python" tests/cpython/conformance.py --check

@@ -9,6 +9,7 @@
 //! run phase began. Callbacks scheduled by those callbacks wait for the next
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
+mod clock;
 mod fork;
 pub(crate) mod io_refs;
 pub(crate) mod poll_window;
@@ -111,6 +112,8 @@ pub struct LoopCore {
     pub(crate) spinner: GilCell<spin::Spinner>,
     /// The last iteration's I/O phase panicked (see `run_once`).
     io_panicked: AtomicBool,
+    /// Where loop time comes from: the monotonic clock, or a virtual one.
+    pub(crate) clock: clock::Clock,
 }
 
 impl LoopCore {
@@ -231,7 +234,7 @@ impl LoopCore {
             return Some(0);
         }
         let (when, _) = st.timers.peek()?;
-        let delay = when - monotonic();
+        let delay = when - self.clock.now();
         if delay <= 0.0 {
             Some(0)
         } else if delay * 1e9 >= MAX_WAIT_NS as f64 {
@@ -427,10 +430,14 @@ impl LoopCore {
         if guard.timers.len() == 0 {
             return gone;
         }
-        let end = monotonic() + CLOCK_RESOLUTION;
+        let now = self.clock.now();
+        let end = now + CLOCK_RESOLUTION;
         let st = &mut *guard;
         while let Some((when, _)) = st.timers.peek() {
-            if when >= end {
+            // `when > now` too: where loop time is so large that adding the
+            // resolution rounds to the same float (a virtual clock that
+            // jumped far), a deadline that has been reached is still due.
+            if when >= end && when > now {
                 break;
             }
             // Before the pop: a panic here leaves the timer in the heap.
@@ -522,7 +529,18 @@ impl LoopCore {
         };
         drop(gone);
         panic_guard::fault(panic_guard::Site::Poll);
+        // A virtual clock (tests) turns a wait for a timer into a jump.
+        let (timeout, after) = match self.clock.virtual_clock() {
+            None => (timeout, None),
+            Some(vc) => {
+                let (timeout, after) = self.virtual_wait(py, vc, timeout);
+                (timeout, Some((vc, after)))
+            }
+        };
         self.poll(py, timeout)?;
+        if let Some((vc, after)) = after {
+            self.after_virtual_wait(py, vc, after);
+        }
         drop(self.queue_due_timers(py));
         Ok(())
     }
@@ -653,12 +671,13 @@ impl LoopCore {
                 poll_window::choose().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
             io_panicked: AtomicBool::new(false),
+            clock: clock::Clock::default(),
         })
     }
 
-    /// The loop's clock: `time.monotonic()`.
+    /// The loop's clock: `time.monotonic()`, or a virtual clock's time.
     fn time(&self) -> f64 {
-        monotonic()
+        self.clock.now()
     }
 
     /// Whether the loop is running (`run_forever` is active on some thread).

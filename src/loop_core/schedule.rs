@@ -13,7 +13,6 @@ use super::LoopCore;
 use crate::handles::{Handle, TimerHandle};
 use crate::panic_guard;
 use crate::py::fastcall::{self, CallbackArgs};
-use crate::sys::monotonic;
 
 impl LoopCore {
     /// Queues `callback(*args)` for the next iteration, as `call_soon` without
@@ -116,7 +115,7 @@ impl LoopCore {
         }
         // `loop.time() + delay` with Python's own addition, so odd numeric
         // types behave (and fail) as they do on asyncio.
-        let now = PyFloat::new(py, monotonic());
+        let now = PyFloat::new(py, slf.get().clock.now());
         let when = match delay.cast::<PyFloat>() {
             Ok(d) => PyFloat::new(py, now.value() + d.value()).into_any(),
             Err(_) => now.add(delay)?,

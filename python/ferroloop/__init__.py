@@ -34,7 +34,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     ``asyncio.run()`` use ferroloop.
     """
 
-    def _loop_factory(self) -> Loop:  # type: ignore[override]
+    def _loop_factory(self) -> Loop:
         return new_event_loop()
 
 

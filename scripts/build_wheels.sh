@@ -44,12 +44,14 @@ done
 
 mkdir -p "$out"
 rm -f "$out"/ferroloop-*"$arch".whl
+# `make wheels` makes the sdist afresh; the aarch64 wheels use the one beside them.
 if [ "$arch" = x86_64 ]; then
     rm -f "$out"/ferroloop-*.tar.gz
+fi
+if ! ls "$out"/ferroloop-*.tar.gz >/dev/null 2>&1; then
     maturin sdist -o "$out"
 fi
-sdist=$(ls "$out"/ferroloop-*.tar.gz 2>/dev/null | tail -1 || true)
-[ -n "$sdist" ] || { echo "no sdist in dist/: run make wheels first" >&2; exit 1; }
+sdist=$(ls "$out"/ferroloop-*.tar.gz | tail -1)
 tar xzf "$sdist" -C "$work"
 src=$(ls -d "$work"/ferroloop-*/)
 

@@ -80,7 +80,7 @@ def main() -> int:
         if version_key(declared) < top:
             failures.append(
                 f"{name}: Cargo.toml says rust-version = {declared!r}, its dependencies "
-                f"need {want} ({', '.join(by)}): set rust-version = \"{want}\""
+                f'need {want} ({", ".join(by)}): set rust-version = "{want}"'
             )
     for line in failures:
         print(line, file=sys.stderr)

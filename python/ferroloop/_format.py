@@ -20,7 +20,7 @@ _FORMAT_TAKES_DEBUG = (
 
 def _callback_source(handle: Any, debug: bool) -> str:
     if _FORMAT_TAKES_DEBUG:
-        return format_helpers._format_callback_source(  # type: ignore[call-arg]
+        return format_helpers._format_callback_source(  # type: ignore[call-arg, unused-ignore]
             handle._callback, handle._args, debug=debug
         )
     return format_helpers._format_callback_source(handle._callback, handle._args)

@@ -48,11 +48,12 @@ def _new_ssl_protocol(*args: Any, **kwargs: Any) -> sslproto.SSLProtocol:
     if not _PUMPED_SSLPROTO:
         protocol.__init__(*args, **kwargs)  # type: ignore[misc]
         return protocol
-    protocol.max_size = 0  # type: ignore[misc]
+    # (Typeshed gives 3.10's SSLProtocol no max_size: attr-defined there.)
+    protocol.max_size = 0  # type: ignore[misc, attr-defined, unused-ignore]
     try:
         protocol.__init__(*args, **kwargs)  # type: ignore[misc]
     finally:
-        del protocol.max_size
+        del protocol.max_size  # type: ignore[attr-defined, unused-ignore]
     return protocol
 
 

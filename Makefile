@@ -38,6 +38,7 @@ demo: build-prod
 
 ## test: every test. Exit codes other than 0 fail, pytest's 5 (no tests) included.
 test: build-prod cargo-test pytest pytest-debug conformance test-pythons
+test: test-wheel
 
 cargo-test: $(STAMP)
 	cargo test --quiet
@@ -81,6 +82,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests examples bench
 	$(VENV)/bin/ruff format --check python tests examples bench
 	$(PY) -m mypy.stubtest ferroloop._ferroloop
+	$(PY) -m mypy --strict -p ferroloop
+	$(PY) -m mypy --strict tests/typecheck
+	$(PY) scripts/check_rust_version.py
 
 format: $(STAMP)
 	cargo fmt
@@ -154,4 +158,30 @@ bench-tls: bench-venv loadgen
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-3.* .venv-bench
+	rm -rf $(VENV) .venv-3.* .venv-bench dist
+
+# Portable wheels (issue 19): `make wheels` puts an sdist and, built from it, a
+# manylinux2014 (glibc 2.17+) x86_64 wheel per CPython 3.10-3.13 installed in dist/;
+# each is checked by `auditwheel show` and imported by its own interpreter.
+# `make wheels-aarch64` cross-builds the aarch64 wheels beside them (zig; rustup must
+# be able to add the target's standard library). scripts/build_wheels.sh says more.
+WHEELS_STAMP := $(VENV)/.wheels-$(shell sha1sum requirements-wheels.txt | cut -c1-12)
+
+$(WHEELS_STAMP): requirements-wheels.txt | $(STAMP)
+	$(PY) -m pip install -q -r requirements-wheels.txt
+	rm -f $(VENV)/.wheels-* && touch $@
+
+.PHONY: wheels
+wheels: $(WHEELS_STAMP)
+	scripts/build_wheels.sh x86_64
+
+.PHONY: wheels-aarch64
+wheels-aarch64: $(WHEELS_STAMP)
+	rustup target add aarch64-unknown-linux-gnu
+	scripts/build_wheels.sh aarch64
+
+# The release wheel for .venv's Python, installed into a fresh venv with no Rust on
+# PATH, run from outside the checkout: the examples and a smoke subset of the tests.
+.PHONY: test-wheel
+test-wheel: build-prod
+	scripts/test_wheel.sh

@@ -28,3 +28,25 @@ def test_package_ships_typing_marker() -> None:
     package = ROOT / "python" / "ferroloop"
     assert (package / "py.typed").exists()
     assert (package / "_ferroloop.pyi").exists()
+
+
+def test_native_handles_are_not_asyncio_handles() -> None:
+    # The stubs (and tests/typecheck/check_usage.py) say ferroloop.Loop's call_soon,
+    # call_later and call_at return ferroloop's own handles, not asyncio's: true
+    # until the native classes derive from asyncio's, when the stubs should follow.
+    import asyncio
+
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+    try:
+        soon = loop.call_soon(print)
+        timer = loop.call_later(1, print)
+        assert not isinstance(soon, asyncio.Handle)
+        assert not isinstance(timer, asyncio.TimerHandle)
+        for name in ("cancel", "cancelled", "get_context"):
+            assert callable(getattr(soon, name))
+        assert timer.when() > loop.time() - 1
+        timer.cancel()
+        assert timer.cancelled()
+    finally:
+        loop.close()

@@ -20,7 +20,9 @@ _FORMAT_TAKES_DEBUG = (
 
 def _callback_source(handle: Any, debug: bool) -> str:
     if _FORMAT_TAKES_DEBUG:
-        return format_helpers._format_callback_source(handle._callback, handle._args, debug=debug)
+        return format_helpers._format_callback_source(  # type: ignore[call-arg, unused-ignore]
+            handle._callback, handle._args, debug=debug
+        )
     return format_helpers._format_callback_source(handle._callback, handle._args)
 
 
@@ -61,7 +63,7 @@ def source_traceback() -> Any:
 
 def warn_slow_callback(handle: Any, seconds: float) -> None:
     """Debug mode's warning for a callback that ran past ``slow_callback_duration``."""
-    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)
+    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)  # type: ignore[attr-defined]
 
 
 def report_transport_error(

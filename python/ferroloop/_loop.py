@@ -18,12 +18,19 @@ import threading
 import weakref
 from asyncio import base_events, events
 from asyncio.log import logger
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _ferroloop
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
 from ._subprocess import SubprocessAPI
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
 
 # Every loop not yet collected, for the fork hook below.
 _loops: weakref.WeakSet[Loop] = weakref.WeakSet()
@@ -86,7 +93,11 @@ class _NotPatchable:
         )
 
 
-class Loop(
+# The native call_soon/call_later/call_at/call_soon_threadsafe return ferroloop's own
+# Handle and TimerHandle, which have asyncio's handle API but are not subclasses of
+# asyncio.Handle: the stubs say so, and mypy reports the difference from
+# BaseEventLoop's declarations here (as it does create_task's eager_start).
+class Loop(  # type: ignore[misc]
     _ferroloop.LoopCore,
     SignalHandlers,
     SocketAPI,
@@ -95,6 +106,16 @@ class Loop(
 ):
     """An asyncio event loop whose core is native code. Create one with
     :func:`ferroloop.new_event_loop`; it behaves as asyncio's default loop."""
+
+    if TYPE_CHECKING:
+        # BaseEventLoop's and the selector loop's private helpers, which the
+        # stubs of the standard library leave out.
+        def _check_closed(self) -> None: ...
+        def _check_running(self) -> None: ...
+        def _set_coroutine_origin_tracking(self, enabled: bool) -> None: ...
+        def _asyncgen_firstiter_hook(self, agen: Any) -> None: ...
+        def _asyncgen_finalizer_hook(self, agen: Any) -> None: ...
+        def _ensure_fd_no_transport(self, fd: Any) -> None: ...
 
     _ready = _Native()
     _scheduled = _Native()
@@ -158,22 +179,32 @@ class Loop(
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_reader(
+        self,
+        fd: FileDescriptorLike,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+    ) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable."""
         self._ensure_fd_no_transport(fd)
         self._add_reader(fd, callback, *args)
 
-    def remove_reader(self, fd: Any) -> bool:
+    def remove_reader(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for reading; ``True`` if it was watched."""
         self._ensure_fd_no_transport(fd)
         return self._remove_reader(fd)
 
-    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_writer(
+        self,
+        fd: FileDescriptorLike,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+    ) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable."""
         self._ensure_fd_no_transport(fd)
         self._add_writer(fd, callback, *args)
 
-    def remove_writer(self, fd: Any) -> bool:
+    def remove_writer(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for writing; ``True`` if it was watched."""
         self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)

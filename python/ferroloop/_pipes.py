@@ -89,7 +89,7 @@ def _open_pipe(transport: Any, pipe: Any, extra: Any, accepted: Any, message: st
     transport._fileno = None
     transports.BaseTransport.__init__(transport, extra)
     transport._extra["pipe"] = pipe
-    fileno = pipe.fileno()
+    fileno: int = pipe.fileno()
     if not accepted(os.fstat(fileno).st_mode):
         raise ValueError(message)
     os.set_blocking(fileno, False)
@@ -125,7 +125,7 @@ class ReadPipeTransport(_PipeTransportBase, transports.ReadTransport):
         # Reading starts only once connection_made() has run.
         loop.call_soon(core._start_reading)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
     is_reading = _forward(ReadPipeTransportCore, "is_reading")
     pause_reading = _forward(ReadPipeTransportCore, "pause_reading")
@@ -199,7 +199,7 @@ class WritePipeTransport(
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             loop.call_soon(core._watch_peer)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
     write = _forward(WritePipeTransportCore, "write")
     can_write_eof = _forward(WritePipeTransportCore, "can_write_eof")
@@ -217,8 +217,8 @@ class WritePipeTransport(
 
     # asyncio's transport attributes, read from the native state (they
     # replace the slots of asyncio's base classes, which stay unused).
-    _loop = _state("_loop")  # type: ignore[assignment]
-    _protocol_paused = _state("_protocol_paused")  # type: ignore[assignment]
+    _loop = _state("_loop")
+    _protocol_paused = _state("_protocol_paused")
     _protocol = property(lambda self: self._core.get_protocol())
     _closing = _state("_closing")
     _conn_lost = _state("_conn_lost")

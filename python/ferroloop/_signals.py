@@ -14,7 +14,13 @@ import signal
 import socket
 from asyncio import coroutines
 from asyncio.log import logger
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
 
 
 def _noop_handler(signum: int, frame: Any) -> None:
@@ -23,6 +29,14 @@ def _noop_handler(signum: int, frame: Any) -> None:
 
 class SignalHandlers:
     """Mixin for ``ferroloop.Loop``: the signal-handler half of its API."""
+
+    if TYPE_CHECKING:
+        # Provided by the loop this is mixed into (LoopCore, BaseEventLoop).
+        def _add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> object: ...
+        def _remove_reader(self, fd: int) -> bool: ...
+        def _make_handle(self, callback: Callable[..., object], *args: Any) -> Any: ...
+        def _add_handle(self, handle: Any) -> None: ...
+        def _check_closed(self) -> None: ...
 
     def __init__(self) -> None:
         self._signal_handlers: dict[int, Any] = {}
@@ -68,7 +82,9 @@ class SignalHandlers:
         else:
             self._add_handle(handle)
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(
+        self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+    ) -> None:
         """Run ``callback(*args)`` in the loop whenever signal ``sig`` arrives."""
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")

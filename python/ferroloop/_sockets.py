@@ -46,13 +46,14 @@ def _new_ssl_protocol(*args: Any, **kwargs: Any) -> sslproto.SSLProtocol:
     """
     protocol = sslproto.SSLProtocol.__new__(sslproto.SSLProtocol)
     if not _PUMPED_SSLPROTO:
-        protocol.__init__(*args, **kwargs)
+        protocol.__init__(*args, **kwargs)  # type: ignore[misc]
         return protocol
-    protocol.max_size = 0
+    # (Typeshed gives 3.10's SSLProtocol no max_size: attr-defined there.)
+    protocol.max_size = 0  # type: ignore[misc, attr-defined, unused-ignore]
     try:
-        protocol.__init__(*args, **kwargs)
+        protocol.__init__(*args, **kwargs)  # type: ignore[misc]
     finally:
-        del protocol.max_size
+        del protocol.max_size  # type: ignore[attr-defined, unused-ignore]
     return protocol
 
 
@@ -72,7 +73,7 @@ _FROM_UNIX_LOOP = (
 def _check_nonblocking(loop: Any, sock: Any) -> None:
     # Called by the native sock_* operations only for an SSL socket or in
     # debug mode, so the errors are this Python's own.
-    base_events._check_ssl_socket(sock)
+    base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
     if loop._debug and sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
 
@@ -227,7 +228,8 @@ class SocketAPI:
         """Connect ``sock`` to ``address`` (resolved first for IP sockets)."""
         _check_nonblocking(self, sock)
         if sock.family == socket.AF_INET or (
-            base_events._HAS_IPv6 and sock.family == socket.AF_INET6
+            base_events._HAS_IPv6  # type: ignore[attr-defined]
+            and sock.family == socket.AF_INET6
         ):
             resolved = await self._ensure_resolved(  # type: ignore[attr-defined]
                 address, family=sock.family, type=sock.type, proto=sock.proto, loop=self

@@ -81,7 +81,7 @@ class SubprocessAPI:
         **kwargs: Any,
     ) -> Any:
         waiter = self.create_future()  # type: ignore[attr-defined]
-        transp = unix_events._UnixSubprocessTransport(
+        transp = unix_events._UnixSubprocessTransport(  # type: ignore[attr-defined]
             self,
             protocol,
             args,

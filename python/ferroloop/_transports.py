@@ -57,7 +57,7 @@ class _NativeTransport:
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
     close = _forward("close")
     abort = _forward("abort")
@@ -105,7 +105,7 @@ class _NativeTransport:
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        core = self.__dict__.get("_core")
+        core: Any = self.__dict__.get("_core")
         sock = core._sock if core is not None else None
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
@@ -141,7 +141,7 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
                 server._attach(self)
             else:
                 server._attach()
-        base_events._set_nodelay(sock)
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
         self._wire(loop, sock, protocol, waiter)
 
     write = _forward("write")

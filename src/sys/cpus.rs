@@ -41,7 +41,7 @@ fn quota_v2(own: &str) -> Option<(f64, String)> {
     loop {
         let file = dir.join("cpu.max");
         if let Some(cpus) = std::fs::read_to_string(&file).ok().and_then(|t| parse_cpu_max(&t)) {
-            if best.as_ref().map_or(true, |(b, _)| cpus < *b) {
+            if best.as_ref().is_none_or(|(b, _)| cpus < *b) {
                 best = Some((cpus, file.display().to_string()));
             }
         }

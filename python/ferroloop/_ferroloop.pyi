@@ -85,32 +85,35 @@ class LoopCore:
     def is_closed(self) -> bool: ...
     def stop(self) -> None: ...
     def get_debug(self) -> bool: ...
+    # Typed as asyncio's handles, as uvloop's stubs do, so code annotated for asyncio
+    # type-checks; at run time they are this module's Handle and TimerHandle, with the
+    # same public methods but not subclasses of asyncio's (docs/known-differences.md).
     def call_soon(
         self,
         callback: Callable[[Unpack[_Ts]], object],
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
-    ) -> Handle: ...
+    ) -> asyncio.Handle: ...
     def call_soon_threadsafe(
         self,
         callback: Callable[[Unpack[_Ts]], object],
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
-    ) -> Handle: ...
+    ) -> asyncio.Handle: ...
     def call_later(
         self,
         delay: float,
         callback: Callable[[Unpack[_Ts]], object],
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
-    ) -> TimerHandle: ...
+    ) -> asyncio.TimerHandle: ...
     def call_at(
         self,
         when: float,
         callback: Callable[[Unpack[_Ts]], object],
         *args: Unpack[_Ts],
         context: contextvars.Context | None = None,
-    ) -> TimerHandle: ...
+    ) -> asyncio.TimerHandle: ...
     def create_future(self) -> asyncio.Future[Any]: ...
     def create_task(
         self,

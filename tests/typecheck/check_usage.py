@@ -38,16 +38,20 @@ def with_ferroloop_loop() -> None:
     timer: asyncio.TimerHandle = generic.call_later(0.1, on_timer, 1, "one")
     timer.cancel()
 
-    # Called on ferroloop.Loop itself, call_later says what it returns: ferroloop's
-    # own TimerHandle, with asyncio's handle API (cancel, cancelled, when,
-    # get_context) but not a subclass of asyncio.TimerHandle at run time.
-    own = loop.call_later(0.1, on_timer, 1, "one")
-    when: float = own.when()
-    own.cancel()
-    cancelled: bool = own.cancelled()
+    # Typed as asyncio's handles (as uvloop's stubs do), so code annotated for
+    # asyncio type-checks on a ferroloop.Loop too; at run time they are
+    # ferroloop's own handle types, with the same public methods.
+    timer2: asyncio.TimerHandle = loop.call_later(0.1, on_timer, 1, "one")
+    at2: asyncio.TimerHandle = loop.call_at(loop.time() + 1, on_timer, 1, "one")
+    soon2: asyncio.Handle = loop.call_soon(on_timer, 1, "one")
+    threadsafe: asyncio.Handle = loop.call_soon_threadsafe(on_timer, 1, "one")
+    when: float = timer2.when()
+    cancelled: bool = at2.cancelled()
+    soon2.cancel()
+    threadsafe.cancel()
     print(when, cancelled)
-    not_asyncio: asyncio.TimerHandle = loop.call_later(0.1, on_timer, 1, "one")  # type: ignore[assignment]
-    print(not_asyncio)
+    wrong: asyncio.TimerHandle = loop.call_soon(on_timer, 1, "one")  # type: ignore[assignment]
+    print(wrong)
 
     # The callback's arguments are checked, as typeshed checks asyncio's loops.
     loop.call_soon(on_timer, 1, "one")

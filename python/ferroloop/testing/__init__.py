@@ -67,4 +67,4 @@ def run(
 
         with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
             return runner.run(main)
-    return _run_310(main, debug, factory)  # type: ignore[no-any-return]
+    return _run_310(main, debug, factory)

@@ -192,11 +192,11 @@ class VirtualClockLoop(Loop):
         if executor is None:
             # asyncio's own checks, in its order, then the default executor it
             # would create, so the submission below can be watched.
-            self._check_closed()  # type: ignore[attr-defined]
+            self._check_closed()
             if self._debug:
                 self._check_callback(func, "run_in_executor")  # type: ignore[attr-defined]
             self._check_default_executor()  # type: ignore[attr-defined]
-            default: concurrent.futures.Executor | None = self._default_executor  # type: ignore[has-type]
+            default: concurrent.futures.Executor | None = self._default_executor
             if default is None:
                 default = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = default  # type: ignore[assignment]
@@ -266,5 +266,5 @@ class VirtualClockPolicy(asyncio.DefaultEventLoopPolicy):
         super().__init__()
         self._options = options
 
-    def _loop_factory(self) -> VirtualClockLoop:  # type: ignore[override]
+    def _loop_factory(self) -> VirtualClockLoop:
         return new_virtual_loop(**self._options)

@@ -155,3 +155,19 @@ bench-tls: bench-venv loadgen
 clean:
 	cargo clean
 	rm -rf $(VENV) .venv-3.* .venv-bench
+
+## compat: the ecosystem's released test suites (uvloop, anyio, aiohttp, uvicorn...) on asyncio,
+## uvloop and ferroloop; sdists from PyPI into target/compat/. Long (see tests/compat/README.md).
+## compat-check, in `make test`: a subset on ferroloop only, failing on any lost tracked pass.
+.PHONY: compat compat-update compat-check
+COMPAT_ARGS ?=
+compat: build-prod
+	$(PY) tests/compat/compat.py --check $(COMPAT_ARGS)
+
+compat-update: build-prod
+	$(PY) tests/compat/compat.py --update $(COMPAT_ARGS)
+
+compat-check: build-prod
+	$(PY) tests/compat/compat.py --quick
+
+test: compat-check

@@ -266,6 +266,8 @@ def summarize(suite: Suite, runs: list[dict], causes: dict) -> dict:
     suite_causes = causes.get(suite.name, {})
 
     def cause(key: str) -> str:
+        if key in suite_causes:  # exact ids first: theirs contain [ ], which fnmatch reads
+            return suite_causes[key]
         for pat, why in suite_causes.items():
             if fnmatch.fnmatchcase(key, pat):
                 return why

@@ -118,10 +118,12 @@ def _last_line(report: pytest.TestReport) -> str:
     """The exception line of a failure (its first ``E`` line naming an error), or a skip reason."""
     if isinstance(report.longrepr, tuple):  # skips: (file, line, reason)
         return str(report.longrepr[2])[:300]
-    lines = [ln.strip() for ln in str(report.longrepr or "").splitlines() if ln.strip()]
+    # Exception groups print their members behind "|" bars.
+    lines = [ln.strip(" |") for ln in str(report.longrepr or "").splitlines() if ln.strip(" |+-")]
     errs = [ln for ln in lines if ln.startswith("E ")]
     named = [ln for ln in errs if re.match(r"E\s+[\w.]*(Error|Exception|Failed|Timeout)\b", ln)]
-    return (named or errs or lines[-1:] or [""])[0][:300]
+    grouped = [ln for ln in lines if re.match(r"[\w.]*(Error|Warning):", ln)]
+    return (named or grouped or errs or lines[-1:] or [""])[0][:300]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

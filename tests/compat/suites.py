@@ -158,8 +158,40 @@ _add(
         tests=("tests", "pytest.ini"),
         deps=("aiohttp==3.14.5",),
         requirements=("requirements/test.txt",),
+        # The modules that drive the loop (servers, clients, streams, sendfile, websockets);
+        # the parser and payload unit tests take a loop parameter but little of the loop, and
+        # would triple the time.
+        paths=tuple(
+            f"tests/test_{m}.py"
+            for m in (
+                "client_functional",
+                "web_functional",
+                "web_sendfile_functional",
+                "client_ws_functional",
+                "web_websocket_functional",
+                "web_server",
+                "run_app",
+                "connector",
+                "client_session",
+                "web_runner",
+                "streams",
+                "flowcontrol_streams",
+                "proxy_functional",
+                "client_proto",
+                "web_protocol",
+                "resolver",
+                "loop",
+            )
+        ),
         # pytest.ini's addopts want xdist and coverage; its markers and warnings filters stay.
-        args=("-o", "addopts=", "-m", "not dev_mode and not autobahn and not internal"),
+        # The benchmarks (pytest-codspeed) are left out for time.
+        args=(
+            "-o",
+            "addopts=",
+            "-m",
+            "not dev_mode and not autobahn and not internal",
+            "--ignore-glob=tests/test_benchmarks_*",
+        ),
         timeout=3600,
         runs={
             # aiohttp's pytest plugin parametrizes `loop` by --aiohttp-loop: pyloop is asyncio,

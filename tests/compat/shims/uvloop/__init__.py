@@ -59,8 +59,17 @@ def install() -> None:
 
 
 def run(main: Any, *, loop_factory: Any = None, debug: bool | None = None, **kw: Any) -> Any:
-    """uvloop.run: asyncio.run on a loop from ``loop_factory`` (default: new_event_loop)."""
-    factory = loop_factory or new_event_loop
+    """uvloop.run: asyncio.run on a loop from ``loop_factory`` (default: new_event_loop),
+    which must make this module's loops, as uvloop.run requires of its own."""
+    make = loop_factory or new_event_loop
+
+    def factory() -> ferroloop.Loop:
+        new = make()
+        if not isinstance(new, ferroloop.Loop):
+            new.close()
+            raise TypeError(f"uvloop.run() uses a non-uvloop event loop: {new!r}")
+        return new
+
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=factory, debug=debug, **kw) as runner:
             return runner.run(main)

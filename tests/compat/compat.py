@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -148,6 +149,17 @@ def rundir(suite: Suite, src: Path) -> Path:
     return path
 
 
+def logs_dir(quick: bool) -> Path:
+    return CACHE / ("logs-quick" if quick else "logs")
+
+
+def ipv6_localhost() -> bool:
+    try:
+        return bool(socket.getaddrinfo("localhost", 0, socket.AF_INET6, socket.SOCK_STREAM))
+    except OSError:
+        return False
+
+
 def _default_sigint() -> None:
     # Started in the background, this process may ignore SIGINT, and so would every process
     # it spawns: the suites' Ctrl-C tests need the default handler.
@@ -156,7 +168,7 @@ def _default_sigint() -> None:
 
 def run_suite(suite: Suite, py: Path, where: Path, src: Path, label: str, paths, extra, args):
     r = suite.runs[label]
-    out = CACHE / "logs" / f"{suite.name}.{label}.jsonl"
+    out = logs_dir(args.quick) / f"{suite.name}.{label}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COMPAT_"))}
@@ -171,6 +183,9 @@ def run_suite(suite: Suite, py: Path, where: Path, src: Path, label: str, paths,
         PYTHONDONTWRITEBYTECODE="1",
         **r.env,
     )
+    if suite.ipv6_localhost and not ipv6_localhost():
+        drop = env.get("COMPAT_DROP")
+        env["COMPAT_DROP"] = f"{drop}|{suite.ipv6_localhost}" if drop else suite.ipv6_localhost
     cmd = [
         str(py),
         "-m",
@@ -207,13 +222,15 @@ def run_suite(suite: Suite, py: Path, where: Path, src: Path, label: str, paths,
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             rc = proc.wait()
-    return read_run(suite, label, rc, time.monotonic() - t0)
+    return read_run(suite, label, rc, time.monotonic() - t0, args.quick)
 
 
-def read_run(suite: Suite, label: str, rc: int | None, wall: float | None) -> dict:
+def read_run(
+    suite: Suite, label: str, rc: int | None, wall: float | None, quick: bool = False
+) -> dict:
     """One run's recorded outcomes (COMPAT_OUT); rc None: read an earlier run's log."""
     r = suite.runs[label]
-    out = CACHE / "logs" / f"{suite.name}.{label}.jsonl"
+    out = logs_dir(quick) / f"{suite.name}.{label}.jsonl"
     tests, done = [], None
     if out.exists():
         for line in out.read_text().splitlines():
@@ -338,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             labels = [lb for lb in labels if suite.runs[lb].loop == "ferroloop"]
         paths, extra = QUICK[name] if args.quick else (suite.paths, ())
         if args.from_logs:
-            runs = [read_run(suite, lb, None, None) for lb in labels]
+            runs = [read_run(suite, lb, None, None, args.quick) for lb in labels]
         else:
             runs = [run_suite(suite, py, where, src, lb, paths, extra, args) for lb in labels]
         problems += [f"{name} [{r['label']}]: {r['broken']}" for r in runs if r["broken"]]

@@ -15,6 +15,7 @@ recorded in causes.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -28,6 +29,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from services import SERVICES
 from suites import SUITES, Suite
 
 HERE = Path(__file__).resolve().parent
@@ -357,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_logs:
             runs = [read_run(suite, lb, None, None, args.quick) for lb in labels]
         else:
-            runs = [run_suite(suite, py, where, src, lb, paths, extra, args) for lb in labels]
+            with contextlib.ExitStack() as stack:
+                extra = list(extra)
+                for svc in suite.services:
+                    extra += stack.enter_context(SERVICES[svc](CACHE / "services" / svc))
+                runs = [run_suite(suite, py, where, src, lb, paths, extra, args) for lb in labels]
         problems += [f"{name} [{r['label']}]: {r['broken']}" for r in runs if r["broken"]]
         entry = summarize(suite, runs, causes)
         fresh[name] = entry

@@ -255,3 +255,29 @@ _add(
         "ferroloop's through the shim's policy (uvicorn's loop='auto' then picks the shim too)",
     )
 )
+
+_add(
+    Suite(
+        name="redis",
+        package="redis",
+        version="8.1.0",
+        tests=("tests", "pyproject.toml"),
+        deps=("redis==8.1.0",),
+        requirements=("dev_requirements.txt",),
+        # The asyncio client's tests, against one standalone redis-server (services.py);
+        # cluster, sentinel, module, TLS and replica tests need servers not started here.
+        paths=("tests/test_asyncio",),
+        args=(
+            "-o",
+            "addopts=",
+            "-m",
+            "not onlycluster and not redismod and not ssl and not replica",
+            "--ignore=tests/test_asyncio/test_multidb",
+            "--ignore=tests/test_asyncio/test_scenario",
+        ),
+        services=("redis",),
+        runs={loop: _whole(loop) for loop in ("asyncio", "uvloop", "ferroloop")},
+        note="redis-py's asyncio tests (pytest-asyncio) on the default policy's loop, against "
+        "redis-server from Debian's package on 127.0.0.1",
+    )
+)

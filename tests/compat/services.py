@@ -1,0 +1,80 @@
+"""Servers some suites test against, from Debian's packages: started on loopback for one
+suite's runs, in a directory under target/compat/, and stopped after (bounded waits)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+APT_PACKAGES = {"redis": "redis-server"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_installed(name: str) -> None:
+    """Install the Debian package when its server is missing (a clean CI machine)."""
+    if shutil.which("redis-server") or name != "redis":
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", APT_PACKAGES[name]], check=True, env=env, timeout=600
+    )
+
+
+def _wait_port(port: int, proc: subprocess.Popen, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on 127.0.0.1:{port} in {seconds:.0f}s")
+
+
+@contextlib.contextmanager
+def redis(workdir: Path) -> Iterator[list[str]]:
+    """redis-server on 127.0.0.1, no persistence; yields the suite's pytest arguments."""
+    ensure_installed("redis")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    cmd = [
+        shutil.which("redis-server") or "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--enable-debug-command",
+        "yes",
+    ]
+    with open(workdir / "redis.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, proc)
+        yield [f"--redis-url=redis://127.0.0.1:{port}/0"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SERVICES = {"redis": redis}

@@ -333,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--from-logs", action="store_true", help="summarize the last runs' logs, run nothing"
     )
+    ap.add_argument("--markdown", action="store_true", help="print results.json as a table")
     args = ap.parse_args(argv)
+    if args.markdown:
+        markdown(json.loads(RESULTS.read_text()))
+        return 0
 
     names = args.suites.split(",") if args.suites else (list(QUICK) if args.quick else list(SUITES))
     tracked = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"suites": {}}
@@ -413,6 +417,18 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\nwrote {RESULTS}")
     log("\nOK: no suite lost ferroloop passes")
     return 0
+
+
+def markdown(tracked: dict) -> None:
+    """The tracked figures as the README's table."""
+    print("| suite | asyncio | uvloop | ferroloop | pass on asyncio, not on ferroloop | run time |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, e in tracked["suites"].items():
+        lp = e["loops"]
+        cells = [f"{lp[lo]['pass']} / {lp[lo]['total']}" if lo in lp else "-" for lo in LOOPS]
+        lost = len(e.get("asyncio_pass_ferroloop_not", {}))
+        wall = sum(e.get("wall_seconds", {}).values())
+        print(f"| {name} {e['version']} | {' | '.join(cells)} | {lost} | {wall / 60:.0f} min |")
 
 
 def table(fresh: dict) -> None:

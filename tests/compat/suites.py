@@ -281,3 +281,35 @@ _add(
         "redis-server from Debian's package on 127.0.0.1",
     )
 )
+
+_add(
+    Suite(
+        name="asyncpg",
+        package="asyncpg",
+        version="0.32.0",
+        tests=("tests", "pyproject.toml"),
+        deps=("asyncpg==0.32.0", "uvloop==0.23.0", "distro~=1.9.0"),
+        # test__sourcecode.py runs flake8/mypy over asyncpg's source.
+        args=(
+            "-o",
+            "addopts=--strict-markers --import-mode=importlib",
+            "--ignore=tests/test__sourcecode.py",
+        ),
+        services=("postgres",),
+        runs={
+            # asyncpg's test base makes uvloop.new_event_loop() loops when USE_UVLOOP is set.
+            "asyncio": Run(loop="asyncio", family=lambda rec: ("asyncio", rec["id"])),
+            "uvloop": Run(
+                loop="uvloop", env={"USE_UVLOOP": "1"}, family=lambda rec: ("uvloop", rec["id"])
+            ),
+            "ferroloop": Run(
+                loop="ferroloop",
+                shim=True,
+                env={"USE_UVLOOP": "1"},
+                family=lambda rec: ("ferroloop", rec["id"]),
+            ),
+        },
+        note="asyncpg's unittest suite (its test base picks uvloop.new_event_loop with "
+        "USE_UVLOOP=1) against a PostgreSQL from Debian's package on 127.0.0.1",
+    )
+)

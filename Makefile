@@ -185,3 +185,19 @@ wheels-aarch64: $(WHEELS_STAMP)
 .PHONY: test-wheel
 test-wheel: build-prod
 	scripts/test_wheel.sh
+
+## compat: the ecosystem's released test suites (uvloop, anyio, aiohttp, uvicorn...) on asyncio,
+## uvloop and ferroloop; sdists from PyPI into target/compat/. Long (see tests/compat/README.md).
+## compat-check, in `make test`: a subset on ferroloop only, failing on any lost tracked pass.
+.PHONY: compat compat-update compat-check
+COMPAT_ARGS ?=
+compat: build-prod
+	$(PY) tests/compat/compat.py --check $(COMPAT_ARGS)
+
+compat-update: build-prod
+	$(PY) tests/compat/compat.py --update $(COMPAT_ARGS)
+
+compat-check: build-prod
+	$(PY) tests/compat/compat.py --quick
+
+test: compat-check

@@ -1,0 +1,5 @@
+"""``uvloop.loop`` of the stand-in: only the Loop class (what suites probe for features)."""
+
+from ferroloop import Loop
+
+__all__ = ["Loop"]

@@ -34,7 +34,7 @@ use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::{asyncio, call_method, helpers};
+use crate::py::{call_method, helpers};
 use crate::sys::socket::{self, would_block};
 
 /// Writes to a lost connection are counted, and logged from this many on
@@ -516,7 +516,7 @@ impl SocketTransportCore {
         if let Some(extra) = extra.filter(|e| !e.is_none()) {
             extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
         }
-        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && !datagram {
             TlsPump::attach(protocol)?
         } else {
@@ -930,7 +930,7 @@ impl SocketTransportCore {
     /// Switches to another protocol (`start_tls` and `sendfile` do this).
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
-        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && self.inner.borrow(py).datagrams.is_none() {
             TlsPump::attach(protocol)?
         } else {

@@ -1,0 +1,119 @@
+"""Behaviour ferroloop shares with uvloop where asyncio has none, or has another.
+
+Programs written against uvloop rely on these. Cases asyncio agrees with run on both
+loops; the rest are ``ferroloop_only``, each saying what asyncio does instead
+(listed in docs/architecture.md, "Known differences from asyncio").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from support import net
+
+
+class _BaseBuffered(asyncio.BaseProtocol):
+    """Reads into its own buffer without deriving from asyncio.BufferedProtocol."""
+
+    def __init__(self, loop):
+        self.buf = bytearray(50)
+        self.received = bytearray()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buf)
+
+    def buffer_updated(self, nbytes):
+        self.received += self.buf[:nbytes]
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.ferroloop_only  # asyncio calls data_received, which this protocol lacks
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_base_protocol_with_get_buffer_reads_into_its_buffer(loop, run, pair, kind):
+    ours, peer = pair
+
+    async def main():
+        transport, proto = await net.wrap(loop, kind, lambda: _BaseBuffered(loop), ours)
+        payload = bytes(range(256)) * 40  # more than one buffer's worth
+        await loop.sock_sendall(peer, payload)
+        peer.shutdown(socket.SHUT_WR)
+        await proto.eof
+        transport.close()
+        await proto.lost
+        return bytes(proto.received) == payload
+
+    assert run(main())
+
+
+class _Both:
+    """Not an asyncio protocol subclass; has data_received and get_buffer."""
+
+    def __init__(self, loop):
+        self.data = bytearray()
+        self.buffer_calls = 0
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        pass
+
+    def data_received(self, data):
+        self.data += data
+
+    def get_buffer(self, sizehint):
+        self.buffer_calls += 1
+        return bytearray(16)
+
+    def buffer_updated(self, nbytes):
+        pass
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_protocol_with_data_received_gets_data_received(loop, run, pair, kind):
+    # A protocol asyncio can serve gets asyncio's calls, get_buffer or not.
+    ours, peer = pair
+
+    async def main():
+        transport, proto = await net.wrap(loop, kind, lambda: _Both(loop), ours)
+        await loop.sock_sendall(peer, b"hello")
+        peer.close()
+        await proto.lost
+        return bytes(proto.data), proto.buffer_calls
+
+    assert run(main()) == (b"hello", 0)
+
+
+@pytest.mark.ferroloop_only  # asyncio leaves Nagle's algorithm on when sock.proto is 0
+def test_nodelay_on_connections_of_a_server_given_a_proto_0_socket(loop, run):
+    accepted = net.Factory(loop)
+
+    async def main():
+        listener = socket.socket()  # proto=0, as most programs make them
+        listener.bind(("127.0.0.1", 0))
+        server = await loop.create_server(accepted, sock=listener)
+        async with server:
+            client, proto = await net.connect(
+                loop, "tcp4", lambda: net.RecordingProtocol(loop), net.address_of(server)
+            )
+            server_side = await accepted.nth(0)
+            sock = server_side.transport.get_extra_info("socket")
+            flag = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            client.close()
+            await server_side.lost
+        return flag != 0
+
+    assert run(main())

@@ -8,6 +8,7 @@ loops; the rest are ``ferroloop_only``, each saying what asyncio does instead
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 
 import pytest
@@ -117,3 +118,100 @@ def test_nodelay_on_connections_of_a_server_given_a_proto_0_socket(loop, run):
         return flag != 0
 
     assert run(main())
+
+
+_cvar: contextvars.ContextVar[str] = contextvars.ContextVar("_cvar", default="outer")
+
+
+class _ContextProtocol(asyncio.Protocol):
+    """Records the context variable's value in each callback."""
+
+    def __init__(self, loop):
+        self.seen: dict[str, str] = {}
+        self.paused = loop.create_future()
+        self.resumed = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.seen["connection_made"] = _cvar.get()
+
+    def data_received(self, data):
+        self.seen["data_received"] = _cvar.get()
+
+    def pause_writing(self):
+        self.seen["pause_writing"] = _cvar.get()
+        self.paused.set_result(None)
+
+    def resume_writing(self):
+        self.seen["resume_writing"] = _cvar.get()
+        self.resumed.set_result(None)
+
+    def connection_lost(self, exc):
+        self.seen["connection_lost"] = _cvar.get()
+        self.lost.set_result(exc)
+
+
+@pytest.mark.ferroloop_only  # asyncio runs these in the context of the caller of write()/close()
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_protocol_callbacks_run_in_the_transports_context(loop, run, pair, kind):
+    ours, peer = pair
+
+    async def main():
+        _cvar.set("made")
+        transport, proto = await net.wrap(loop, kind, lambda: _ContextProtocol(loop), ours)
+
+        async def write_elsewhere():
+            _cvar.set("writer")
+            transport.set_write_buffer_limits(high=256, low=128)
+            while not transport.get_write_buffer_size():
+                transport.write(b"q" * 16384)
+
+        await loop.create_task(write_elsewhere())
+        await proto.paused
+        while not proto.resumed.done():
+            try:
+                peer.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        await proto.resumed
+
+        def close_elsewhere():
+            _cvar.set("closer")
+            transport.close()
+
+        loop.call_soon(close_elsewhere)
+        await proto.lost
+        return proto.seen
+
+    assert run(main()) == {
+        "connection_made": "made",
+        "pause_writing": "made",
+        "resume_writing": "made",
+        "connection_lost": "made",
+    }
+
+
+class _ContextDatagram(asyncio.DatagramProtocol):
+    def __init__(self, loop):
+        self.lost = loop.create_future()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(_cvar.get())
+
+
+@pytest.mark.ferroloop_only  # asyncio runs connection_lost in the context of close()'s caller
+def test_datagram_connection_lost_runs_in_the_transports_context(loop, run):
+    async def main():
+        _cvar.set("made")
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _ContextDatagram(loop), local_addr=("127.0.0.1", 0)
+        )
+
+        def close_elsewhere():
+            _cvar.set("closer")
+            transport.close()
+
+        loop.call_soon(close_elsewhere)
+        return await proto.lost
+
+    assert run(main()) == "made"

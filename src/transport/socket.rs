@@ -82,6 +82,11 @@ pub(super) struct Inner {
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
+    /// A copy of the context the transport was made in. Protocol callbacks
+    /// that a caller's `close()` or `write()` sets off (`connection_lost`,
+    /// `pause_writing`, `resume_writing`) run in it, as on uvloop, rather than
+    /// in the caller's context: a protocol sees one context throughout.
+    pub(super) context: Option<Py<PyAny>>,
 }
 
 impl Inner {
@@ -138,6 +143,7 @@ impl Default for Inner {
             empty_waiter: None,
             datagrams: None,
             read_hint: 0,
+            context: None,
         }
     }
 }
@@ -305,7 +311,13 @@ impl SocketTransportCore {
         }
         let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
         let exc = exc.map_or_else(|| py.None(), |e| e.unbind());
-        core.soon(py, &callback, &PyTuple::new(py, [exc])?)
+        let context = slf.get().context(py);
+        core.soon_in(
+            py,
+            &callback,
+            &PyTuple::new(py, [exc])?,
+            context.as_ref().map(|c| c.bind(py)),
+        )
     }
 
     /// Calls `protocol.pause_writing()` when the buffer went above the high
@@ -321,7 +333,10 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match call_method(protocol.bind(py), intern!(py, "pause_writing"), &[]) {
+        match slf
+            .get()
+            .call_in_context(protocol.bind(py), intern!(py, "pause_writing"))
+        {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.pause_writing() failed"),
         }
@@ -340,7 +355,10 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match call_method(protocol.bind(py), intern!(py, "resume_writing"), &[]) {
+        match slf
+            .get()
+            .call_in_context(protocol.bind(py), intern!(py, "resume_writing"))
+        {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.resume_writing() failed"),
         }
@@ -551,6 +569,7 @@ impl SocketTransportCore {
                 lost: false,
                 closing: false,
                 datagrams,
+                context: Some(crate::py::copy_context(py)?),
                 ..Inner::default()
             }),
         })
@@ -562,6 +581,34 @@ impl SocketTransportCore {
             SocketTransportCore::add_side(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
         }
         Ok(())
+    }
+}
+
+/// The transport's context (see `Inner::context`).
+impl SocketTransportCore {
+    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// `protocol.<name>()` in a copy of the transport's context: a copy, so
+    /// that it can be entered while the context itself is (a `write()` from
+    /// inside `data_received`).
+    fn call_in_context<'py>(
+        &self,
+        protocol: &Bound<'py, PyAny>,
+        name: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = protocol.py();
+        match self.context(py) {
+            Some(context) => {
+                let method = protocol.getattr(name)?;
+                context
+                    .bind(py)
+                    .call_method0(intern!(py, "copy"))?
+                    .call_method1(intern!(py, "run"), (method,))
+            }
+            None => call_method(protocol, name, &[]),
+        }
     }
 }
 
@@ -797,7 +844,9 @@ impl SocketTransportCore {
         if flushed {
             remove_mine(core, py, fd, Side::Write, sock.as_ref())?;
             let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            core.soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
+            let context = slf.get().context(py);
+            let args = PyTuple::new(py, [py.None()])?;
+            core.soon_in(py, &callback, &args, context.as_ref().map(|c| c.bind(py)))?;
         }
         Ok(())
     }
@@ -1111,6 +1160,7 @@ impl SocketTransportCore {
         visit.call(&st.server)?;
         visit.call(&st.extra)?;
         visit.call(&st.empty_waiter)?;
+        visit.call(&st.context)?;
         if let Some(queue) = st.datagrams.as_ref() {
             queue.traverse(&visit)?;
         }

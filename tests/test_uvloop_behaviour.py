@@ -215,3 +215,28 @@ def test_datagram_connection_lost_runs_in_the_transports_context(loop, run):
         return await proto.lost
 
     assert run(main()) == "made"
+
+
+@pytest.mark.ferroloop_only  # asyncio reads, after resume_reading(), in its caller's context
+@pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
+def test_reading_resumed_elsewhere_stays_in_the_transports_context(loop, run, pair, kind):
+    ours, peer = pair
+
+    async def main():
+        _cvar.set("made")
+        transport, proto = await net.wrap(loop, kind, lambda: _ContextProtocol(loop), ours)
+        transport.pause_reading()
+        peer.send(b"hello")
+
+        def resume_elsewhere():
+            _cvar.set("resumer")
+            transport.resume_reading()
+
+        loop.call_soon(resume_elsewhere)
+        while "data_received" not in proto.seen:
+            await asyncio.sleep(0.001)
+        transport.close()
+        await proto.lost
+        return proto.seen["data_received"]
+
+    assert run(main()) == "made"

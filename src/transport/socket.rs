@@ -82,10 +82,11 @@ pub(super) struct Inner {
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
-    /// A copy of the context the transport was made in. Protocol callbacks
-    /// that a caller's `close()` or `write()` sets off (`connection_lost`,
-    /// `pause_writing`, `resume_writing`) run in it, as on uvloop, rather than
-    /// in the caller's context: a protocol sees one context throughout.
+    /// A copy of the context the transport was made in. The protocol's
+    /// callbacks run in it, as on uvloop: the read and write events (also
+    /// after a `resume_reading()` made in another context), `connection_lost`
+    /// after anyone's `close()`, and `pause_writing`/`resume_writing` set off
+    /// by anyone's `write()`. asyncio runs those in the caller's context.
     pub(super) context: Option<Py<PyAny>>,
 }
 
@@ -245,11 +246,21 @@ impl SocketTransportCore {
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
             let callback = slf.getattr(method)?;
+            // The transport's own context, whoever resumes reading: the
+            // protocol's data_received/eof_received run in it.
+            let context = slf.get().context(py);
             // No io reference per registration: the transport holds one for
             // its whole life.
-            event_loop
-                .get()
-                .add_io_file(py, fd, side, Some(sock.bind(py)), false, &callback, &PyTuple::empty(py))?;
+            event_loop.get().add_io_file(
+                py,
+                fd,
+                side,
+                Some(sock.bind(py)),
+                false,
+                &callback,
+                &PyTuple::empty(py),
+                context.as_ref().map(|c| c.bind(py)),
+            )?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ import contextvars
 import socket
 
 import pytest
-from support import net
+from support import net, tls
 
 
 class _BaseBuffered(asyncio.BaseProtocol):
@@ -240,3 +240,51 @@ def test_reading_resumed_elsewhere_stays_in_the_transports_context(loop, run, pa
         return proto.seen["data_received"]
 
     assert run(main()) == "made"
+
+
+@pytest.mark.ferroloop_only  # asyncio's SSLProtocol calls these in the caller's context
+def test_tls_protocol_callbacks_run_in_the_connections_context(loop, run, tmp_path):
+    accepted = net.Factory(loop)
+
+    async def main():
+        server = await net.start_server(loop, "tcp4", accepted, tmp_path, ssl=tls.server_context())
+        async with server:
+            _cvar.set("made")
+            transport, proto = await net.connect(
+                loop,
+                "tcp4",
+                lambda: _ContextProtocol(loop),
+                net.address_of(server),
+                ssl=tls.client_context(),
+                server_hostname=tls.HOSTNAME,
+            )
+            server_side = await accepted.nth(0)
+            server_side.transport.pause_reading()
+
+            async def write_elsewhere():
+                _cvar.set("writer")
+                transport.set_write_buffer_limits(high=256, low=128)
+                while not transport.get_write_buffer_size():
+                    transport.write(b"q" * 16384)
+
+            await loop.create_task(write_elsewhere())
+            await proto.paused
+
+            transport.pause_reading()
+            server_side.transport.write(b"hello")
+            await asyncio.sleep(0.05)
+
+            def resume_elsewhere():
+                _cvar.set("resumer")
+                transport.resume_reading()
+
+            loop.call_soon(resume_elsewhere)
+            while "data_received" not in proto.seen:
+                await asyncio.sleep(0.001)
+            transport.abort()
+            await proto.lost
+            server_side.transport.abort()
+            await server_side.lost
+        return proto.seen["pause_writing"], proto.seen["data_received"]
+
+    assert run(main()) == ("made", "made")

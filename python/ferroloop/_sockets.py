@@ -19,11 +19,14 @@ is ``BaseEventLoop``'s own.
 
 from __future__ import annotations
 
+import contextvars
 import errno
+import functools
 import io
 import os
 import socket
 import sys
+import weakref
 from asyncio import base_events, exceptions, futures, selector_events, sslproto, unix_events
 from typing import Any
 
@@ -55,6 +58,34 @@ def _new_ssl_protocol(*args: Any, **kwargs: Any) -> sslproto.SSLProtocol:
     finally:
         del protocol.max_size  # type: ignore[attr-defined, unused-ignore]
     return protocol
+
+
+def _run_in_copy(context: contextvars.Context, function: Any, ref: Any) -> Any:
+    # A copy each time: the call may nest (pause_writing() that writes). A weak
+    # reference: the protocol's own attribute must not keep it (and its SSL
+    # context) alive in a reference cycle.
+    protocol = ref()
+    if protocol is None:
+        return None
+    return context.copy().run(function, protocol)
+
+
+def _in_transport_context(ssl_protocol: sslproto.SSLProtocol) -> None:
+    """Run the two steps through which a caller's ``write()`` or
+    ``resume_reading()`` reaches the application protocol in the context the
+    connection was made in, as the socket transport runs its own callbacks.
+
+    Instance attributes, set before the native pump looks at the protocol's
+    ``__dict__``; the pump calls the first only when writing pauses or resumes.
+    3.10's sslproto has neither step: its application protocol is reached
+    through the socket transport.
+    """
+    context = contextvars.copy_context()
+    ref = weakref.ref(ssl_protocol)
+    for name in ("_control_app_writing", "_resume_reading"):
+        function = getattr(type(ssl_protocol), name, None)
+        if function is not None:
+            setattr(ssl_protocol, name, functools.partial(_run_in_copy, context, function, ref))
 
 
 _FROM_SELECTOR_LOOP = (
@@ -159,8 +190,6 @@ class SocketAPI:
     _unix_server_sockets: dict[Any, int]
 
     def _init_sockets(self) -> None:
-        import weakref
-
         self._transports = weakref.WeakValueDictionary()
         # 3.13's create_unix_server records each socket's inode here so the
         # file can be removed when the server closes (cleanup_socket).
@@ -194,6 +223,7 @@ class SocketAPI:
         ssl_protocol = _new_ssl_protocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
+        _in_transport_context(ssl_protocol)
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
         return ssl_protocol._app_transport
 

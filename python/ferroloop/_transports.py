@@ -14,9 +14,10 @@ loop callback.
 
 from __future__ import annotations
 
+import socket
 import sys
 import warnings
-from asyncio import base_events, constants, futures, transports, trsock
+from asyncio import constants, futures, transports, trsock
 from typing import Any
 
 from ._ferroloop import SocketTransportCore
@@ -25,6 +26,18 @@ from ._forwarding import state as _state
 
 # 3.13's Server keeps its transports (for close_clients); older ones count them.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
+
+
+def _set_nodelay(sock: Any) -> None:
+    # asyncio sets TCP_NODELAY only when sock.proto is IPPROTO_TCP; a socket made
+    # with socket.socket()'s default proto=0 is just as much TCP. uvloop disables
+    # Nagle's algorithm on every TCP stream, and so does ferroloop.
+    if (
+        sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto in (0, socket.IPPROTO_TCP)
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _forward(name: str) -> Any:
@@ -141,7 +154,7 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
                 server._attach(self)
             else:
                 server._attach()
-        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+        _set_nodelay(sock)
         self._wire(loop, sock, protocol, waiter)
 
     write = _forward("write")

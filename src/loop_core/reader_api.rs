@@ -87,13 +87,14 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        self.add_io_file(py, fd, side, None, false, callback, args)
+        self.add_io_file(py, fd, side, None, false, callback, args, None)
     }
 
     /// [`LoopCore::add_io_fd`] on behalf of `file` (the object a program
     /// passed to `add_reader`, a transport's socket), remembered so that only
     /// it removes the registration. With `io_ref`, the registration holds one
-    /// of the socket's io references while it lasts.
+    /// of the socket's io references while it lasts. `context`: the one the
+    /// callback runs in (`None`: a copy of the current one, as asyncio).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_io_file(
         &self,
@@ -104,9 +105,10 @@ impl LoopCore {
         io_ref: bool,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
-        let handle = self.new_handle(py, callback, args, None)?;
+        let handle = self.new_handle(py, callback, args, context)?;
         let reg = Reg {
             handle: handle.clone_ref(py),
             file: file.map(|f| f.clone().unbind()),
@@ -313,7 +315,7 @@ impl LoopCore {
         if obj.is_instance_of::<PyInt>() {
             return self.add_io_fd(py, fd, side, callback, args);
         }
-        self.add_io_file(py, fd, side, Some(obj), holds_io_refs(obj), callback, args)
+        self.add_io_file(py, fd, side, Some(obj), holds_io_refs(obj), callback, args, None)
     }
 }
 

@@ -18,8 +18,19 @@ impl LoopCore {
     /// Queues `callback(*args)` for the next iteration, as `call_soon` without
     /// debug mode's caller checks: for the loop's own transports.
     pub(crate) fn soon(&self, py: Python<'_>, callback: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.soon_in(py, callback, args, None)
+    }
+
+    /// `soon` in a given context (`None`: a copy of the current one).
+    pub(crate) fn soon_in(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         self.check_open()?;
-        let handle = self.new_handle(py, callback, args, None)?;
+        let handle = self.new_handle(py, callback, args, context)?;
         self.state.borrow_mut(py).ready.push_back(handle);
         Ok(())
     }

@@ -130,6 +130,7 @@ pub mod asyncio {
     stdlib!(task_type, "asyncio.tasks", "Task");
     stdlib!(base_event_loop, "asyncio.base_events", "BaseEventLoop");
     stdlib!(buffered_protocol, "asyncio.protocols", "BufferedProtocol");
+    stdlib!(protocol_type, "asyncio.protocols", "Protocol");
 }
 
 /// A function from `ferroloop._format`, imported once.

@@ -3,6 +3,7 @@
 
 mod datagram;
 pub mod pipe;
+mod protocol_kind;
 pub mod read_buffer;
 pub mod socket;
 pub mod tls;

@@ -176,9 +176,16 @@ impl Watch {
     fn add(&self, py: Python<'_>, side: Side, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         if let (Some(event_loop), Some(owner)) = (&self.event_loop, &self.owner) {
             let owner = owner.bind(py);
-            event_loop
-                .get()
-                .add_io_file(py, self.fd, side, Some(owner), false, callback, &PyTuple::empty(py))?;
+            event_loop.get().add_io_file(
+                py,
+                self.fd,
+                side,
+                Some(owner),
+                false,
+                callback,
+                &PyTuple::empty(py),
+                None,
+            )?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
 use crate::panic_guard::{self, Site};
 use crate::py::buffer::RawBuffer;
-use crate::py::{asyncio, call_method, helpers};
+use crate::py::{call_method, helpers};
 use crate::sys::socket::{self, would_block};
 
 /// Writes to a lost connection are counted, and logged from this many on
@@ -82,6 +82,12 @@ pub(super) struct Inner {
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
+    /// A copy of the context the transport was made in. The protocol's
+    /// callbacks run in it, as on uvloop: the read and write events (also
+    /// after a `resume_reading()` made in another context), `connection_lost`
+    /// after anyone's `close()`, and `pause_writing`/`resume_writing` set off
+    /// by anyone's `write()`. asyncio runs those in the caller's context.
+    pub(super) context: Option<Py<PyAny>>,
 }
 
 impl Inner {
@@ -138,6 +144,7 @@ impl Default for Inner {
             empty_waiter: None,
             datagrams: None,
             read_hint: 0,
+            context: None,
         }
     }
 }
@@ -239,11 +246,21 @@ impl SocketTransportCore {
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
             let callback = slf.getattr(method)?;
+            // The transport's own context, whoever resumes reading: the
+            // protocol's data_received/eof_received run in it.
+            let context = slf.get().context(py);
             // No io reference per registration: the transport holds one for
             // its whole life.
-            event_loop
-                .get()
-                .add_io_file(py, fd, side, Some(sock.bind(py)), false, &callback, &PyTuple::empty(py))?;
+            event_loop.get().add_io_file(
+                py,
+                fd,
+                side,
+                Some(sock.bind(py)),
+                false,
+                &callback,
+                &PyTuple::empty(py),
+                context.as_ref().map(|c| c.bind(py)),
+            )?;
         }
         Ok(())
     }
@@ -305,7 +322,13 @@ impl SocketTransportCore {
         }
         let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
         let exc = exc.map_or_else(|| py.None(), |e| e.unbind());
-        core.soon(py, &callback, &PyTuple::new(py, [exc])?)
+        let context = slf.get().context(py);
+        core.soon_in(
+            py,
+            &callback,
+            &PyTuple::new(py, [exc])?,
+            context.as_ref().map(|c| c.bind(py)),
+        )
     }
 
     /// Calls `protocol.pause_writing()` when the buffer went above the high
@@ -321,7 +344,10 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match call_method(protocol.bind(py), intern!(py, "pause_writing"), &[]) {
+        match slf
+            .get()
+            .call_in_context(protocol.bind(py), intern!(py, "pause_writing"))
+        {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.pause_writing() failed"),
         }
@@ -340,7 +366,10 @@ impl SocketTransportCore {
             st.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         let Some(protocol) = protocol else { return Ok(()) };
-        match call_method(protocol.bind(py), intern!(py, "resume_writing"), &[]) {
+        match slf
+            .get()
+            .call_in_context(protocol.bind(py), intern!(py, "resume_writing"))
+        {
             Ok(_) => Ok(()),
             Err(err) => flow_control_failed(slf, err, "protocol.resume_writing() failed"),
         }
@@ -516,7 +545,7 @@ impl SocketTransportCore {
         if let Some(extra) = extra.filter(|e| !e.is_none()) {
             extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
         }
-        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && !datagram {
             TlsPump::attach(protocol)?
         } else {
@@ -551,6 +580,7 @@ impl SocketTransportCore {
                 lost: false,
                 closing: false,
                 datagrams,
+                context: Some(crate::py::copy_context(py)?),
                 ..Inner::default()
             }),
         })
@@ -562,6 +592,34 @@ impl SocketTransportCore {
             SocketTransportCore::add_side(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
         }
         Ok(())
+    }
+}
+
+/// The transport's context (see `Inner::context`).
+impl SocketTransportCore {
+    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.borrow(py).context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// `protocol.<name>()` in a copy of the transport's context: a copy, so
+    /// that it can be entered while the context itself is (a `write()` from
+    /// inside `data_received`).
+    fn call_in_context<'py>(
+        &self,
+        protocol: &Bound<'py, PyAny>,
+        name: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = protocol.py();
+        match self.context(py) {
+            Some(context) => {
+                let method = protocol.getattr(name)?;
+                context
+                    .bind(py)
+                    .call_method0(intern!(py, "copy"))?
+                    .call_method1(intern!(py, "run"), (method,))
+            }
+            None => call_method(protocol, name, &[]),
+        }
     }
 }
 
@@ -797,7 +855,9 @@ impl SocketTransportCore {
         if flushed {
             remove_mine(core, py, fd, Side::Write, sock.as_ref())?;
             let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            core.soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
+            let context = slf.get().context(py);
+            let args = PyTuple::new(py, [py.None()])?;
+            core.soon_in(py, &callback, &args, context.as_ref().map(|c| c.bind(py)))?;
         }
         Ok(())
     }
@@ -930,7 +990,7 @@ impl SocketTransportCore {
     /// Switches to another protocol (`start_tls` and `sendfile` do this).
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
-        let buffered = protocol.is_instance(asyncio::buffered_protocol(py)?)?;
+        let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && self.inner.borrow(py).datagrams.is_none() {
             TlsPump::attach(protocol)?
         } else {
@@ -1111,6 +1171,7 @@ impl SocketTransportCore {
         visit.call(&st.server)?;
         visit.call(&st.extra)?;
         visit.call(&st.empty_waiter)?;
+        visit.call(&st.context)?;
         if let Some(queue) = st.datagrams.as_ref() {
             queue.traverse(&visit)?;
         }

@@ -171,3 +171,19 @@ soak-short: build-prod
 	FERROLOOP_SOAK=1 $(PYTEST) tests/test_soak.py
 
 test: soak-short
+
+# Issue 18 §2's stress: 10,000 connections held, 1,000,000 connect/close cycles, slow readers
+# at the water marks, resets mid-write, EMFILE on accept, 100,000 timers cancelled at random,
+# signals from threads during traffic (tests/support/stress.py). asyncio, uvloop and
+# ferroloop, each in its own process, one table row per scenario and loop.
+# `make stress STRESS_ARGS="--churn 200000"`. `make test` runs the short sizes once
+# (stress-short), on asyncio and ferroloop.
+.PHONY: stress stress-short
+STRESS_ARGS ?=
+stress: build-prod
+	$(PY) tests/test_stress.py --loop asyncio,uvloop,ferroloop $(STRESS_ARGS)
+
+stress-short: build-prod
+	FERROLOOP_STRESS=1 $(PYTEST) tests/test_stress.py
+
+test: stress-short

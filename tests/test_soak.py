@@ -38,8 +38,17 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.parametrize("kind", ["ferroloop"])
 def test_soak(kind):
     # Its own process: the samples are of that process alone, with nothing of the suite's.
-    row = _child(kind, ["--seconds", str(SHORT["seconds"]), "--interval", str(SHORT["interval"]),
-                        "--warmup", str(SHORT["warmup"])])
+    row = _child(
+        kind,
+        [
+            "--seconds",
+            str(SHORT["seconds"]),
+            "--interval",
+            str(SHORT["interval"]),
+            "--warmup",
+            str(SHORT["warmup"]),
+        ],
+    )
     report = json.dumps(row, indent=1, default=str)
     assert isinstance(row.get("requests"), int), report
     assert row["requests"] > 100 and row["processes"] > 10 and row["timers_fired"] > 1000, report
@@ -144,9 +153,7 @@ def _table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loop", default="asyncio,uvloop,ferroloop")
-    parser.add_argument(
-        "--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600))
-    )
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument(
         "--warmup", type=float, default=None, help="seconds left out of the fit (default 1/6)"

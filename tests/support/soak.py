@@ -101,7 +101,9 @@ class Soak:
     def _handler(self, loop, context) -> None:
         self.counts["handler_calls"] += 1
         if len(self.error_samples) < 8:
-            self.error_samples.append(f"handler: {context.get('message')} {context.get('exception')!r}")
+            self.error_samples.append(
+                f"handler: {context.get('message')} {context.get('exception')!r}"
+            )
 
     def _payload(self) -> bytes:
         return os.urandom(self.rng.choice(SIZES))
@@ -189,9 +191,7 @@ class Soak:
                 rtransport, _ = await loop.connect_read_pipe(
                     lambda reader=reader: asyncio.StreamReaderProtocol(reader), rfile
                 )
-                wtransport, _ = await loop.connect_write_pipe(
-                    asyncio.Protocol, wfile
-                )
+                wtransport, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
                 for _ in range(REQUESTS_PER_CONNECTION):
                     if self.stopping:
                         break
@@ -242,7 +242,7 @@ class Soak:
             handles = []
             pending = 0
 
-            def fired() -> None:
+            def fired(done: asyncio.Future = done) -> None:
                 nonlocal pending
                 self.counts["timers_fired"] += 1
                 pending -= 1
@@ -296,9 +296,7 @@ class Soak:
         tcp = await asyncio.start_server(self._echo, "127.0.0.1", 0)
         unix_path = os.path.join(self.tmp, "soak.sock")
         unix = await asyncio.start_unix_server(self._echo, unix_path)
-        secure = await asyncio.start_server(
-            self._echo, "127.0.0.1", 0, ssl=tls.server_context()
-        )
+        secure = await asyncio.start_server(self._echo, "127.0.0.1", 0, ssl=tls.server_context())
         tcp_port = tcp.sockets[0].getsockname()[1]
         tls_port = secure.sockets[0].getsockname()[1]
         client_ctx = tls.client_context()

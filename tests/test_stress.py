@@ -68,8 +68,8 @@ COLUMNS = (
     ("failed", "failures"),
 )
 NOTES = {
-    "hold": ("server_live",),
-    "slow": ("pauses", "max_buffer", "rss_growth"),
+    "hold": ("server_live", "fds_held", "rss_held_mib"),
+    "slow": ("pauses", "max_buffer", "rss_growth_kib"),
     "reset": ("resets_seen",),
     "emfile": ("accepted", "dropped", "emfile_reports", "server_cpu", "storm_seconds"),
     "timers": ("timers", "cancelled", "fired", "timers_left"),
@@ -90,6 +90,7 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
 def _one(args) -> list[dict]:
     _raise_nofile()
     sizes = stress.SHORT if args.short else stress.LONG
+    stress.prime(lambda: _new_loop(args.loop))
     rows = []
     for name in args.scenario.split(","):
         scenario_sizes = dict(sizes[name])

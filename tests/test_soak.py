@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from support import soak
+from support import sampling, soak
 
 SHORT = dict(seconds=60.0, interval=2.0, warmup=15.0)
 
@@ -88,6 +89,9 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 def _one(args) -> dict:
+    sampling.prime(lambda: _new_loop(args.loop))
+    gc.collect()
+    fds_before = sampling.open_fds()
     loop = _new_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:
@@ -103,6 +107,12 @@ def _one(args) -> dict:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+    gc.collect()
+    result["fd_leak"] = sampling.open_fds() - fds_before
+    if result["fd_leak"] > 0:
+        result["failures"].append(
+            f"{result['fd_leak']} fds open after the loop closed that were not before it"
+        )
     result["loop"] = args.loop
     if args.samples:
         result["sample_list"] = run.samples

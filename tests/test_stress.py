@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 import pytest
-from support import stress
+from support import sampling, stress
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("FERROLOOP_STRESS"),
@@ -90,7 +90,7 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
 def _one(args) -> list[dict]:
     _raise_nofile()
     sizes = stress.SHORT if args.short else stress.LONG
-    stress.prime(lambda: _new_loop(args.loop))
+    sampling.prime(lambda: _new_loop(args.loop))
     rows = []
     for name in args.scenario.split(","):
         scenario_sizes = dict(sizes[name])

@@ -632,19 +632,3 @@ def run_fresh(new_loop, name: str, sizes: dict, kind: str) -> Row:
     if row["fd_leak"] > 0:
         row.fail(f"{row['fd_leak']} fds open after the loop closed that were not before it")
     return row
-
-
-def prime(new_loop) -> None:
-    """Make, use and close one loop before the scenarios: what a loop's library makes once
-    per process and keeps (libuv's signal pipe, on the first child process watched) is
-    then open before every scenario's fd count, not counted as that scenario's leak."""
-    loop = new_loop()
-    try:
-
-        async def child() -> None:
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-            await proc.wait()
-
-        loop.run_until_complete(child())
-    finally:
-        loop.close()

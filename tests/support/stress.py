@@ -12,8 +12,9 @@ what broke a promise.
 - emfile: a server whose process runs out of fds (stress_peers.py lowers its RLIMIT_NOFILE):
   accept hits EMFILE while connections queue; the server must keep running and serve them
   all once fds free, and a new connection after the storm.
-- timers: COUNT timers over a span, half cancelled at random moments: no cancelled timer
-  runs, every other one runs, none early.
+- timers: COUNT timers over a span, half of them cancelled by other timers' callbacks, each
+  at a random moment before it is due: no cancelled timer runs, every other one runs, none
+  more than 1 ms early.
 - signals: SIGUSR1 from a thread (pthread_kill and kill, alternating) during echo traffic:
   the traffic is undisturbed, the handler runs, and a signal after the storm still arrives.
 
@@ -469,14 +470,14 @@ async def timers(loop, row: Row, count: int, span: float) -> None:
             cancelled_before.add(i)
         handles[i].cancel()
 
+    # Half of them cancelled by other callbacks, each at a random moment before it is due.
+    cancellers = []
     for i in range(count):
         delay = rng.uniform(0, span)
         due.append(loop.time() + delay)
         handles.append(loop.call_later(delay, fire, i))
-    cancellers = [
-        loop.call_later(rng.uniform(0, span), cancel, i)
-        for i in rng.sample(range(count), count // 2)
-    ]
+        if rng.random() < 0.5:
+            cancellers.append(loop.call_later(rng.uniform(0, delay * 0.99), cancel, i))
     await asyncio.sleep(span + 0.5)
     ran_cancelled = len(cancelled_before & fired_at.keys())
     missing = count - len(cancelled_before) - len(fired_at.keys() - cancelled_before)

@@ -67,6 +67,7 @@ COLUMNS = (
     ("notes", "notes"),
     ("failed", "failures"),
 )
+STEADY = ("churn", "slow", "signals")
 NOTES = {
     "hold": ("server_live", "fds_held", "rss_held_mib"),
     "slow": ("pauses", "max_buffer", "rss_growth_kib"),
@@ -112,10 +113,13 @@ def _cells(row: dict) -> dict:
         cells["kib"] = row["bytes"] // 1024
     if "rss_peak" in row:
         cells["rss_peak_mib"] = round(row["rss_peak"] / 2**20)
-    if "rss_per_min" in row:
-        cells["rss_slope"] = f"{row['rss_per_min'] / 1024:+.0f}"
-    if "fds_per_min" in row:
-        cells["fds_slope"] = f"{row['fds_per_min']:+.0f}"
+    # Slopes only where the load is steady: elsewhere the fit is over a ramp (connections
+    # opened then closed, timers scheduled then run) and says nothing about leaks.
+    if row.get("scenario") in STEADY:
+        if "rss_per_min" in row:
+            cells["rss_slope"] = f"{row['rss_per_min'] / 1024:+.0f}"
+        if "fds_per_min" in row:
+            cells["fds_slope"] = f"{row['fds_per_min']:+.0f}"
     cells["notes"] = ", ".join(
         f"{k.replace('_', ' ')} {row[k]}" for k in NOTES.get(row.get("scenario"), ()) if k in row
     )

@@ -3,6 +3,7 @@ a burst at one sample or a step during the warm-up is not growth, and a steady c
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -41,3 +42,23 @@ def test_unbounded_keys_are_fitted_not_judged():
     samples = [{"t": i, "rss": 0, "tasks": i} for i in range(10)]
     fits, failures = sampling.check(samples, {"rss": 1}, warmup=0)
     assert "tasks" in fits and failures == []
+
+
+def test_loop_counts_from_stats_when_the_loop_has_it():
+    class WithStats:
+        def stats(self):
+            return {"readers": 3, "transports": 2, "timers": 7, "other": "x"}
+
+    counts = sampling.loop_counts(WithStats())
+    assert counts == {"tasks": 0, "loop_readers": 3, "loop_transports": 2, "loop_timers": 7}
+
+
+def test_loop_counts_of_asyncio():
+    loop = asyncio.SelectorEventLoop()
+    try:
+        loop.call_later(60, print)
+        counts = sampling.loop_counts(loop)
+    finally:
+        loop.close()
+    assert counts["loop_timers"] == 1 and counts["tasks"] == 0
+    assert counts["loop_readers"] == 1  # its self-pipe

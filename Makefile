@@ -201,3 +201,36 @@ compat-check: build-prod
 	$(PY) tests/compat/compat.py --quick
 
 test: compat-check
+
+
+# Issue 18 §2's soak: every kind of traffic (TCP, Unix, TLS, UDP, pipes, subprocesses,
+# timers, executor) on one loop for SOAK_SECONDS, RSS, fds, tracemalloc and the loop's counts
+# sampled each 10 s; fails on growth beyond the bounds in tests/support/soak.py (a fitted
+# slope after the warm-up). asyncio, uvloop and ferroloop, each in its own process, one
+# table row each. `make test` runs the 60 s version once, on ferroloop (soak-short).
+.PHONY: soak soak-short
+SOAK_SECONDS ?= 600
+SOAK_ARGS ?=
+soak: build-prod
+	$(PY) tests/test_soak.py --loop asyncio,uvloop,ferroloop --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+soak-short: build-prod
+	FERROLOOP_SOAK=1 $(PYTEST) tests/test_soak.py
+
+test: soak-short
+
+# Issue 18 §2's stress: 10,000 connections held, 1,000,000 connect/close cycles, slow readers
+# at the water marks, resets mid-write, EMFILE on accept, 100,000 timers cancelled at random,
+# signals from threads during traffic (tests/support/stress.py). asyncio, uvloop and
+# ferroloop, each in its own process, one table row per scenario and loop.
+# `make stress STRESS_ARGS="--churn 200000"`. `make test` runs the short sizes once
+# (stress-short), on asyncio and ferroloop.
+.PHONY: stress stress-short
+STRESS_ARGS ?=
+stress: build-prod
+	$(PY) tests/test_stress.py --loop asyncio,uvloop,ferroloop $(STRESS_ARGS)
+
+stress-short: build-prod
+	FERROLOOP_STRESS=1 $(PYTEST) tests/test_stress.py
+
+test: stress-short

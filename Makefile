@@ -202,7 +202,6 @@ compat-check: build-prod
 
 test: compat-check
 
-
 # Issue 18 §2's soak: every kind of traffic (TCP, Unix, TLS, UDP, pipes, subprocesses,
 # timers, executor) on one loop for SOAK_SECONDS, RSS, fds, tracemalloc and the loop's counts
 # sampled each 10 s; fails on growth beyond the bounds in tests/support/soak.py (a fitted

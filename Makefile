@@ -68,9 +68,10 @@ storm: build-prod
 conformance: build-prod
 	$(PY) tests/cpython/conformance.py --check
 
-## fuzz: the bad-argument fuzzing with many examples (`make test` runs a bounded profile).
+## fuzz: the bad-argument fuzzing and the scheduler's differential fuzzing against asyncio,
+## with many examples (`make test` runs a bounded profile).
 fuzz: build-prod
-	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py
+	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py tests/test_fuzz_scheduler.py
 
 conformance-update: build-prod
 	$(PY) tests/cpython/conformance.py --update

@@ -73,6 +73,18 @@ conformance: build-prod
 fuzz: build-prod
 	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py tests/test_fuzz_scheduler.py
 
+# AddressSanitizer (nightly rustc, -Zsanitizer=address, libasan preloaded) over the pytest
+# suite, in .venv-asan; LeakSanitizer's reports fail it unless tests/sanitizers/lsan.supp
+# lists them. `make sanitize SANITIZE_TESTS=tests/test_timers.py` for a subset.
+.PHONY: sanitize
+sanitize: $(STAMP)
+	SANITIZE_TESTS="$(SANITIZE_TESTS)" scripts/sanitize.sh
+
+# valgrind's memcheck over a few test files (ferroloop's runs), in .venv-valgrind.
+.PHONY: valgrind
+valgrind: $(STAMP)
+	VALGRIND_TESTS="$(VALGRIND_TESTS)" scripts/valgrind.sh
+
 conformance-update: build-prod
 	$(PY) tests/cpython/conformance.py --update
 

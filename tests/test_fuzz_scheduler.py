@@ -184,6 +184,9 @@ class _Run:
         return self.t0 + slot * STEP
 
     def _fired(self, slot: int) -> None:
+        if slot < self.epoch:
+            # A later slot fired first: this one was overdue by a slot or more.
+            self.late = True
         self.epoch = max(self.epoch, slot)
         self.pending.discard(slot)
 

@@ -69,9 +69,22 @@ storm: build-prod
 conformance: build-prod
 	$(PY) tests/cpython/conformance.py --check
 
-## fuzz: the bad-argument fuzzing with many examples (`make test` runs a bounded profile).
+## fuzz: the bad-argument fuzzing and the scheduler's differential fuzzing against asyncio,
+## with many examples (`make test` runs a bounded profile).
 fuzz: build-prod
-	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py
+	HYPOTHESIS_PROFILE=long $(PYTEST) tests/test_fuzz_args.py tests/test_fuzz_scheduler.py
+
+# AddressSanitizer (nightly rustc, -Zsanitizer=address, libasan preloaded) over the pytest
+# suite, in .venv-asan; LeakSanitizer's reports fail it unless tests/sanitizers/lsan.supp
+# lists them. `make sanitize SANITIZE_TESTS=tests/test_timers.py` for a subset.
+.PHONY: sanitize
+sanitize: $(STAMP)
+	SANITIZE_TESTS="$(SANITIZE_TESTS)" scripts/sanitize.sh
+
+# valgrind's memcheck over a few test files (ferroloop's runs), in .venv-valgrind.
+.PHONY: valgrind
+valgrind: $(STAMP)
+	VALGRIND_TESTS="$(VALGRIND_TESTS)" scripts/valgrind.sh
 
 conformance-update: build-prod
 	$(PY) tests/cpython/conformance.py --update
@@ -158,7 +171,7 @@ bench-tls: bench-venv loadgen
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-3.* .venv-bench dist
+	rm -rf $(VENV) .venv-3.* .venv-bench .venv-asan .venv-valgrind dist
 
 # Portable wheels (issue 19): `make wheels` puts an sdist and, built from it, a
 # manylinux2014 (glibc 2.17+) x86_64 wheel per CPython 3.10-3.13 installed in dist/;

@@ -10,6 +10,7 @@
 //! iteration, so a callback that reschedules itself cannot starve I/O.
 
 mod fork;
+mod histogram;
 pub(crate) mod io_refs;
 pub(crate) mod poll_window;
 pub(crate) mod reader_api;
@@ -17,6 +18,7 @@ pub mod readers;
 mod schedule;
 pub(crate) use schedule::install_raw_methods;
 mod spin;
+pub(crate) mod stats;
 mod tasks;
 pub mod timers;
 
@@ -111,6 +113,8 @@ pub struct LoopCore {
     pub(crate) spinner: GilCell<spin::Spinner>,
     /// The last iteration's I/O phase panicked (see `run_once`).
     io_panicked: AtomicBool,
+    /// Counters for `loop.stats()` and the slow-callback handler.
+    pub(crate) stats: stats::LoopStats,
 }
 
 impl LoopCore {
@@ -220,6 +224,7 @@ impl LoopCore {
         for t in &gone {
             t.get().unschedule();
         }
+        self.stats.timers_cancelled.add(gone.len() as u64);
         gone
     }
 
@@ -254,8 +259,10 @@ impl LoopCore {
         let plan = self.spinner.borrow(py).plan(timeout);
         let mut remaining = timeout;
         if let Some(plan) = plan {
+            let polled = std::time::Instant::now();
             let (n, outcome) =
                 py.detach(|| spin::poll_for(plan, || crate::sys::epoll::wait_fd(epfd, events, Some(0)).unwrap_or(0)));
+            self.stats.polled(polled.elapsed().as_nanos() as u64, outcome, n);
             // Polling is for peers outside the process. A wake-up from one of
             // our own threads (an executor's result, `call_soon_threadsafe`)
             // may come from a thread that needs this very CPU: never poll for
@@ -277,6 +284,8 @@ impl LoopCore {
         let start = std::time::Instant::now();
         let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));
         let blocked = start.elapsed().as_nanos() as u64;
+        self.stats.blocked_ns.add(blocked);
+        self.stats.blocked_waits.add(1);
         self.spinner
             .borrow_mut(py)
             .after_block(blocked, matches!(result, Ok(n) if from_peers(&events[..n])));
@@ -393,6 +402,7 @@ impl LoopCore {
                     if handle.get().is_cancelled() {
                         stale.push((fd, side));
                     } else {
+                        self.sample_enqueue(handle.get());
                         st.ready.push_back(handle.clone_ref(py));
                         queued = true;
                     }
@@ -442,9 +452,13 @@ impl LoopCore {
                     .shared
                     .cancelled_timers
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                self.stats.timers_cancelled.add(1);
                 gone.push(timer);
             } else {
-                st.ready.push_back(timer.into_bound(py).into_super().unbind());
+                self.stats.timer_fired(when, end - CLOCK_RESOLUTION);
+                let handle = timer.into_bound(py).into_super().unbind();
+                self.sample_enqueue(handle.get());
+                st.ready.push_back(handle);
             }
         }
         gone
@@ -482,7 +496,25 @@ impl LoopCore {
         // Only the callbacks ready now run in this iteration; anything they
         // schedule runs in the next one, after another poll for I/O.
         let ntodo = this.state.borrow(py).ready.len();
+        if ntodo == 0 {
+            return Ok(());
+        }
         let debug = this.debug();
+        let stats = &this.stats;
+        stats.max_ready.raise(ntodo as u64);
+        let slow_ns = stats.slow_ns.get();
+        let phase_start = stats.now_ns();
+        let result = LoopCore::run_ready(slf, ntodo, debug, slow_ns);
+        stats.callbacks_ns.add(stats.now_ns().saturating_sub(phase_start));
+        result
+    }
+
+    /// The run phase: runs the first `ntodo` handles of the ready queue. With
+    /// `slow_ns` set (a slow-callback handler), times each one.
+    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let stats = &this.stats;
         for _ in 0..ntodo {
             let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
                 break;
@@ -490,6 +522,9 @@ impl LoopCore {
             if handle.get().is_cancelled() {
                 continue;
             }
+            stats.dequeued(handle.get().take_queued());
+            stats.callbacks.add(1);
+            let started = if slow_ns != 0 { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::Handle);
                 if debug {
@@ -498,6 +533,9 @@ impl LoopCore {
                     run_handle(slf, handle.bind(py))
                 }
             });
+            if started != 0 {
+                stats::report_if_slow(slf, handle.bind(py), started, slow_ns)?;
+            }
             match step {
                 Ok(result) => {
                     result?;
@@ -653,6 +691,7 @@ impl LoopCore {
                 poll_window::choose().map_err(pyo3::exceptions::PyValueError::new_err)?,
             )),
             io_panicked: AtomicBool::new(false),
+            stats: stats::LoopStats::default(),
         })
     }
 

@@ -13,12 +13,23 @@ import asyncio
 
 from ._ferroloop import __version__
 from ._loop import Loop
+from ._observe import LagHistogram, LoopStats, SlowCallback
 from ._run import run
 
 # Public name, as in reprs and tracebacks: ferroloop.Loop.
 Loop.__module__ = __name__
 
-__all__ = ["EventLoopPolicy", "Loop", "__version__", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "LagHistogram",
+    "Loop",
+    "LoopStats",
+    "SlowCallback",
+    "__version__",
+    "install",
+    "new_event_loop",
+    "run",
+]
 
 
 def new_event_loop() -> Loop:

@@ -21,6 +21,7 @@ from asyncio.log import logger
 from typing import Any
 
 from . import _ferroloop
+from ._observe import ObservabilityAPI
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
 from ._subprocess import SubprocessAPI
@@ -88,6 +89,7 @@ class _NotPatchable:
 
 class Loop(
     _ferroloop.LoopCore,
+    ObservabilityAPI,
     SignalHandlers,
     SocketAPI,
     SubprocessAPI,
@@ -107,6 +109,7 @@ class Loop(
         SignalHandlers.__init__(self)
         self._init_sockets()
         self._init_subprocess()
+        self._init_observe()
         _loops.add(self)
 
     def _leave_parent_process(self) -> None:
@@ -149,6 +152,7 @@ class Loop(
             return
         if self._debug:
             logger.debug("Close %r", self)
+        self._close_observe()
         self._close_signal_handlers()
         self._close_subprocess()
         self._close_core()

@@ -5,7 +5,6 @@ ferroloop's own."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import textwrap
 import time
@@ -21,11 +20,12 @@ def test_snapshot_is_frozen_typed_and_exported(loop) -> None:
 
     stats = loop.stats()
     assert isinstance(stats, ferroloop.LoopStats)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         stats.callbacks = 1  # type: ignore[misc]
     as_dict = stats._asdict()
     assert as_dict["iterations"] == stats.iterations
-    assert set(as_dict["timer_lag"]) == {"last", "max", "count", "total", "buckets"}
+    assert list(as_dict) == list(stats._fields)
+    assert set(as_dict["timer_lag"]._asdict()) == {"last", "max", "samples", "total", "buckets"}
     assert isinstance(stats.timer_lag, ferroloop.LagHistogram)
 
 
@@ -86,8 +86,8 @@ def test_counts_timers_and_their_lateness(loop, run) -> None:
     assert stats.timers_cancelled >= 2
     assert stats.timers_fired >= 4
     lag = stats.timer_lag
-    assert lag.count == stats.timers_fired
-    assert sum(lag.buckets) == lag.count
+    assert lag.samples == stats.timers_fired
+    assert sum(lag.buckets) == lag.samples
     assert 0 <= lag.last <= lag.max < 5
     assert lag.mean <= lag.max
 
@@ -99,10 +99,11 @@ def test_time_in_callbacks_and_blocked_in_epoll(loop, run) -> None:
 
     run(main())
     stats = loop.stats()
-    assert stats.callbacks_time >= 0.05
+    assert stats.busy_time >= 0.05
+    assert stats.run_time >= stats.busy_time + stats.blocked_time - 1e-6
     assert stats.blocked_time >= 0.03
     assert stats.blocked_waits >= 1
-    assert stats.uptime >= stats.callbacks_time
+    assert stats.uptime >= stats.run_time
     assert stats.poll_time >= 0
     assert min(stats.poll_hits, stats.poll_misses, stats.poll_timeouts) >= 0
 
@@ -116,8 +117,8 @@ def test_ready_queue_wait_is_sampled(loop, run) -> None:
 
     run(main())
     wait = loop.stats().queue_wait
-    assert 30 <= wait.count <= 50
-    assert sum(wait.buckets) == wait.count
+    assert 30 <= wait.samples <= 50
+    assert sum(wait.buckets) == wait.samples
     assert 0 < wait.max < 5
     assert wait.last <= wait.max
 

@@ -16,8 +16,7 @@ import traceback
 import weakref
 from asyncio import format_helpers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _ferroloop
 
@@ -30,29 +29,26 @@ BUCKET_BOUNDS_US: tuple[int | None, ...] = tuple(_ferroloop.LoopCore._stats_buck
 QUEUE_WAIT_SAMPLE_EVERY: int = _ferroloop.LoopCore._stats_sample_every()
 
 
-@dataclass(frozen=True)
-class LagHistogram:
-    """Durations in seconds: the last, the largest, how many, their sum, and
-    counts per bucket (bounds in :data:`BUCKET_BOUNDS_US`)."""
+class LagHistogram(NamedTuple):
+    """Durations in seconds: the last, the largest, how many (``samples``),
+    their sum, and counts per bucket (bounds in :data:`BUCKET_BOUNDS_US`)."""
 
     last: float
     max: float
-    count: int
+    samples: int
     total: float
     buckets: tuple[int, ...]
 
     @property
     def mean(self) -> float:
         """The mean duration, 0.0 when none was recorded."""
-        return self.total / self.count if self.count else 0.0
-
-    def _asdict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.total / self.samples if self.samples else 0.0
 
 
-@dataclass(frozen=True)
-class LoopStats:
-    """A snapshot of a loop's counters, from :meth:`ferroloop.Loop.stats`.
+class LoopStats(NamedTuple):
+    """A snapshot of a loop's counters, from :meth:`ferroloop.Loop.stats`: a named
+    tuple (attribute access, ``_asdict()``, in which the two histograms stay
+    :class:`LagHistogram` named tuples).
 
     Counts are totals since the loop was created; ``ready``, ``readers``,
     ``writers``, ``transports`` and ``servers`` are the values now. Times are
@@ -84,10 +80,12 @@ class LoopStats:
     messages_read: int
     bytes_written: int
     messages_written: int
-    #: Time running callbacks; blocked in epoll (and how many such waits);
-    #: polling before blocking, and polls that found events, found nothing, or
-    #: were cut short by a timer.
-    callbacks_time: float
+    #: Time inside run_forever; of it, busy (running callbacks and the loop's
+    #: own work), blocked in epoll (and how many such waits), polling before
+    #: blocking, and polls that found events, found nothing, or were cut
+    #: short by a timer.
+    run_time: float
+    busy_time: float
     blocked_time: float
     blocked_waits: int
     poll_time: float
@@ -102,16 +100,8 @@ class LoopStats:
     #: Seconds since the loop was created.
     uptime: float
 
-    def _asdict(self) -> dict[str, Any]:
-        """The snapshot as a dict (histograms as nested dicts)."""
-        return asdict(self)
 
-
-_FIELDS = tuple(f.name for f in fields(LoopStats))
-
-
-@dataclass(frozen=True)
-class SlowCallback:
+class SlowCallback(NamedTuple):
     """What :meth:`ferroloop.Loop.set_slow_callback_handler`'s handler receives."""
 
     #: One line: what ran and for how long.
@@ -258,7 +248,8 @@ def format_summary(stats: LoopStats, label: str = "ferroloop") -> str:
         [
             f"{label}: {s.uptime:.2f} s, {s.iterations:,} iterations, {s.callbacks:,} callbacks "
             f"(ready queue max {s.ready_max:,})",
-            f"  time: callbacks {s.callbacks_time:.3f} s, blocked in epoll {s.blocked_time:.3f} s "
+            f"  time: running {s.run_time:.3f} s: busy {s.busy_time:.3f} s, "
+            f"blocked in epoll {s.blocked_time:.3f} s "
             f"({s.blocked_waits:,} waits), polling {s.poll_time:.3f} s "
             f"({s.poll_hits:,} hits, {s.poll_misses:,} misses)",
             f"  timers: {s.timers_scheduled:,} scheduled, {s.timers_cancelled:,} cancelled, "
@@ -317,7 +308,7 @@ class ObservabilityAPI:
         raw["servers"] = self._servers_alive
         for name in ("timer_lag", "queue_wait"):
             raw[name] = _histogram(raw[name])
-        return LoopStats(**{name: raw[name] for name in _FIELDS})
+        return LoopStats(**{name: raw[name] for name in LoopStats._fields})
 
     def set_slow_callback_handler(
         self,
@@ -397,7 +388,7 @@ def _histogram(raw: dict[str, Any]) -> LagHistogram:
     return LagHistogram(
         last=raw["last"],
         max=raw["max"],
-        count=raw["count"],
+        samples=raw["count"],
         total=raw["total"],
         buckets=tuple(raw["buckets"]),
     )

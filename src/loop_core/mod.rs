@@ -502,11 +502,7 @@ impl LoopCore {
         let debug = this.debug();
         let stats = &this.stats;
         stats.max_ready.raise(ntodo as u64);
-        let slow_ns = stats.slow_ns.get();
-        let phase_start = stats.now_ns();
-        let result = LoopCore::run_ready(slf, ntodo, debug, slow_ns);
-        stats.callbacks_ns.add(stats.now_ns().saturating_sub(phase_start));
-        result
+        LoopCore::run_ready(slf, ntodo, debug, stats.slow_ns.get())
     }
 
     /// The run phase: runs the first `ntodo` handles of the ready queue. With
@@ -767,6 +763,7 @@ impl LoopCore {
     /// running-loop state around this call.
     fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
+        this.stats.run_started();
         let result = loop {
             if let Err(err) = LoopCore::run_once(slf) {
                 break Err(err);
@@ -775,6 +772,7 @@ impl LoopCore {
                 break Ok(());
             }
         };
+        this.stats.run_ended();
         this.stopping.store(false, Ordering::Relaxed);
         this.polling.store(false, Ordering::SeqCst);
         result

@@ -7,9 +7,10 @@
 //! only so that `LoopCore` stays `Sync` for PyO3; nothing relies on them for
 //! cross-thread ordering.
 //!
-//! Clock reads are kept off the per-callback path: the run phase is timed as a
-//! whole (two reads per iteration that runs callbacks), the time blocked in
-//! epoll reuses the measurement the poll-before-block logic already takes, and
+//! Clock reads are kept off the per-callback and per-iteration paths: only
+//! `run_forever` as a whole is timed, and the time not blocked in epoll nor
+//! polling is the loop's busy time; the time blocked reuses the measurement
+//! the poll-before-block logic already takes; and
 //! the time a callback waits in the ready queue is sampled: one enqueue in
 //! [`SAMPLE_EVERY`] is stamped, and only a stamped handle reads the clock when
 //! it runs. Timer lateness uses the clock reading the loop takes anyway to find
@@ -78,8 +79,10 @@ pub(crate) struct LoopStats {
     pub messages_read: Counter,
     pub bytes_written: Counter,
     pub messages_written: Counter,
-    /// Time in run phases (callbacks and task steps), in nanoseconds.
-    pub callbacks_ns: Counter,
+    /// Time inside `run_forever` calls that ended, in nanoseconds, and when
+    /// the one running now started (0: not running).
+    pub run_ns: Counter,
+    pub run_started_ns: Counter,
     /// Time in epoll waits that could block, and how many there were.
     pub blocked_ns: Counter,
     pub blocked_waits: Counter,
@@ -116,7 +119,8 @@ impl Default for LoopStats {
             messages_read: Counter::default(),
             bytes_written: Counter::default(),
             messages_written: Counter::default(),
-            callbacks_ns: Counter::default(),
+            run_ns: Counter::default(),
+            run_started_ns: Counter::default(),
             blocked_ns: Counter::default(),
             blocked_waits: Counter::default(),
             poll_ns: Counter::default(),
@@ -186,6 +190,20 @@ impl LoopStats {
         }
     }
 
+    /// `run_forever` starts running iterations.
+    pub(crate) fn run_started(&self) {
+        self.run_started_ns.set(self.now_ns());
+    }
+
+    /// `run_forever` stops running iterations.
+    pub(crate) fn run_ended(&self) {
+        let started = self.run_started_ns.get();
+        if started != 0 {
+            self.run_ns.add(self.now_ns().saturating_sub(started));
+            self.run_started_ns.set(0);
+        }
+    }
+
     /// A timed step starts (a slow-callback handler is set): returns its
     /// start, and publishes it for the watchdog.
     #[inline]
@@ -247,7 +265,14 @@ impl LoopCore {
         d.set_item("messages_read", s.messages_read.get())?;
         d.set_item("bytes_written", s.bytes_written.get())?;
         d.set_item("messages_written", s.messages_written.get())?;
-        d.set_item("callbacks_time", secs(s.callbacks_ns.get()))?;
+        let running = match s.run_started_ns.get() {
+            0 => 0,
+            started => s.now_ns().saturating_sub(started),
+        };
+        let run_ns = s.run_ns.get() + running;
+        let idle_ns = s.blocked_ns.get() + s.poll_ns.get();
+        d.set_item("run_time", secs(run_ns))?;
+        d.set_item("busy_time", secs(run_ns.saturating_sub(idle_ns)))?;
         d.set_item("blocked_time", secs(s.blocked_ns.get()))?;
         d.set_item("blocked_waits", s.blocked_waits.get())?;
         d.set_item("poll_time", secs(s.poll_ns.get()))?;

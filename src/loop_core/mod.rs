@@ -502,12 +502,28 @@ impl LoopCore {
         let debug = this.debug();
         let stats = &this.stats;
         stats.max_ready.raise(ntodo as u64);
-        LoopCore::run_ready(slf, ntodo, debug, stats.slow_ns.get())
+        let mut ran = 0;
+        let slow_ns = stats.slow_ns.get();
+        let result = if slow_ns == 0 {
+            LoopCore::run_ready::<false>(slf, ntodo, debug, slow_ns, &mut ran)
+        } else {
+            LoopCore::run_ready::<true>(slf, ntodo, debug, slow_ns, &mut ran)
+        };
+        stats.callbacks.add(ran);
+        result
     }
 
-    /// The run phase: runs the first `ntodo` handles of the ready queue. With
-    /// `slow_ns` set (a slow-callback handler), times each one.
-    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64) -> PyResult<()> {
+    /// The run phase: runs the first `ntodo` handles of the ready queue,
+    /// counting them in `ran`. `TIMED` (a slow-callback handler is set) times
+    /// each one against `slow_ns`; a separate instance so that the common
+    /// case pays no per-callback branch for it.
+    fn run_ready<const TIMED: bool>(
+        slf: &Bound<'_, Self>,
+        ntodo: usize,
+        debug: bool,
+        slow_ns: u64,
+        ran: &mut u64,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let stats = &this.stats;
@@ -519,8 +535,8 @@ impl LoopCore {
                 continue;
             }
             stats.dequeued(handle.get().take_queued());
-            stats.callbacks.add(1);
-            let started = if slow_ns != 0 { stats.step_started() } else { 0 };
+            *ran += 1;
+            let started = if TIMED { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::Handle);
                 if debug {
@@ -529,7 +545,7 @@ impl LoopCore {
                     run_handle(slf, handle.bind(py))
                 }
             });
-            if started != 0 {
+            if TIMED {
                 stats::report_if_slow(slf, handle.bind(py), started, slow_ns)?;
             }
             match step {

@@ -86,7 +86,8 @@ def test_counts_timers_and_their_lateness(loop, run) -> None:
     assert stats.timers_cancelled >= 2
     assert stats.timers_fired >= 4
     lag = stats.timer_lag
-    assert lag.samples == stats.timers_fired
+    # One sample per batch of timers found due together.
+    assert 1 <= lag.samples <= stats.timers_fired
     assert sum(lag.buckets) == lag.samples
     assert 0 <= lag.last <= lag.max < 5
     assert lag.mean <= lag.max

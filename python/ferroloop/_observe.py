@@ -92,7 +92,8 @@ class LoopStats(NamedTuple):
     poll_hits: int
     poll_misses: int
     poll_timeouts: int
-    #: How late timers were queued after their deadline.
+    #: How late timers were queued after their deadline: one sample per batch
+    #: of timers found due together, the earliest (so the latest) of them.
     timer_lag: LagHistogram
     #: How long callbacks waited in the ready queue (one enqueue in
     #: :data:`QUEUE_WAIT_SAMPLE_EVERY` is timed).

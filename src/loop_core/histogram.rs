@@ -23,8 +23,6 @@ pub(crate) struct Histogram {
     last_ns: Counter,
     /// The largest duration recorded, in nanoseconds.
     max_ns: Counter,
-    /// Durations recorded.
-    count: Counter,
     /// Sum of the durations recorded, in nanoseconds.
     total_ns: Counter,
 }
@@ -56,7 +54,6 @@ impl Histogram {
         self.buckets[bucket_of(ns)].add(1);
         self.last_ns.set(ns);
         self.max_ns.raise(ns);
-        self.count.add(1);
         self.total_ns.add(ns);
     }
 
@@ -68,8 +65,9 @@ impl Histogram {
         self.max_ns.get()
     }
 
+    /// Durations recorded: the sum of the bucket counts.
     pub(crate) fn count(&self) -> u64 {
-        self.count.get()
+        self.buckets.iter().map(Counter::get).sum()
     }
 
     pub(crate) fn total_ns(&self) -> u64 {

@@ -439,6 +439,9 @@ impl LoopCore {
         }
         let end = monotonic() + CLOCK_RESOLUTION;
         let st = &mut *guard;
+        // The first timer queued is the one due earliest, so the latest: its
+        // lateness is the batch's (see `LoopStats::timers_fired`).
+        let mut fired = 0;
         while let Some((when, _)) = st.timers.peek() {
             if when >= end {
                 break;
@@ -455,12 +458,16 @@ impl LoopCore {
                 self.stats.timers_cancelled.add(1);
                 gone.push(timer);
             } else {
-                self.stats.timer_fired(when, end - CLOCK_RESOLUTION);
+                if fired == 0 {
+                    self.stats.timer_lag(when, end - CLOCK_RESOLUTION);
+                }
+                fired += 1;
                 let handle = timer.into_bound(py).into_super().unbind();
                 self.sample_enqueue(handle.get());
                 st.ready.push_back(handle);
             }
         }
+        self.stats.timers_fired.add(fired);
         gone
     }
 
@@ -504,26 +511,15 @@ impl LoopCore {
         stats.max_ready.raise(ntodo as u64);
         let mut ran = 0;
         let slow_ns = stats.slow_ns.get();
-        let result = if slow_ns == 0 {
-            LoopCore::run_ready::<false>(slf, ntodo, debug, slow_ns, &mut ran)
-        } else {
-            LoopCore::run_ready::<true>(slf, ntodo, debug, slow_ns, &mut ran)
-        };
+        let result = LoopCore::run_ready(slf, ntodo, debug, slow_ns, &mut ran);
         stats.callbacks.add(ran);
         result
     }
 
     /// The run phase: runs the first `ntodo` handles of the ready queue,
-    /// counting them in `ran`. `TIMED` (a slow-callback handler is set) times
-    /// each one against `slow_ns`; a separate instance so that the common
-    /// case pays no per-callback branch for it.
-    fn run_ready<const TIMED: bool>(
-        slf: &Bound<'_, Self>,
-        ntodo: usize,
-        debug: bool,
-        slow_ns: u64,
-        ran: &mut u64,
-    ) -> PyResult<()> {
+    /// counting them in `ran`. With `slow_ns` set (a slow-callback handler),
+    /// times each one against it.
+    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64, ran: &mut u64) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let stats = &this.stats;
@@ -536,7 +532,7 @@ impl LoopCore {
             }
             stats.dequeued(handle.get().take_queued());
             *ran += 1;
-            let started = if TIMED { stats.step_started() } else { 0 };
+            let started = if slow_ns != 0 { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::Handle);
                 if debug {
@@ -545,7 +541,7 @@ impl LoopCore {
                     run_handle(slf, handle.bind(py))
                 }
             });
-            if TIMED {
+            if started != 0 {
                 stats::report_if_slow(slf, handle.bind(py), started, slow_ns)?;
             }
             match step {

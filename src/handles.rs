@@ -5,7 +5,7 @@
 //! runs in. Cancelling drops the callback and arguments at once (as asyncio
 //! does) so a cancelled long timer does not keep them alive until it is purged.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
@@ -45,9 +45,6 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
     /// Debug flag and timer bookkeeping of the owning loop.
     shared: Arc<LoopShared>,
-    /// When the loop sampled this handle's enqueue for `loop.stats()`'s
-    /// ready-queue wait (its own clock, in nanoseconds); 0: not sampled.
-    queued_ns: AtomicU64,
 }
 
 impl Handle {
@@ -86,7 +83,6 @@ impl Handle {
             repr: GilCell::new(None),
             source_traceback,
             shared,
-            queued_ns: AtomicU64::new(0),
         }
     }
 
@@ -101,22 +97,6 @@ impl Handle {
     /// drops the result once no borrow is held (a decref may run any code).
     pub fn empty(&self, py: Python<'_>) -> (Call, Option<Py<PyAny>>) {
         (self.call.borrow_mut(py).take(), self.context.borrow_mut(py).take())
-    }
-
-    /// Records the loop's enqueue sample stamp (0: not sampled).
-    #[inline]
-    pub fn stamp_queued(&self, ns: u64) {
-        self.queued_ns.store(ns, Ordering::Relaxed);
-    }
-
-    /// The enqueue sample stamp, cleared.
-    #[inline]
-    pub fn take_queued(&self) -> u64 {
-        let ns = self.queued_ns.load(Ordering::Relaxed);
-        if ns != 0 {
-            self.queued_ns.store(0, Ordering::Relaxed);
-        }
-        ns
     }
 
     /// Whether the handle recorded where it was created (debug mode).

@@ -527,10 +527,11 @@ impl LoopCore {
             let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
                 break;
             };
-            if handle.get().is_cancelled() {
+            let runs = !handle.get().is_cancelled();
+            stats.dequeued(stats::address(handle.get()), runs);
+            if !runs {
                 continue;
             }
-            stats.dequeued(handle.get().take_queued());
             *ran += 1;
             let started = if slow_ns != 0 { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {

@@ -10,12 +10,13 @@
 //! Clock reads are kept off the per-callback and per-iteration paths: only
 //! `run_forever` as a whole is timed, and the time not blocked in epoll nor
 //! polling is the loop's busy time; the time blocked reuses the measurement
-//! the poll-before-block logic already takes; and
-//! the time a callback waits in the ready queue is sampled: one enqueue in
-//! [`SAMPLE_EVERY`] is stamped, and only a stamped handle reads the clock when
-//! it runs. Timer lateness uses the clock reading the loop takes anyway to find
-//! due timers. Per-callback timing happens only while a slow-callback handler
-//! is set.
+//! the poll-before-block logic already takes; timer lateness uses the clock
+//! reading the loop takes anyway to find due timers; and the time a callback
+//! waits in the ready queue is sampled: one enqueue in [`SAMPLE_EVERY`]
+//! records which handle it was and when, and only that handle reads the clock
+//! when it runs. The record lives here, not in the handle, so that running a
+//! handle touches no more of it than before. Per-callback timing happens only
+//! while a slow-callback handler is set.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -100,6 +101,10 @@ pub(crate) struct LoopStats {
     pub queue_wait: Histogram,
     /// Enqueues since the last sampled one.
     sample_tick: Counter,
+    /// The address of the sampled handle waiting in the ready queue (0:
+    /// none), and when it was queued. A later sample replaces it.
+    sample_handle: Counter,
+    sample_ns: Counter,
     /// A step longer than this calls `_report_slow_callback`; 0: no handler.
     pub slow_ns: Counter,
     /// Steps timed since a handler was set, and when the current one started
@@ -132,6 +137,8 @@ impl Default for LoopStats {
             timer_lag: Histogram::default(),
             queue_wait: Histogram::default(),
             sample_tick: Counter::default(),
+            sample_handle: Counter::default(),
+            sample_ns: Counter::default(),
             slow_ns: Counter::default(),
             step_seq: Counter::default(),
             step_start_ns: Counter::default(),
@@ -146,24 +153,30 @@ impl LoopStats {
         (self.origin.elapsed().as_nanos() as u64).saturating_add(1)
     }
 
-    /// The stamp for a handle being queued: a timestamp for one enqueue in
-    /// [`SAMPLE_EVERY`], else 0 (not sampled).
+    /// A handle at `address` is being queued: one in [`SAMPLE_EVERY`] is
+    /// recorded, with the time.
     #[inline]
-    pub(crate) fn enqueue_stamp(&self) -> u64 {
+    pub(crate) fn enqueued(&self, address: u64) {
         let tick = self.sample_tick.get() + 1;
         if tick < SAMPLE_EVERY {
             self.sample_tick.set(tick);
-            return 0;
+            return;
         }
         self.sample_tick.set(0);
-        self.now_ns()
+        self.sample_handle.set(address);
+        self.sample_ns.set(self.now_ns());
     }
 
-    /// A handle stamped at `queued_ns` starts running now.
+    /// The handle at `address` leaves the ready queue; `runs` says whether
+    /// it runs (not cancelled). The sampled handle's wait is recorded.
     #[inline]
-    pub(crate) fn dequeued(&self, queued_ns: u64) {
-        if queued_ns != 0 {
-            self.queue_wait.record(self.now_ns().saturating_sub(queued_ns));
+    pub(crate) fn dequeued(&self, address: u64, runs: bool) {
+        if address == self.sample_handle.get() {
+            self.sample_handle.set(0);
+            if runs {
+                self.queue_wait
+                    .record(self.now_ns().saturating_sub(self.sample_ns.get()));
+            }
         }
     }
 
@@ -328,14 +341,17 @@ impl LoopCore {
     }
 }
 
+/// A handle's identity for the ready-queue wait sample.
+#[inline]
+pub(crate) fn address(handle: &crate::handles::Handle) -> u64 {
+    std::ptr::from_ref(handle) as usize as u64
+}
+
 impl LoopCore {
-    /// Stamps `handle` when this enqueue is one the stats sample.
+    /// Counts `handle`'s enqueue for the ready-queue wait sample.
     #[inline]
     pub(crate) fn sample_enqueue(&self, handle: &crate::handles::Handle) {
-        let ns = self.stats.enqueue_stamp();
-        if ns != 0 {
-            handle.stamp_queued(ns);
-        }
+        self.stats.enqueued(address(handle));
     }
 }
 

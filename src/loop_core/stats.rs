@@ -63,6 +63,13 @@ impl Counter {
 /// What a loop counts about itself. See `docs/observability.md` for what
 /// each figure means to a user.
 pub(crate) struct LoopStats {
+    // The fields touched per callback come first, to share a cache line.
+    /// Enqueues since the last sampled one.
+    sample_tick: Counter,
+    /// The address of the sampled handle waiting in the ready queue (0:
+    /// none), and when it was queued. A later sample replaces it.
+    sample_handle: Counter,
+    sample_ns: Counter,
     /// The origin of the nanosecond timestamps below.
     origin: Instant,
     /// Handles run (cancelled ones skipped are not counted).
@@ -99,12 +106,6 @@ pub(crate) struct LoopStats {
     pub timer_lag: Histogram,
     /// How long sampled handles waited in the ready queue.
     pub queue_wait: Histogram,
-    /// Enqueues since the last sampled one.
-    sample_tick: Counter,
-    /// The address of the sampled handle waiting in the ready queue (0:
-    /// none), and when it was queued. A later sample replaces it.
-    sample_handle: Counter,
-    sample_ns: Counter,
     /// A step longer than this calls `_report_slow_callback`; 0: no handler.
     pub slow_ns: Counter,
     /// Steps timed since a handler was set, and when the current one started

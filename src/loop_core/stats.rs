@@ -163,6 +163,13 @@ impl LoopStats {
             self.sample_tick.set(tick);
             return;
         }
+        self.take_sample(address);
+    }
+
+    /// Records the sampled enqueue; out of line, to keep the common path short.
+    #[cold]
+    #[inline(never)]
+    fn take_sample(&self, address: u64) {
         self.sample_tick.set(0);
         self.sample_handle.set(address);
         self.sample_ns.set(self.now_ns());
@@ -173,11 +180,18 @@ impl LoopStats {
     #[inline]
     pub(crate) fn dequeued(&self, address: u64, runs: bool) {
         if address == self.sample_handle.get() {
-            self.sample_handle.set(0);
-            if runs {
-                self.queue_wait
-                    .record(self.now_ns().saturating_sub(self.sample_ns.get()));
-            }
+            self.end_sample(runs);
+        }
+    }
+
+    /// The sampled handle leaves the queue; out of line, as `take_sample`.
+    #[cold]
+    #[inline(never)]
+    fn end_sample(&self, runs: bool) {
+        self.sample_handle.set(0);
+        if runs {
+            self.queue_wait
+                .record(self.now_ns().saturating_sub(self.sample_ns.get()));
         }
     }
 

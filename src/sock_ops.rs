@@ -34,6 +34,7 @@ use crate::gil_cell::GilCell;
 use crate::handles::Handle;
 use crate::loop_core::io_refs::{holds_io_refs, is_open};
 use crate::loop_core::readers::Side;
+use crate::loop_core::stats::LoopStats;
 use crate::loop_core::LoopCore;
 use crate::panic_guard;
 use crate::py::buffer::RawBuffer;
@@ -70,7 +71,8 @@ enum Step {
     Done(Py<PyAny>),
 }
 
-fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
+/// One try of `kind`; what it moved is counted in `stats`.
+fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind, stats: &LoopStats) -> PyResult<Step> {
     let wait_or_raise = |e: Errno| {
         if would_block(e) {
             Ok(Step::Wait)
@@ -80,11 +82,22 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
     };
     match kind {
         Kind::Recv(n) => match recv_new_bytes(py, fd, *n)? {
-            Ok(data) => Ok(Step::Done(data.into_any().unbind())),
+            Ok(data) => {
+                let got = data.as_bytes().len();
+                if got > 0 {
+                    stats.read(got);
+                }
+                Ok(Step::Done(data.into_any().unbind()))
+            }
             Err(e) => wait_or_raise(e),
         },
         Kind::RecvInto(Held(view)) => match socket::recv_raw(fd, view.as_mut_ptr(), view.len()) {
-            Ok(k) => Ok(Step::Done(k.into_pyobject(py)?.into_any().unbind())),
+            Ok(k) => {
+                if k > 0 {
+                    stats.read(k);
+                }
+                Ok(Step::Done(k.into_pyobject(py)?.into_any().unbind()))
+            }
             Err(e) => wait_or_raise(e),
         },
         Kind::SendAll { data: Held(view), sent } => {
@@ -93,7 +106,10 @@ fn attempt(py: Python<'_>, fd: RawFd, kind: &mut Kind) -> PyResult<Step> {
             loop {
                 let rest = view.as_slice().get(*sent..).unwrap_or_default();
                 match socket::send(fd, rest) {
-                    Ok(k) if k == rest.len() => return Ok(Step::Done(py.None())),
+                    Ok(k) if k == rest.len() => {
+                        stats.wrote(view.len());
+                        return Ok(Step::Done(py.None()));
+                    }
                     Ok(k) => *sent += k,
                     Err(e) => return wait_or_raise(e),
                 }
@@ -142,7 +158,7 @@ impl SockOp {
         check_socket(slf, sock)?;
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         if !wait_first {
-            if let Step::Done(value) = attempt(py, fd, &mut kind)? {
+            if let Step::Done(value) = attempt(py, fd, &mut kind, &slf.get().stats)? {
                 return Ok(value);
             }
         }
@@ -257,7 +273,8 @@ impl SockOp {
             let tried = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::SockOp);
                 let mut kind = this.kind.borrow_mut(py);
-                kind.as_mut().map(|kind| attempt(py, this.fd, kind))
+                kind.as_mut()
+                    .map(|kind| attempt(py, this.fd, kind, &this.event_loop.get().stats))
             });
             match tried {
                 Ok(None) => return Ok(()),

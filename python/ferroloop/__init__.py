@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._ferroloop import __version__
 from ._loop import Loop
+from ._observe import LagHistogram, LoopStats, SlowCallback
 from ._run import run
 
 if TYPE_CHECKING:
@@ -26,7 +27,17 @@ if TYPE_CHECKING:
 # Public name, as in reprs and tracebacks: ferroloop.Loop.
 Loop.__module__ = __name__
 
-__all__ = ["EventLoopPolicy", "Loop", "__version__", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "LagHistogram",
+    "Loop",
+    "LoopStats",
+    "SlowCallback",
+    "__version__",
+    "install",
+    "new_event_loop",
+    "run",
+]
 
 # Made on first use: they are built on asyncio's policy classes, which Python 3.14
 # deprecates, so `import ferroloop` must not touch them.

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _ferroloop
+from ._observe import ObservabilityAPI
 from ._signals import SignalHandlers
 from ._sockets import SocketAPI
 from ._subprocess import SubprocessAPI
@@ -99,6 +100,7 @@ class _NotPatchable:
 # BaseEventLoop's declarations here (as it does create_task's eager_start).
 class Loop(  # type: ignore[misc]
     _ferroloop.LoopCore,
+    ObservabilityAPI,
     SignalHandlers,
     SocketAPI,
     SubprocessAPI,
@@ -128,6 +130,7 @@ class Loop(  # type: ignore[misc]
         SignalHandlers.__init__(self)
         self._init_sockets()
         self._init_subprocess()
+        self._init_observe()
         _loops.add(self)
 
     def _leave_parent_process(self) -> None:
@@ -170,6 +173,7 @@ class Loop(  # type: ignore[misc]
             return
         if self._debug:
             logger.debug("Close %r", self)
+        self._close_observe()
         self._close_signal_handlers()
         self._close_subprocess()
         self._close_core()

@@ -11,6 +11,7 @@
 
 mod clock;
 mod fork;
+mod histogram;
 pub(crate) mod io_refs;
 pub(crate) mod poll_window;
 pub(crate) mod reader_api;
@@ -18,6 +19,7 @@ pub mod readers;
 mod schedule;
 pub(crate) use schedule::install_raw_methods;
 mod spin;
+pub(crate) mod stats;
 mod tasks;
 pub mod timers;
 
@@ -114,6 +116,8 @@ pub struct LoopCore {
     io_panicked: AtomicBool,
     /// Where loop time comes from: the monotonic clock, or a virtual one.
     pub(crate) clock: clock::Clock,
+    /// Counters for `loop.stats()` and the slow-callback handler.
+    pub(crate) stats: stats::LoopStats,
 }
 
 impl LoopCore {
@@ -223,6 +227,7 @@ impl LoopCore {
         for t in &gone {
             t.get().unschedule();
         }
+        self.stats.timers_cancelled.add(gone.len() as u64);
         gone
     }
 
@@ -257,8 +262,10 @@ impl LoopCore {
         let plan = self.spinner.borrow(py).plan(timeout);
         let mut remaining = timeout;
         if let Some(plan) = plan {
+            let polled = std::time::Instant::now();
             let (n, outcome) =
                 py.detach(|| spin::poll_for(plan, || crate::sys::epoll::wait_fd(epfd, events, Some(0)).unwrap_or(0)));
+            self.stats.polled(polled.elapsed().as_nanos() as u64, outcome, n);
             // Polling is for peers outside the process. A wake-up from one of
             // our own threads (an executor's result, `call_soon_threadsafe`)
             // may come from a thread that needs this very CPU: never poll for
@@ -280,6 +287,8 @@ impl LoopCore {
         let start = std::time::Instant::now();
         let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));
         let blocked = start.elapsed().as_nanos() as u64;
+        self.stats.blocked_ns.add(blocked);
+        self.stats.blocked_waits.add(1);
         self.spinner
             .borrow_mut(py)
             .after_block(blocked, matches!(result, Ok(n) if from_peers(&events[..n])));
@@ -396,6 +405,7 @@ impl LoopCore {
                     if handle.get().is_cancelled() {
                         stale.push((fd, side));
                     } else {
+                        self.sample_enqueue(handle.get());
                         st.ready.push_back(handle.clone_ref(py));
                         queued = true;
                     }
@@ -433,6 +443,9 @@ impl LoopCore {
         let now = self.clock.now();
         let end = now + CLOCK_RESOLUTION;
         let st = &mut *guard;
+        // The first timer queued is the one due earliest, so the latest: its
+        // lateness is the batch's (see `LoopStats::timers_fired`).
+        let mut fired = 0;
         while let Some((when, _)) = st.timers.peek() {
             // `when > now` too: where loop time is so large that adding the
             // resolution rounds to the same float (a virtual clock that
@@ -449,11 +462,19 @@ impl LoopCore {
                     .shared
                     .cancelled_timers
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                self.stats.timers_cancelled.add(1);
                 gone.push(timer);
             } else {
-                st.ready.push_back(timer.into_bound(py).into_super().unbind());
+                if fired == 0 {
+                    self.stats.timer_lag(when, now);
+                }
+                fired += 1;
+                let handle = timer.into_bound(py).into_super().unbind();
+                self.sample_enqueue(handle.get());
+                st.ready.push_back(handle);
             }
         }
+        self.stats.timers_fired.add(fired);
         gone
     }
 
@@ -489,14 +510,37 @@ impl LoopCore {
         // Only the callbacks ready now run in this iteration; anything they
         // schedule runs in the next one, after another poll for I/O.
         let ntodo = this.state.borrow(py).ready.len();
+        if ntodo == 0 {
+            return Ok(());
+        }
         let debug = this.debug();
+        let stats = &this.stats;
+        stats.max_ready.raise(ntodo as u64);
+        let mut ran = 0;
+        let slow_ns = stats.slow_ns.get();
+        let result = LoopCore::run_ready(slf, ntodo, debug, slow_ns, &mut ran);
+        stats.callbacks.add(ran);
+        result
+    }
+
+    /// The run phase: runs the first `ntodo` handles of the ready queue,
+    /// counting them in `ran`. With `slow_ns` set (a slow-callback handler),
+    /// times each one against it.
+    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64, ran: &mut u64) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let stats = &this.stats;
         for _ in 0..ntodo {
             let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
                 break;
             };
-            if handle.get().is_cancelled() {
+            let runs = !handle.get().is_cancelled();
+            stats.dequeued(stats::address(handle.get()), runs);
+            if !runs {
                 continue;
             }
+            *ran += 1;
+            let started = if slow_ns != 0 { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::Handle);
                 if debug {
@@ -505,6 +549,9 @@ impl LoopCore {
                     run_handle(slf, handle.bind(py))
                 }
             });
+            if started != 0 {
+                stats::report_if_slow(slf, handle.bind(py), started, slow_ns)?;
+            }
             match step {
                 Ok(result) => {
                     result?;
@@ -672,6 +719,7 @@ impl LoopCore {
             )),
             io_panicked: AtomicBool::new(false),
             clock: clock::Clock::default(),
+            stats: stats::LoopStats::default(),
         })
     }
 
@@ -747,6 +795,7 @@ impl LoopCore {
     /// running-loop state around this call.
     fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
+        this.stats.run_started();
         let result = loop {
             if let Err(err) = LoopCore::run_once(slf) {
                 break Err(err);
@@ -755,6 +804,7 @@ impl LoopCore {
                 break Ok(());
             }
         };
+        this.stats.run_ended();
         this.stopping.store(false, Ordering::Relaxed);
         this.polling.store(false, Ordering::SeqCst);
         result

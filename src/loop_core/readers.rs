@@ -529,6 +529,16 @@ impl<H, O, F> Registry<H, O, F> {
         self.fds.is_empty()
     }
 
+    /// How many fds have a reader and a writer waiting (parked sides excluded).
+    pub fn counts(&self) -> (usize, usize) {
+        self.fds.values().fold((0, 0), |(r, w), e| {
+            (
+                r + usize::from(e.reader.handle().is_some()),
+                w + usize::from(e.writer.handle().is_some()),
+            )
+        })
+    }
+
     /// Visits every registration (for the garbage collector).
     pub fn regs(&self) -> impl Iterator<Item = &Reg<H, F>> {
         self.fds

@@ -31,6 +31,7 @@ impl LoopCore {
     ) -> PyResult<()> {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, context)?;
+        self.sample_enqueue(handle.get());
         self.state.borrow_mut(py).ready.push_back(handle);
         Ok(())
     }
@@ -65,6 +66,7 @@ impl LoopCore {
             LoopCore::debug_checks(slf, &call.callback, method, !threadsafe)?;
         }
         let handle = this.new_handle(py, &call.callback, &call.args, call.context.as_ref())?;
+        this.sample_enqueue(handle.get());
         this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
         if threadsafe {
             this.wake(py);
@@ -90,6 +92,7 @@ impl LoopCore {
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when, when_obj.clone().unbind()));
         let timer = Py::new(py, init)?;
         this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
+        this.stats.timers_scheduled.add(1);
         Ok(timer)
     }
 }
@@ -151,6 +154,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
+        this.sample_enqueue(handle.get());
         this.state.borrow_mut(py).ready.push_back(handle);
         this.wake(py);
         Ok(())

@@ -203,6 +203,13 @@ impl SocketTransportCore {
         Ok(())
     }
 
+    /// Counts a datagram received, for `loop.stats()`.
+    fn count_read(&self, py: Python<'_>, n: usize) {
+        if let Some(event_loop) = &self.inner.borrow(py).event_loop {
+            event_loop.get().stats.read(n);
+        }
+    }
+
     /// Receives and delivers one datagram; `true` if another may follow.
     fn receive_datagram(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
@@ -235,6 +242,7 @@ impl SocketTransportCore {
                     return Ok(false);
                 }
             };
+            this.count_read(py, data.len().unwrap_or(0));
             call_method(
                 protocol.bind(py),
                 intern!(py, "datagram_received"),
@@ -257,6 +265,7 @@ impl SocketTransportCore {
         let Some(addr) = this.peer_object(py, raw)? else {
             return Ok(true);
         };
+        this.count_read(py, data.as_bytes().len());
         call_method(
             protocol.bind(py),
             intern!(py, "datagram_received"),
@@ -395,6 +404,9 @@ impl SocketTransportCore {
                 helpers::log_warning(py)?.call1(("socket.send() raised exception.",))?;
             }
             return Ok(());
+        }
+        if let Some(event_loop) = &this.inner.borrow(py).event_loop {
+            event_loop.get().stats.wrote(view.len());
         }
         if empty {
             match this.send_datagram(py, data, &addr)? {

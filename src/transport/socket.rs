@@ -423,14 +423,19 @@ impl SocketTransportCore {
                 SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport")
             }
             Ok(0) => SocketTransportCore::on_eof(slf, protocol),
-            Ok(n) => match call_method(
-                protocol,
-                intern!(py, "buffer_updated"),
-                &[&n.into_pyobject(py)?.into_any()],
-            ) {
-                Ok(_) => Ok(()),
-                Err(err) => protocol_failed(slf, err, "Fatal error: protocol.buffer_updated() call failed."),
-            },
+            Ok(n) => {
+                if let Some(event_loop) = &slf.get().inner.borrow(py).event_loop {
+                    event_loop.get().stats.read(n);
+                }
+                match call_method(
+                    protocol,
+                    intern!(py, "buffer_updated"),
+                    &[&n.into_pyobject(py)?.into_any()],
+                ) {
+                    Ok(_) => Ok(()),
+                    Err(err) => protocol_failed(slf, err, "Fatal error: protocol.buffer_updated() call failed."),
+                }
+            }
         }
     }
 
@@ -440,7 +445,11 @@ impl SocketTransportCore {
         let received = recv_bytes_expecting(py, fd, hint)?;
         if let Ok(data) = &received {
             let n = data.as_bytes().len();
-            slf.get().inner.borrow_mut(py).read_hint = n.max(hint - hint / 4);
+            let mut st = slf.get().inner.borrow_mut(py);
+            st.read_hint = n.max(hint - hint / 4);
+            if let (Some(event_loop), true) = (&st.event_loop, n > 0) {
+                event_loop.get().stats.read(n);
+            }
         }
         match received {
             Err(e) if would_block(e) => Ok(()),
@@ -470,6 +479,9 @@ impl SocketTransportCore {
                 warn_lost = st.conn_lost >= LOG_LOST_WRITES_FROM;
                 st.conn_lost = st.conn_lost.saturating_add(1);
             } else {
+                if let Some(event_loop) = &st.event_loop {
+                    event_loop.get().stats.wrote(data.len());
+                }
                 let fd = st.fd;
                 match st.buffer.write_or_queue(data, shared, |d| socket::send(fd, d)) {
                     Written::All => return Ok(()),

@@ -622,10 +622,15 @@ impl TlsPump {
                 SocketTransportCore::on_eof(transport, parts.protocol.bind(py))?;
                 Ok(true)
             }
-            Ok(Ok(_)) => match parts.input_arrived(py) {
-                Ok(()) => Ok(true),
-                Err(err) => protocol_failed(transport, err, FAILED).map(|()| true),
-            },
+            Ok(Ok(n)) => {
+                if let Some(event_loop) = &transport.get().inner.borrow(py).event_loop {
+                    event_loop.get().stats.read(n);
+                }
+                match parts.input_arrived(py) {
+                    Ok(()) => Ok(true),
+                    Err(err) => protocol_failed(transport, err, FAILED).map(|()| true),
+                }
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 import pytest
-from support import storm
+from support import storm, table
 
 IN_SUITE = dict(connections=1500, seconds=8.0, concurrency=48, conn_timeout=0.5)
 
@@ -121,18 +121,7 @@ def _one(args) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    widths = [max(len(title), *(len(str(r.get(k, ""))) for r in rows)) for k, title in COLUMNS]
-    lines = [
-        " | ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)),
-        "-|-".join("-" * w for w in widths),
-    ]
-    for row in rows:
-        lines.append(
-            " | ".join(
-                str(row.get(k, "")).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)
-            )
-        )
-    return "\n".join(lines)
+    return table.markdown(COLUMNS, rows)
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 import pytest
-from support import sampling, soak
+from support import sampling, soak, table
 
 SHORT = dict(seconds=60.0, interval=2.0, warmup=15.0)
 
@@ -143,21 +143,7 @@ def _cells(row: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    cells = [_cells(r) for r in rows]
-    widths = [max(len(title), *(len(str(c.get(k, ""))) for c in cells)) for k, title in COLUMNS]
-    lines = [
-        "| " + " | ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)) + " |",
-        "|-" + "-|-".join("-" * w for w in widths) + "-|",
-    ]
-    for c in cells:
-        lines.append(
-            "| "
-            + " | ".join(
-                str(c.get(k, "")).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+    return table.markdown(COLUMNS, [_cells(r) for r in rows])
 
 
 def main(argv=None) -> int:

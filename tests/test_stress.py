@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 import pytest
-from support import sampling, stress
+from support import sampling, stress, table
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("FERROLOOP_STRESS"),
@@ -128,21 +128,7 @@ def _cells(row: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    cells = [_cells(r) for r in rows]
-    widths = [max(len(title), *(len(str(c.get(k, ""))) for c in cells)) for k, title in COLUMNS]
-    lines = [
-        "| " + " | ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)) + " |",
-        "|-" + "-|-".join("-" * w for w in widths) + "-|",
-    ]
-    for c in cells:
-        lines.append(
-            "| "
-            + " | ".join(
-                str(c.get(k, "")).ljust(w) for (k, _), w in zip(COLUMNS, widths, strict=True)
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+    return table.markdown(COLUMNS, [_cells(r) for r in rows])
 
 
 def main(argv=None) -> int:

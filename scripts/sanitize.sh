@@ -19,14 +19,9 @@ reports=target/asan/reports
 tests=${SANITIZE_TESTS:-tests}
 base_python=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
 
-[ -x "$venv/bin/python" ] || "$base_python" -m venv "$venv"
-# The suite's own requirements, so no test skips for a missing package.
-stamp="$venv/.installed-$(sha1sum requirements-dev.txt | cut -c1-12)"
-if [ ! -e "$stamp" ]; then
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -r requirements-dev.txt
-    rm -f "$venv"/.installed* && touch "$stamp"
-fi
+# shellcheck source=scripts/dev_venv.sh
+source scripts/dev_venv.sh
+dev_venv "$venv" "$base_python"
 
 # The target is named so that build scripts and proc-macros (host code) are not
 # instrumented; frame pointers let the sanitizer's fast unwinder walk Rust frames, so

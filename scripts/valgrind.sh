@@ -25,14 +25,9 @@ pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 python=${VALGRIND_PYTHON:-$(ls -d "$pyenv_root"/versions/3.12.*/bin/python 2>/dev/null | sort -V | tail -1 || true)}
 [ -n "$python" ] || python=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
 
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-# The suite's own requirements, so no test skips for a missing package.
-stamp="$venv/.installed-$(sha1sum requirements-dev.txt | cut -c1-12)"
-if [ ! -e "$stamp" ]; then
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -r requirements-dev.txt
-    rm -f "$venv"/.installed* && touch "$stamp"
-fi
+# shellcheck source=scripts/dev_venv.sh
+source scripts/dev_venv.sh
+dev_venv "$venv" "$python"
 
 # The profiling profile (release with debug info) without LTO: a shorter build.
 rm -rf target/valgrind/wheels

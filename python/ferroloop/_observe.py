@@ -135,34 +135,26 @@ def _coro_location(coro: Any) -> str | None:
 def _describe(handle: Any, duration: float, stack: str | None) -> SlowCallback:
     callback = handle._callback
     owner = getattr(callback, "__self__", None)
-    if isinstance(owner, asyncio.Task):
-        coro = owner.get_coro()
+    task = owner if isinstance(owner, asyncio.Task) else None
+    if task is not None:
+        coro = task.get_coro()
         name = getattr(coro, "__qualname__", None) or type(coro).__qualname__
         where = _coro_location(coro)
-        task_name = owner.get_name()
-        text = f"Task {task_name!r} step of {name}()"
-        if where:
-            text += f" at {where}"
-        return SlowCallback(
-            description=f"{text} took {duration:.3f} seconds",
-            duration=duration,
-            callback=name,
-            location=where,
-            task=owner,
-            task_name=task_name,
-            stack=stack,
-        )
-    name = getattr(callback, "__qualname__", None) or repr(callback)
-    source = format_helpers._get_function_source(callback) if callback is not None else None
-    where = f"{source[0]}:{source[1]}" if source else None
-    suffix = f" at {where}" if where else ""
+        what = f"Task {task.get_name()!r} step of {name}()"
+    else:
+        name = getattr(callback, "__qualname__", None) or repr(callback)
+        source = format_helpers._get_function_source(callback) if callback is not None else None
+        where = f"{source[0]}:{source[1]}" if source else None
+        what = f"Callback {name}()"
+    if where:
+        what += f" at {where}"
     return SlowCallback(
-        description=f"Callback {name}(){suffix} took {duration:.3f} seconds",
+        description=f"{what} took {duration:.3f} seconds",
         duration=duration,
         callback=name,
         location=where,
-        task=None,
-        task_name=None,
+        task=task,
+        task_name=task.get_name() if task is not None else None,
         stack=stack,
     )
 

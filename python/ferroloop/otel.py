@@ -80,24 +80,20 @@ class Instrumentation:
         self._attributes = attributes
         self._stopped = False
         self.instruments: list[Any] = []
-        for field, unit, description in COUNTERS:
-            self.instruments.append(
-                meter.create_observable_counter(
-                    f"{prefix}.{field}",
-                    callbacks=[self._callback(field)],
-                    unit=unit,
-                    description=description,
+        kinds = (
+            (COUNTERS, meter.create_observable_counter),
+            (GAUGES, meter.create_observable_gauge),
+        )
+        for fields, create in kinds:
+            for field, unit, description in fields:
+                self.instruments.append(
+                    create(
+                        f"{prefix}.{field}",
+                        callbacks=[self._callback(field)],
+                        unit=unit,
+                        description=description,
+                    )
                 )
-            )
-        for field, unit, description in GAUGES:
-            self.instruments.append(
-                meter.create_observable_gauge(
-                    f"{prefix}.{field}",
-                    callbacks=[self._callback(field)],
-                    unit=unit,
-                    description=description,
-                )
-            )
 
     def _callback(self, field: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

@@ -63,7 +63,6 @@ impl Counter {
 /// What a loop counts about itself. See `docs/observability.md` for what
 /// each figure means to a user.
 pub(crate) struct LoopStats {
-    // The fields touched per callback come first, to share a cache line.
     /// Enqueues since the last sampled one.
     sample_tick: Counter,
     /// The address of the sampled handle waiting in the ready queue (0:

@@ -30,6 +30,7 @@ import weakref
 from asyncio import base_events, exceptions, futures, selector_events, sslproto, unix_events
 from typing import Any
 
+from ._accept import AcceptAPI
 from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
@@ -88,11 +89,11 @@ def _in_transport_context(ssl_protocol: sslproto.SSLProtocol) -> None:
             setattr(ssl_protocol, name, functools.partial(_run_in_copy, context, function, ref))
 
 
+# The accept step itself (_start_serving, _accept_connection) is ferroloop's
+# own (_accept.py): asyncio's retries a resource error up to backlog times.
 _FROM_SELECTOR_LOOP = (
     "_ensure_fd_no_transport",
     "_sendfile_native",
-    "_start_serving",
-    "_accept_connection",
     "_accept_connection2",
 )
 _FROM_UNIX_LOOP = (
@@ -183,7 +184,7 @@ class _SendfileSteps:
             self.total_sent += sent
 
 
-class SocketAPI:
+class SocketAPI(AcceptAPI):
     """Mixin for ``ferroloop.Loop``: sockets, connections, servers, sendfile."""
 
     _transports: Any
@@ -194,6 +195,7 @@ class SocketAPI:
         # 3.13's create_unix_server records each socket's inode here so the
         # file can be removed when the server closes (cleanup_socket).
         self._unix_server_sockets = {}
+        self._init_accept()
 
     def _make_socket_transport(
         self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
@@ -334,6 +336,7 @@ class SocketAPI:
     def _stop_serving(self, sock: Any) -> None:
         # A Unix server socket created with cleanup_socket (3.13) takes its
         # file with it, unless something else has replaced the file since.
+        self._cancel_accept_retry(sock)
         inode = self._unix_server_sockets.pop(sock, None)
         path = sock.getsockname() if inode is not None else None
         self._remove_reader(sock.fileno())  # type: ignore[attr-defined]

@@ -6,11 +6,13 @@ them open until a line arrives on stdin, closes them all and prints ``closed``. 
 live here, not beside the server, because one process cannot hold both ends of 10,000
 connections under this machine's hard RLIMIT_NOFILE.
 
-``emfile-server KIND HEADROOM``: a line-echo server on a KIND loop that lowers its own
-RLIMIT_NOFILE to HEADROOM fds above the highest it has open, so accept runs into EMFILE as
-soon as that many connections are held. Prints its port, then serves until a client sends
-``quit``; prints a JSON line: connections accepted, the exception handler's reports, and
-the CPU time it used (a loop that retried accept without pause would burn it).
+``emfile-server KIND HEADROOM [RETRY_DELAY]``: a line-echo server on a KIND loop that lowers
+its own RLIMIT_NOFILE to HEADROOM fds above the highest it has open, so accept runs into
+EMFILE as soon as that many connections are held. Prints its port, then serves until a client
+sends ``quit``; prints a JSON line: connections accepted, the exception handler's reports, and
+the CPU time it used (a loop that retried accept without pause would burn it). RETRY_DELAY
+replaces asyncio's ``constants.ACCEPT_RETRY_DELAY`` (1 s), the pause after EMFILE, so a test
+can go through several pauses quickly.
 """
 
 from __future__ import annotations
@@ -59,8 +61,12 @@ async def _hold(port: int, count: int) -> None:
     print("closed", flush=True)
 
 
-def _emfile_server(kind: str, headroom: int) -> None:
+def _emfile_server(kind: str, headroom: int, retry_delay: float | None = None) -> None:
     sys.path.insert(0, os.path.dirname(HERE))
+    if retry_delay is not None:
+        from asyncio import constants
+
+        constants.ACCEPT_RETRY_DELAY = retry_delay
     if kind == "uvloop":
         import uvloop
 
@@ -121,7 +127,7 @@ def main(argv: list[str]) -> None:
         raise_nofile()
         asyncio.run(_hold(int(argv[1]), int(argv[2])))
     elif command == "emfile-server":
-        _emfile_server(argv[1], int(argv[2]))
+        _emfile_server(argv[1], int(argv[2]), float(argv[3]) if len(argv) > 3 else None)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

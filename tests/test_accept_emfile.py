@@ -186,7 +186,7 @@ def test_one_report_and_one_restart_per_pause(loop, run, loop_errors):
     failures = [at for at, fail in sock.calls if fail]
     assert len(loop_errors) == len(failures)
     assert 1 <= len(failures) <= seconds / DELAY + 1
-    gaps = [b - a for a, b in zip(failures, failures[1:])]
+    gaps = [b - a for a, b in zip(failures[:-1], failures[1:], strict=True)]
     assert all(gap >= DELAY * 0.9 for gap in gaps), gaps
     del loop_errors[:]
 

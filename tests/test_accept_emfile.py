@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import warnings
+import weakref
 from asyncio import constants, trsock
 
 import pytest
@@ -277,3 +280,32 @@ def test_real_emfile_storm_recovers(loop_kind):
     if loop_kind == "ferroloop":
         # One report per pause. (asyncio's is up to the backlog, 2048 here, per pause.)
         assert child["emfile_reports"] <= clients["storm_seconds"] / delay + 2, (child, clients)
+
+
+@pytest.mark.ferroloop_only
+def test_loop_closed_during_pause_lets_go_of_the_socket(new_loop):
+    # The closed loop (still referenced) keeps no pending restart, nor the socket in it:
+    # a server dropped without close() takes its socket with it, as on asyncio.
+    loop = new_loop()
+    calls: list[dict] = []
+    loop.set_exception_handler(lambda _, context: calls.append(context))
+
+    async def main():
+        sock = _listener()
+        sock.failing = True
+        server = await loop.create_server(Greeter, sock=sock, backlog=BACKLOG)
+        client = _connect(sock.getsockname()[1], 1)[0]
+        while not calls:
+            await asyncio.sleep(DELAY / 10)
+        client.close()
+        return server, weakref.ref(sock)
+
+    server, ref = loop.run_until_complete(main())
+    loop.close()
+    assert [c["message"] for c in calls] == ["socket.accept() out of system resource"]
+    calls.clear()  # the exception's traceback holds the socket too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the server is never closed
+        del server
+        gc.collect()
+        assert ref() is None

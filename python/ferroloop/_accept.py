@@ -165,6 +165,13 @@ class AcceptAPI:
             protocol_factory, sock, sslcontext, server, backlog, *timeouts, **kw_timeouts
         )
 
+    def _close_accept(self) -> None:
+        # The loop drops its timers when it closes; the restarts must not keep
+        # their sockets and servers alive with the loop object.
+        for handle in self._accept_retries.values():
+            handle.cancel()
+        self._accept_retries.clear()
+
     def _cancel_accept_retry(self, sock: Any) -> None:
         handle = self._accept_retries.pop(sock, None)
         if handle is not None:

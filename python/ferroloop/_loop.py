@@ -176,6 +176,7 @@ class Loop(  # type: ignore[misc]
         self._close_observe()
         self._close_signal_handlers()
         self._close_subprocess()
+        self._close_accept()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -9,7 +9,9 @@ selector and Unix loops rather than rewritten, so argument checks, error
 messages and version differences (``all_errors``, ``keep_alive``,
 ``cleanup_socket``...) are exactly those of the running Python. Those
 methods only need the primitives ``ferroloop.Loop`` provides: ``_add_reader``
-and friends, ``_make_socket_transport``, ``_transports`` and futures.
+and friends, ``_make_socket_transport``, ``_transports`` and futures. The
+accept step of a server's socket is the exception (``_accept.py``): asyncio's
+retries a resource error (EMFILE...) up to ``backlog`` times per wake-up.
 
 TLS is the running Python's ``asyncio.sslproto.SSLProtocol`` (the stdlib
 ``ssl`` module's ``SSLObject`` over memory BIOs) as the protocol of a native

@@ -58,6 +58,22 @@ class AcceptAPI:
     ) -> None:
         # A direct (re)start supersedes a pending restart.
         self._cancel_accept_retry(sock)
+        self._watch_listening_socket(
+            protocol_factory, sock, sslcontext, server, backlog, timeouts, kw_timeouts
+        )
+
+    def _watch_listening_socket(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any,
+        server: Any,
+        backlog: int,
+        timeouts: tuple[Any, ...],
+        kw_timeouts: dict[str, Any],
+    ) -> None:
+        # Not through _start_serving: a restart is not a new server (the loop's
+        # statistics count servers there).
         self._add_reader(  # type: ignore[attr-defined]
             sock.fileno(),
             self._accept_connection,
@@ -161,8 +177,8 @@ class AcceptAPI:
         # for a socket closed behind the server's back.)
         if sock.fileno() == -1:
             return
-        self._start_serving(
-            protocol_factory, sock, sslcontext, server, backlog, *timeouts, **kw_timeouts
+        self._watch_listening_socket(
+            protocol_factory, sock, sslcontext, server, backlog, timeouts, kw_timeouts
         )
 
     def _close_accept(self) -> None:

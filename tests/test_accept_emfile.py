@@ -134,6 +134,28 @@ def test_out_of_resource_pauses_then_serves_every_queued_connection(loop, run, l
     assert net.open_fds() == fds_before
 
 
+def test_other_accept_error_is_reported_and_serving_goes_on(loop, run, loop_errors):
+    # Not a resource error: no pause, the error goes to the handler as a callback's.
+    sock = _listener()
+    sock.code = errno.EPERM
+
+    async def main():
+        server = await loop.create_server(Greeter, sock=sock, backlog=BACKLOG)
+        sock.fail_next = 1
+        clients = _connect(sock.getsockname()[1], 2)
+        try:
+            return await _greetings(loop, clients)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert run(main()) == [b"hi"] * 2
+    assert len(loop_errors) == 1
+    assert loop_errors[0]["message"].startswith("Exception in callback")
+    assert loop_errors[0]["exception"].errno == errno.EPERM
+    del loop_errors[:]
+
+
 @pytest.mark.ferroloop_only
 def test_accept_waits_the_retry_delay_after_an_error(loop, run, loop_errors):
     # The reader is removed during the pause: no accept is attempted before the delay.
@@ -310,3 +332,38 @@ def test_loop_closed_during_pause_lets_go_of_the_socket(new_loop):
         del server
         gc.collect()
         assert ref() is None
+
+
+@pytest.mark.ferroloop_only
+def test_restart_skips_a_socket_closed_behind_the_servers_back(loop, run, loop_errors):
+    # The listening socket itself is closed during the pause (not through the server) and
+    # its number goes to a new socket: the restart must not register that number. (asyncio's
+    # restart calls add_reader(-1) and reports the ValueError, once per pending restart.)
+    sock = _listener()
+
+    async def main():
+        await loop.create_server(Greeter, sock=sock, backlog=BACKLOG)
+        old_fd = sock.fileno()
+        sock.failing = True
+        stale = _connect(sock.getsockname()[1], 1)[0]
+        while not loop_errors:
+            await asyncio.sleep(DELAY / 10)
+        sock.close()
+        stale.close()
+        with socket.socket() as other:
+            if other.fileno() != old_fd:
+                pytest.skip("another file took the closed socket's number first")
+            other.bind(("127.0.0.1", 0))
+            other.listen(8)
+            other.setblocking(False)
+            waiting = socket.create_connection(other.getsockname(), timeout=5)
+            await asyncio.sleep(3 * DELAY)
+            conn, _ = other.accept()  # still queued: the loop did not take it
+            conn.close()
+            waiting.close()
+        # The server is not closed: its socket is gone, and Server.close() would fail on
+        # it as asyncio's does (remove_reader(-1)).
+
+    run(main())
+    assert [c["message"] for c in loop_errors] == ["socket.accept() out of system resource"]
+    del loop_errors[:]

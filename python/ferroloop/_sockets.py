@@ -30,6 +30,7 @@ import weakref
 from asyncio import base_events, exceptions, futures, selector_events, sslproto, unix_events
 from typing import Any
 
+from ._tls_steps import install as _install_tls_steps
 from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
@@ -224,6 +225,7 @@ class SocketAPI:
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
         _in_transport_context(ssl_protocol)
+        _install_tls_steps(ssl_protocol)
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
         return ssl_protocol._app_transport
 

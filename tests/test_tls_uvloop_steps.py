@@ -1,6 +1,6 @@
 """TLS behaviour ferroloop shares with uvloop where asyncio's ``SSLProtocol`` differs.
 
-ferroloop's TLS layer is the running Python's ``SSLProtocol`` with three of its steps taken
+ferroloop's TLS layer is the running Python's ``SSLProtocol`` with four of its steps taken
 as uvloop takes them (python/ferroloop/_tls_steps.py); each test says what asyncio does
 instead. The peer here is an ``ssl.SSLObject`` over memory BIOs driven through the loop's
 ``sock_*`` calls, so the test decides which TLS records travel together.
@@ -258,3 +258,38 @@ def test_base_protocol_with_get_buffer_reads_decrypted_data_into_its_buffer(loop
         return bytes(proto.received) == payload
 
     assert run(main())
+
+
+# asyncio's flush after close() reads what the SSLObject holds into data_received.
+def test_no_data_received_after_close(loop, run):
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        with listener:
+            connecting = loop.create_task(
+                loop.create_connection(
+                    lambda: _Recorder(loop),
+                    *listener.getsockname(),
+                    ssl=tls.client_context(),
+                    server_hostname=tls.HOSTNAME,
+                )
+            )
+            sock, _ = await loop.sock_accept(listener)
+        with sock:
+            sock.setblocking(False)
+            server = _BioPeer(loop, sock, tls.server_context(), server_side=True)
+            await server.handshake()
+            transport, proto = await connecting
+            transport.pause_reading()
+            await server.write(b"late")
+            await asyncio.sleep(0.05)  # received and held while reading is paused
+            transport.resume_reading()
+            transport.close()
+            assert await server.read() == b""  # the client's close_notify
+            await server.unwrap()
+            exc = await asyncio.wait_for(proto.lost, 10)
+        return exc, bytes(proto.data)
+
+    assert run(main()) == (None, b"")

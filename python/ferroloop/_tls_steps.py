@@ -1,4 +1,4 @@
-"""Three steps of asyncio's ``SSLProtocol`` taken as uvloop takes them.
+"""Four steps of asyncio's ``SSLProtocol`` taken as uvloop takes them.
 
 The running Python's ``asyncio.sslproto.SSLProtocol`` (3.11 to 3.13, the
 versions the native pump drives) is ferroloop's TLS layer. Where uvloop's TLS
@@ -16,6 +16,11 @@ change; the class and its state machine stay the interpreter's:
   ``create_connection()``'s) runs before the first ``data_received``; asyncio
   reads at once, and a protocol answering in ``data_received`` still holds
   the transport it had before ``start_tls()`` and answers in plain text.
+- ``_do_flush``: after the application closed its transport, data still
+  arriving is read and discarded, as a closed socket transport delivers
+  nothing more; asyncio passes it to ``data_received`` after ``close()``.
+  (When the peer's EOF starts the flush and the application has not closed,
+  its data is delivered, as CPython's ``test_ssl`` requires.)
 - ``_do_shutdown``: once the connection is closing on this side, application
   data the peer sends before its close_notify is read and discarded before
   ``unwrap()``; asyncio leaves it in the ``SSLObject``, whose shutdown then
@@ -110,6 +115,39 @@ def _discard_incoming(ssl_protocol: Any) -> BaseException | None:
     return None
 
 
+def _discard_read(ref: Any) -> None:
+    ssl_protocol = ref()
+    if ssl_protocol is None:
+        return
+    exc = _discard_incoming(ssl_protocol)
+    if exc is not None:
+        raise exc  # to the class's _do_read, which fails the connection with it
+
+
+# The parts of the class's _do_read that hand data to the application.
+_DELIVERY = ("_do_read__copied", "_do_read__buffered")
+
+
+def _do_flush(ref: Any) -> None:
+    ssl_protocol = ref()
+    if ssl_protocol is None:
+        return
+    app_transport = ssl_protocol._app_transport
+    if app_transport is None or not app_transport._closed:
+        _SSLProtocol._do_flush(ssl_protocol)
+        return
+    # The class's step reads (its _do_read also writes the backlog out), then
+    # shuts down: the read discards instead of delivering.
+    discard = functools.partial(_discard_read, ref)
+    for name in _DELIVERY:
+        setattr(ssl_protocol, name, discard)
+    try:
+        _SSLProtocol._do_flush(ssl_protocol)
+    finally:
+        for name in _DELIVERY:
+            delattr(ssl_protocol, name)
+
+
 def _do_shutdown(ref: Any) -> None:
     ssl_protocol = ref()
     if ssl_protocol is None:
@@ -125,12 +163,13 @@ def _do_shutdown(ref: Any) -> None:
 _STEPS = (
     ("_set_app_protocol", _set_app_protocol),
     ("_on_handshake_complete", _on_handshake_complete),
+    ("_do_flush", _do_flush),
     ("_do_shutdown", _do_shutdown),
 )
 
 
 def install(ssl_protocol: sslproto.SSLProtocol) -> None:
-    """Give ``ssl_protocol`` the three steps (once; before its ``__init__`` or
+    """Give ``ssl_protocol`` the four steps (once; before its ``__init__`` or
     after: ``__init__`` calls ``_set_app_protocol``, which is redone here)."""
     if not _STEPS_KNOWN or "_do_shutdown" in ssl_protocol.__dict__:
         return

@@ -16,11 +16,8 @@ import sys
 import pytest
 from support import tls
 
-pytestmark = [
-    pytest.mark.ferroloop_only,
-    # 3.10's SSLProtocol is another design, left as it is.
-    pytest.mark.skipif(sys.version_info < (3, 11), reason="3.11+'s SSLProtocol"),
-]
+# 3.10's SSLProtocol is another design, left as it is.
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="3.11+'s SSLProtocol")
 
 
 class _BioPeer:
@@ -112,6 +109,7 @@ class _Recorder(asyncio.Protocol):
 # asyncio reads right after the handshake, before start_tls() returns: data_received then
 # sees the transport the protocol had before, and an answer written there goes out in
 # plain text.
+@pytest.mark.ferroloop_only
 def test_start_tls_caller_runs_before_the_first_data_received(loop, run):
     async def main():
         upgraded = loop.create_future()
@@ -158,6 +156,7 @@ def test_start_tls_caller_runs_before_the_first_data_received(loop, run):
 # asyncio leaves that data in the SSLObject, whose unwrap() then fails with
 # APPLICATION_DATA_AFTER_CLOSE_NOTIFY: connection_lost() gets that SSLError and
 # eof_received() is never called.
+@pytest.mark.ferroloop_only
 @pytest.mark.parametrize("paused", [False, True], ids=["reading", "paused"])
 def test_close_discards_data_the_peer_sends_before_its_close_notify(loop, run, paused):
     async def main():
@@ -217,6 +216,7 @@ class _BaseBuffered(asyncio.BaseProtocol):
 
 
 # asyncio's SSLProtocol calls data_received, which this protocol lacks.
+@pytest.mark.ferroloop_only
 @pytest.mark.parametrize("upgrade", [False, True], ids=["ssl", "start_tls"])
 def test_base_protocol_with_get_buffer_reads_decrypted_data_into_its_buffer(loop, run, upgrade):
     payload = bytes(range(256)) * 20
@@ -261,6 +261,7 @@ def test_base_protocol_with_get_buffer_reads_decrypted_data_into_its_buffer(loop
 
 
 # asyncio's flush after close() reads what the SSLObject holds into data_received.
+@pytest.mark.ferroloop_only
 def test_no_data_received_after_close(loop, run):
     async def main():
         listener = socket.socket()
@@ -293,3 +294,31 @@ def test_no_data_received_after_close(loop, run):
         return exc, bytes(proto.data)
 
     assert run(main()) == (None, b"")
+
+
+class _WritesAndCloses(asyncio.Protocol):
+    def connection_made(self, transport):
+        transport.write(b"bye")
+        transport.close()
+
+
+# Both loops: a close() in connection_made() still sends what was written first.
+def test_write_then_close_in_connection_made_sends_the_data(loop, run):
+    async def main():
+        server = await loop.create_server(
+            _WritesAndCloses, "127.0.0.1", 0, ssl=tls.server_context()
+        )
+        async with server:
+            sock = socket.socket()
+            sock.setblocking(False)
+            with sock:
+                await loop.sock_connect(sock, server.sockets[0].getsockname())
+                client = _BioPeer(loop, sock, tls.client_context(), server_side=False)
+                await client.handshake()
+                received = bytearray()
+                while chunk := await client.read():
+                    received += chunk
+                await client.unwrap()
+        return bytes(received)
+
+    assert run(main()) == b"bye"

@@ -42,7 +42,7 @@ import weakref
 from asyncio import protocols, sslproto
 from typing import Any
 
-# The versions whose steps these wrap were read (their bodies are identical).
+# The versions whose SSLProtocol steps were read for this module.
 _STEPS_KNOWN = (3, 11) <= sys.version_info[:2] < (3, 14)
 
 # The class whose steps these run (typeshed lists few of its private methods).
@@ -80,9 +80,15 @@ def _set_app_protocol(ref: Any, app_protocol: Any) -> None:
 
 def _read_later(ref: Any) -> None:
     ssl_protocol = ref()
-    if ssl_protocol is not None:
-        # _do_read returns at once unless the state is WRAPPED or FLUSHING.
-        ssl_protocol._loop.call_soon(_SSLProtocol._do_read, ssl_protocol)
+    if ssl_protocol is None:
+        return
+    if ssl_protocol._state is not sslproto.SSLProtocolState.WRAPPED:
+        # A close() in connection_made() started the flush, whose read (and
+        # write of the backlog) comes before the shutdown: not deferred.
+        _SSLProtocol._do_read(ssl_protocol)
+        return
+    # _do_read returns at once unless the state is WRAPPED or FLUSHING.
+    ssl_protocol._loop.call_soon(_SSLProtocol._do_read, ssl_protocol)
 
 
 def _on_handshake_complete(ref: Any, handshake_exc: Any) -> None:

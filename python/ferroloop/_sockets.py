@@ -33,6 +33,7 @@ from asyncio import base_events, exceptions, futures, selector_events, sslproto,
 from typing import Any
 
 from ._accept import AcceptAPI
+from ._tls_steps import install as _install_tls_steps
 from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
@@ -228,6 +229,7 @@ class SocketAPI(AcceptAPI):
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
         _in_transport_context(ssl_protocol)
+        _install_tls_steps(ssl_protocol)
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
         return ssl_protocol._app_transport
 

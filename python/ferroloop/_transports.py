@@ -17,12 +17,13 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import constants, futures, transports, trsock
+from asyncio import constants, futures, sslproto, transports, trsock
 from typing import Any
 
 from ._ferroloop import SocketTransportCore
 from ._forwarding import forward
 from ._forwarding import state as _state
+from ._tls_steps import install as _install_tls_steps
 
 # 3.13's Server keeps its transports (for close_clients); older ones count them.
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
@@ -165,6 +166,14 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
     _reset_empty_waiter = _forward("_reset_empty_waiter")
     _eof = _state("_eof")
     _empty_waiter = _state("_empty_waiter")
+
+    def set_protocol(self, protocol: Any) -> None:
+        # start_tls() hands the SSLProtocol it made to the transport here.
+        if type(protocol) is sslproto.SSLProtocol:
+            _install_tls_steps(protocol)
+        _NativeTransport.set_protocol(self, protocol)
+
+    set_protocol.__doc__ = _NativeTransport.set_protocol.__doc__
 
 
 class DatagramTransport(

@@ -162,10 +162,13 @@ def ipv6_localhost() -> bool:
         return False
 
 
-def _default_sigint() -> None:
-    # Started in the background, this process may ignore SIGINT, and so would every process
-    # it spawns: the suites' Ctrl-C tests need the default handler.
+def _default_signals() -> None:
+    # Started in the background, this process may ignore SIGINT (and, under nohup, SIGHUP),
+    # and so would every process it spawns, as an ignored signal stays ignored across exec:
+    # the suites' Ctrl-C tests and uvloop's test_send_signal (SIGHUP to a child) need the
+    # default dispositions.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def run_suite(suite: Suite, py: Path, where: Path, src: Path, label: str, paths, extra, args):
@@ -217,7 +220,7 @@ def run_suite(suite: Suite, py: Path, where: Path, src: Path, label: str, paths,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_default_sigint,
+            preexec_fn=_default_signals,
         )
         try:
             rc = proc.wait(timeout=suite.timeout)

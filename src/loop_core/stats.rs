@@ -17,18 +17,25 @@
 //! when it runs. The record lives here, not in the handle, so that running a
 //! handle touches no more of it than before. Per-callback timing happens only
 //! while a slow-callback handler is set.
+//!
+//! The loop counts only through the hooks below. Built with the `no-stats`
+//! feature they compile to nothing (and `loop.stats()` reads zeros): that
+//! build exists to measure what counting costs, on the same code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::histogram::{self, Histogram};
 use super::LoopCore;
+use crate::sys::monotonic_ns;
 
 /// One enqueue in this many is stamped to measure its ready-queue wait.
 pub(crate) const SAMPLE_EVERY: u64 = 32;
+
+/// Whether the hooks count: false only in a `no-stats` build.
+const COUNTING: bool = !cfg!(feature = "no-stats");
 
 /// A statistic updated only on the loop's thread (see the module docs).
 #[derive(Default)]
@@ -69,8 +76,8 @@ pub(crate) struct LoopStats {
     /// none), and when it was queued. A later sample replaces it.
     sample_handle: Counter,
     sample_ns: Counter,
-    /// The origin of the nanosecond timestamps below.
-    origin: Instant,
+    /// The origin of the nanosecond timestamps below (`CLOCK_MONOTONIC`).
+    origin: u64,
     /// Handles run (cancelled ones skipped are not counted).
     pub callbacks: Counter,
     /// Largest ready-queue depth seen at the start of a run phase.
@@ -116,7 +123,7 @@ pub(crate) struct LoopStats {
 impl Default for LoopStats {
     fn default() -> Self {
         LoopStats {
-            origin: Instant::now(),
+            origin: monotonic_ns(),
             callbacks: Counter::default(),
             max_ready: Counter::default(),
             timers_scheduled: Counter::default(),
@@ -150,13 +157,16 @@ impl LoopStats {
     /// Nanoseconds since the loop was created; never 0.
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        (self.origin.elapsed().as_nanos() as u64).saturating_add(1)
+        monotonic_ns().saturating_sub(self.origin).saturating_add(1)
     }
 
     /// A handle at `address` is being queued: one in [`SAMPLE_EVERY`] is
     /// recorded, with the time.
     #[inline]
     pub(crate) fn enqueued(&self, address: u64) {
+        if !COUNTING {
+            return;
+        }
         let tick = self.sample_tick.get() + 1;
         if tick < SAMPLE_EVERY {
             self.sample_tick.set(tick);
@@ -178,7 +188,7 @@ impl LoopStats {
     /// it runs (not cancelled). The sampled handle's wait is recorded.
     #[inline]
     pub(crate) fn dequeued(&self, address: u64, runs: bool) {
-        if address == self.sample_handle.get() {
+        if COUNTING && address == self.sample_handle.get() {
             self.end_sample(runs);
         }
     }
@@ -197,6 +207,9 @@ impl LoopStats {
     /// Bytes and a message received.
     #[inline]
     pub(crate) fn read(&self, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.bytes_read.add(n as u64);
         self.messages_read.add(1);
     }
@@ -204,6 +217,9 @@ impl LoopStats {
     /// Bytes and a message sent (or given to a transport to send).
     #[inline]
     pub(crate) fn wrote(&self, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.bytes_written.add(n as u64);
         self.messages_written.add(1);
     }
@@ -211,6 +227,9 @@ impl LoopStats {
     /// A poll before blocking took `ns` and ended with `outcome`, `n` events.
     #[inline]
     pub(crate) fn polled(&self, ns: u64, outcome: super::spin::Outcome, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.poll_ns.add(ns);
         match outcome {
             super::spin::Outcome::TimedOut if n == 0 => self.poll_timeouts.add(1),
@@ -219,8 +238,61 @@ impl LoopStats {
         }
     }
 
+    /// A wait that could block took `ns`.
+    #[inline]
+    pub(crate) fn blocked(&self, ns: u64) {
+        if !COUNTING {
+            return;
+        }
+        self.blocked_ns.add(ns);
+        self.blocked_waits.add(1);
+    }
+
+    /// A `call_later`/`call_at` timer was scheduled.
+    #[inline]
+    pub(crate) fn timer_scheduled(&self) {
+        if COUNTING {
+            self.timers_scheduled.add(1);
+        }
+    }
+
+    /// `n` cancelled timers left the heap.
+    #[inline]
+    pub(crate) fn timers_dropped(&self, n: usize) {
+        if COUNTING {
+            self.timers_cancelled.add(n as u64);
+        }
+    }
+
+    /// `n` due timers were moved to the ready queue.
+    #[inline]
+    pub(crate) fn timers_fired(&self, n: u64) {
+        if COUNTING {
+            self.timers_fired.add(n);
+        }
+    }
+
+    /// A run phase starts with `ready` handles to run.
+    #[inline]
+    pub(crate) fn run_phase(&self, ready: usize) {
+        if COUNTING {
+            self.max_ready.raise(ready as u64);
+        }
+    }
+
+    /// Counts the handles a run phase runs, added when it ends however it
+    /// ends: the phase's result is then returned as is, not moved around a
+    /// count.
+    #[inline]
+    pub(crate) fn ran(&self) -> Ran<'_> {
+        Ran { stats: self, n: 0 }
+    }
+
     /// `run_forever` starts running iterations.
     pub(crate) fn run_started(&self) {
+        if !COUNTING {
+            return;
+        }
         self.run_started_ns.set(self.now_ns());
     }
 
@@ -247,9 +319,35 @@ impl LoopStats {
     /// queue at loop time `now`.
     #[inline]
     pub(crate) fn timer_lag(&self, when: f64, now: f64) {
+        if !COUNTING {
+            return;
+        }
         let late = now - when;
         let ns = if late > 0.0 { (late * 1e9) as u64 } else { 0 };
         self.timer_lag.record(ns);
+    }
+}
+
+/// Handles run in one run phase (see [`LoopStats::ran`]).
+pub(crate) struct Ran<'a> {
+    stats: &'a LoopStats,
+    n: u64,
+}
+
+impl Ran<'_> {
+    /// One more handle ran.
+    #[inline]
+    pub(crate) fn one(&mut self) {
+        self.n += 1;
+    }
+}
+
+impl Drop for Ran<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if COUNTING {
+            self.stats.callbacks.add(self.n);
+        }
     }
 }
 

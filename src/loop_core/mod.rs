@@ -514,7 +514,7 @@ impl LoopCore {
         let debug = this.debug();
         let stats = &this.stats;
         stats.run_phase(ntodo);
-        let slow_ns = stats.slow_ns.get();
+        let slow_ns = stats.slow_ns();
         LoopCore::run_ready(slf, ntodo, debug, slow_ns)
     }
 

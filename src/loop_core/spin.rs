@@ -206,11 +206,7 @@ pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize,
             let n = check();
             let took = now.duration_since(start).as_nanos() as u64;
             if n > 0 {
-                let outcome = if first {
-                    Outcome::First
-                } else {
-                    Outcome::Later(took)
-                };
+                let outcome = if first { Outcome::First } else { Outcome::Later(took) };
                 return (n, outcome, took);
             }
             if now >= until {

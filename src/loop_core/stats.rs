@@ -503,3 +503,35 @@ pub(crate) fn report_if_slow(
     slf.call_method1(pyo3::intern!(py, "_report_slow_callback"), (handle, secs(took), seq))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_count_unless_compiled_out() {
+        let stats = LoopStats::default();
+        {
+            let mut ran = stats.ran();
+            ran.one();
+            ran.one();
+        }
+        stats.read(10);
+        stats.timer_scheduled();
+        for address in 1..=SAMPLE_EVERY {
+            stats.enqueued(address);
+        }
+        let counted = |n: u64| if COUNTING { n } else { 0 };
+        assert_eq!(stats.hot.callbacks.get(), counted(2));
+        assert_eq!(stats.bytes_read.get(), counted(10));
+        assert_eq!(stats.messages_read.get(), counted(1));
+        assert_eq!(stats.timers_scheduled.get(), counted(1));
+        assert_eq!(
+            stats.hot.sample_handle.get(),
+            counted(SAMPLE_EVERY),
+            "the 32nd enqueue is sampled"
+        );
+        stats.dequeued(SAMPLE_EVERY, true);
+        assert_eq!(stats.queue_wait.count(), counted(1));
+    }
+}

@@ -149,6 +149,7 @@ def main():
     p.add_argument("--micro", default=MICRO_ROWS, help="micro rows (comma-separated)")
     p.add_argument("--micro-rounds", type=int, default=1, help="micro rounds per run")
     p.add_argument("--no-echo", action="store_true", help="skip the echo rows")
+    p.add_argument("--no-micro", action="store_true", help="skip the micro rows")
     p.add_argument("--echo-sizes", default="1024", help="echo message sizes")
     p.add_argument("--echo-connections", default="1,64", help="echo connection counts")
     p.add_argument("--builds", help="directory for the two builds (default: a temporary one)")
@@ -176,7 +177,9 @@ def main():
         got = {}
         for name in order:
             out = os.path.join(where, f"{name}-{i}")
-            if args.cpu:
+            if args.no_micro:
+                m = {}
+            elif args.cpu:
                 m = run_cpu(args.micro, args.reps, paths[name])
             else:
                 m = micro_samples(run("micro.py", micro_args, paths[name], out + "-micro.json"))
@@ -190,7 +193,8 @@ def main():
         print(f"pair {i + 1}/{args.pairs} done ({' then '.join(order)})", file=sys.stderr)
     print(f"load average {os.getloadavg()[0]:.1f} at the end; builds in {where}", file=sys.stderr)
     unit = f"CPU µs per op, best of {args.reps}" if args.cpu else "µs per op"
-    report(f"micro, {args.pairs} runs each", unit, micro, False)
+    if not args.no_micro:
+        report(f"micro, {args.pairs} runs each", unit, micro, False)
     if not args.no_echo:
         report(f"echo, {args.pairs} runs each", "requests/s", rate, True)
         report(f"echo server CPU, {args.pairs} runs each", "µs per request", cpu, False)

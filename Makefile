@@ -171,7 +171,7 @@ bench-tls: bench-venv loadgen
 
 ## bench-stats-overhead: what the loop's counting (loop.stats()) costs: this checkout built
 ## with and without it (`--features no-stats`), alternated on the micro rows and the echo
-## suite's Protocol TCP rows (bench/stats_overhead.py; about 10 minutes on an idle machine).
+## suite's Protocol TCP rows (bench/stats_overhead.py; two release builds, then about 5 minutes).
 .PHONY: bench-stats-overhead
 bench-stats-overhead: $(STAMP) loadgen
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) bench/stats_overhead.py --pairs 6 --micro-rounds 3

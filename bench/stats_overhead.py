@@ -17,7 +17,7 @@ cost of counting (median of the counting build against the other's, positive = c
 slower) and the spread of the paired costs. Echo rows also give the server's CPU time per
 request, which moves less than requests/s on a busy machine.
 
-    python bench/stats_overhead.py                            # about 20 minutes
+    python bench/stats_overhead.py                            # two release builds + ~3 min
     python bench/stats_overhead.py --pairs 3 --no-echo        # micro only
     python bench/stats_overhead.py --builds /tmp/so --reuse   # keep builds between runs
     python bench/stats_overhead.py --cpu --pairs 10 --no-echo # micro rows, CPU time

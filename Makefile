@@ -169,6 +169,13 @@ bench-echo: bench-venv loadgen
 bench-tls: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme docs/benchmarks.md
 
+## bench-stats-overhead: what the loop's counting (loop.stats()) costs: this checkout built
+## with and without it (`--features no-stats`), alternated on the micro rows and the echo
+## suite's Protocol TCP rows (bench/stats_overhead.py; two release builds, then about 5 minutes).
+.PHONY: bench-stats-overhead
+bench-stats-overhead: $(STAMP) loadgen
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) bench/stats_overhead.py --pairs 6 --micro-rounds 3
+
 clean:
 	cargo clean
 	rm -rf $(VENV) .venv-3.* .venv-bench .venv-asan .venv-valgrind dist

@@ -227,7 +227,7 @@ impl LoopCore {
         for t in &gone {
             t.get().unschedule();
         }
-        self.stats.timers_cancelled.add(gone.len() as u64);
+        self.stats.timers_dropped(gone.len());
         gone
     }
 
@@ -262,10 +262,9 @@ impl LoopCore {
         let plan = self.spinner.borrow(py).plan(timeout);
         let mut remaining = timeout;
         if let Some(plan) = plan {
-            let polled = std::time::Instant::now();
-            let (n, outcome) =
+            let (n, outcome, polled_ns) =
                 py.detach(|| spin::poll_for(plan, || crate::sys::epoll::wait_fd(epfd, events, Some(0)).unwrap_or(0)));
-            self.stats.polled(polled.elapsed().as_nanos() as u64, outcome, n);
+            self.stats.polled(polled_ns, outcome, n);
             // Polling is for peers outside the process. A wake-up from one of
             // our own threads (an executor's result, `call_soon_threadsafe`)
             // may come from a thread that needs this very CPU: never poll for
@@ -287,8 +286,7 @@ impl LoopCore {
         let start = std::time::Instant::now();
         let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));
         let blocked = start.elapsed().as_nanos() as u64;
-        self.stats.blocked_ns.add(blocked);
-        self.stats.blocked_waits.add(1);
+        self.stats.blocked(blocked);
         self.spinner
             .borrow_mut(py)
             .after_block(blocked, matches!(result, Ok(n) if from_peers(&events[..n])));
@@ -462,7 +460,7 @@ impl LoopCore {
                     .shared
                     .cancelled_timers
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-                self.stats.timers_cancelled.add(1);
+                self.stats.timers_dropped(1);
                 gone.push(timer);
             } else {
                 if fired == 0 {
@@ -474,7 +472,7 @@ impl LoopCore {
                 st.ready.push_back(handle);
             }
         }
-        self.stats.timers_fired.add(fired);
+        self.stats.timers_fired(fired);
         gone
     }
 
@@ -515,21 +513,19 @@ impl LoopCore {
         }
         let debug = this.debug();
         let stats = &this.stats;
-        stats.max_ready.raise(ntodo as u64);
-        let mut ran = 0;
-        let slow_ns = stats.slow_ns.get();
-        let result = LoopCore::run_ready(slf, ntodo, debug, slow_ns, &mut ran);
-        stats.callbacks.add(ran);
-        result
+        stats.run_phase(ntodo);
+        let slow_ns = stats.slow_ns();
+        LoopCore::run_ready(slf, ntodo, debug, slow_ns)
     }
 
     /// The run phase: runs the first `ntodo` handles of the ready queue,
-    /// counting them in `ran`. With `slow_ns` set (a slow-callback handler),
-    /// times each one against it.
-    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64, ran: &mut u64) -> PyResult<()> {
+    /// counting them. With `slow_ns` set (a slow-callback handler), times
+    /// each one against it.
+    fn run_ready(slf: &Bound<'_, Self>, ntodo: usize, debug: bool, slow_ns: u64) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let stats = &this.stats;
+        let mut ran = stats.ran();
         for _ in 0..ntodo {
             let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
                 break;
@@ -539,7 +535,7 @@ impl LoopCore {
             if !runs {
                 continue;
             }
-            *ran += 1;
+            ran.one();
             let started = if slow_ns != 0 { stats.step_started() } else { 0 };
             let step = panic_guard::catch(|| {
                 panic_guard::fault(panic_guard::Site::Handle);

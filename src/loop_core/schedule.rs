@@ -92,7 +92,7 @@ impl LoopCore {
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when, when_obj.clone().unbind()));
         let timer = Py::new(py, init)?;
         this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
-        this.stats.timers_scheduled.add(1);
+        this.stats.timer_scheduled();
         Ok(timer)
     }
 }

@@ -192,8 +192,10 @@ impl Spinner {
 
 /// Runs `plan`, calling `check` (a zero-timeout poll that returns the number
 /// of events) at `plan.first_ns` and then every few microseconds until
-/// `plan.until_ns`. Spins in between: sleeping is what this avoids.
-pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize, Outcome) {
+/// `plan.until_ns`. Spins in between: sleeping is what this avoids. Returns
+/// the events found, the outcome, and how long it polled (up to the start of
+/// the last check: the clock it already reads, so the caller need not).
+pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize, Outcome, u64) {
     let start = Instant::now();
     let until = start + Duration::from_nanos(plan.until_ns);
     let mut next = start + Duration::from_nanos(plan.first_ns);
@@ -202,13 +204,10 @@ pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize,
         let now = Instant::now();
         if now >= next {
             let n = check();
+            let took = now.duration_since(start).as_nanos() as u64;
             if n > 0 {
-                let outcome = if first {
-                    Outcome::First
-                } else {
-                    Outcome::Later(now.duration_since(start).as_nanos() as u64)
-                };
-                return (n, outcome);
+                let outcome = if first { Outcome::First } else { Outcome::Later(took) };
+                return (n, outcome, took);
             }
             if now >= until {
                 let outcome = if plan.capped {
@@ -216,7 +215,7 @@ pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize,
                 } else {
                     Outcome::Missed
                 };
-                return (0, outcome);
+                return (0, outcome, took);
             }
             first = false;
             next = (now + Duration::from_nanos(CHECK_EVERY_NS)).min(until);
@@ -372,23 +371,25 @@ mod tests {
             until_ns: 1_000_000,
             capped: false,
         };
-        assert_eq!(poll_for(plan, || 3), (3, Outcome::First));
+        assert_eq!(poll_for(plan, || 3).0, 3);
+        assert_eq!(poll_for(plan, || 3).1, Outcome::First);
         let mut calls = 0;
-        let (n, outcome) = poll_for(plan, || {
+        let (n, outcome, took) = poll_for(plan, || {
             calls += 1;
             usize::from(calls == 3)
         });
         assert_eq!(n, 1);
-        assert!(matches!(outcome, Outcome::Later(at) if at >= 2 * CHECK_EVERY_NS));
+        assert!(matches!(outcome, Outcome::Later(at) if at >= 2 * CHECK_EVERY_NS && at == took));
         let short = Plan {
             first_ns: 1_000,
             until_ns: 10_000,
             capped: false,
         };
         let start = Instant::now();
-        assert_eq!(poll_for(short, || 0), (0, Outcome::Missed));
-        assert!(start.elapsed() >= Duration::from_nanos(10_000));
+        let (n, outcome, took) = poll_for(short, || 0);
+        assert_eq!((n, outcome), (0, Outcome::Missed));
+        assert!(took >= 10_000 && start.elapsed() >= Duration::from_nanos(took));
         let capped = Plan { capped: true, ..short };
-        assert_eq!(poll_for(capped, || 0), (0, Outcome::TimedOut));
+        assert_eq!(poll_for(capped, || 0).1, Outcome::TimedOut);
     }
 }

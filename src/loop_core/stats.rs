@@ -17,18 +17,25 @@
 //! when it runs. The record lives here, not in the handle, so that running a
 //! handle touches no more of it than before. Per-callback timing happens only
 //! while a slow-callback handler is set.
+//!
+//! The loop counts only through the hooks below. Built with the `no-stats`
+//! feature they compile to nothing (and `loop.stats()` reads zeros): that
+//! build exists to measure what counting costs, on the same code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::histogram::{self, Histogram};
 use super::LoopCore;
+use crate::sys::monotonic_ns;
 
 /// One enqueue in this many is stamped to measure its ready-queue wait.
 pub(crate) const SAMPLE_EVERY: u64 = 32;
+
+/// Whether the hooks count: false only in a `no-stats` build.
+const COUNTING: bool = !cfg!(feature = "no-stats");
 
 /// A statistic updated only on the loop's thread (see the module docs).
 #[derive(Default)]
@@ -63,18 +70,12 @@ impl Counter {
 /// What a loop counts about itself. See `docs/observability.md` for what
 /// each figure means to a user.
 pub(crate) struct LoopStats {
-    /// Enqueues since the last sampled one.
-    sample_tick: Counter,
-    /// The address of the sampled handle waiting in the ready queue (0:
-    /// none), and when it was queued. A later sample replaces it.
-    sample_handle: Counter,
+    /// What every callback and iteration touches.
+    hot: Hot,
+    /// When the sampled handle (`Hot::sample_handle`) was queued.
     sample_ns: Counter,
-    /// The origin of the nanosecond timestamps below.
-    origin: Instant,
-    /// Handles run (cancelled ones skipped are not counted).
-    pub callbacks: Counter,
-    /// Largest ready-queue depth seen at the start of a run phase.
-    pub max_ready: Counter,
+    /// The origin of the nanosecond timestamps below (`CLOCK_MONOTONIC`).
+    origin: u64,
     /// `call_later`/`call_at` timers scheduled, cancelled (and dropped from
     /// the heap), and fired (moved to the ready queue).
     pub timers_scheduled: Counter,
@@ -105,20 +106,37 @@ pub(crate) struct LoopStats {
     pub timer_lag: Histogram,
     /// How long sampled handles waited in the ready queue.
     pub queue_wait: Histogram,
-    /// A step longer than this calls `_report_slow_callback`; 0: no handler.
-    pub slow_ns: Counter,
     /// Steps timed since a handler was set, and when the current one started
     /// (0: none running), for the watchdog.
     pub step_seq: Counter,
     pub step_start_ns: Counter,
 }
 
+/// The counters touched per callback or per iteration, side by side (40
+/// bytes: one cache line, at most two), so that counting adds that much to
+/// what the loop touches, not a line per counter. Not over-aligned: the
+/// loop lives inside a Python object, which guarantees only 16 bytes.
+#[derive(Default)]
+#[repr(C)]
+struct Hot {
+    /// Enqueues since the last sampled one.
+    sample_tick: Counter,
+    /// The address of the sampled handle waiting in the ready queue (0:
+    /// none). A later sample replaces it.
+    sample_handle: Counter,
+    /// Handles run (cancelled ones skipped are not counted).
+    callbacks: Counter,
+    /// Largest ready-queue depth seen at the start of a run phase.
+    max_ready: Counter,
+    /// A step longer than this calls `_report_slow_callback`; 0: no handler.
+    slow_ns: Counter,
+}
+
 impl Default for LoopStats {
     fn default() -> Self {
         LoopStats {
-            origin: Instant::now(),
-            callbacks: Counter::default(),
-            max_ready: Counter::default(),
+            hot: Hot::default(),
+            origin: monotonic_ns(),
             timers_scheduled: Counter::default(),
             timers_cancelled: Counter::default(),
             timers_fired: Counter::default(),
@@ -136,10 +154,7 @@ impl Default for LoopStats {
             poll_timeouts: Counter::default(),
             timer_lag: Histogram::default(),
             queue_wait: Histogram::default(),
-            sample_tick: Counter::default(),
-            sample_handle: Counter::default(),
             sample_ns: Counter::default(),
-            slow_ns: Counter::default(),
             step_seq: Counter::default(),
             step_start_ns: Counter::default(),
         }
@@ -147,19 +162,28 @@ impl Default for LoopStats {
 }
 
 impl LoopStats {
+    /// The slow-callback threshold in nanoseconds; 0: no handler.
+    #[inline]
+    pub(crate) fn slow_ns(&self) -> u64 {
+        self.hot.slow_ns.get()
+    }
+
     /// Nanoseconds since the loop was created; never 0.
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        (self.origin.elapsed().as_nanos() as u64).saturating_add(1)
+        monotonic_ns().saturating_sub(self.origin).saturating_add(1)
     }
 
     /// A handle at `address` is being queued: one in [`SAMPLE_EVERY`] is
     /// recorded, with the time.
     #[inline]
     pub(crate) fn enqueued(&self, address: u64) {
-        let tick = self.sample_tick.get() + 1;
+        if !COUNTING {
+            return;
+        }
+        let tick = self.hot.sample_tick.get() + 1;
         if tick < SAMPLE_EVERY {
-            self.sample_tick.set(tick);
+            self.hot.sample_tick.set(tick);
             return;
         }
         self.take_sample(address);
@@ -169,8 +193,8 @@ impl LoopStats {
     #[cold]
     #[inline(never)]
     fn take_sample(&self, address: u64) {
-        self.sample_tick.set(0);
-        self.sample_handle.set(address);
+        self.hot.sample_tick.set(0);
+        self.hot.sample_handle.set(address);
         self.sample_ns.set(self.now_ns());
     }
 
@@ -178,7 +202,7 @@ impl LoopStats {
     /// it runs (not cancelled). The sampled handle's wait is recorded.
     #[inline]
     pub(crate) fn dequeued(&self, address: u64, runs: bool) {
-        if address == self.sample_handle.get() {
+        if COUNTING && address == self.hot.sample_handle.get() {
             self.end_sample(runs);
         }
     }
@@ -187,7 +211,7 @@ impl LoopStats {
     #[cold]
     #[inline(never)]
     fn end_sample(&self, runs: bool) {
-        self.sample_handle.set(0);
+        self.hot.sample_handle.set(0);
         if runs {
             self.queue_wait
                 .record(self.now_ns().saturating_sub(self.sample_ns.get()));
@@ -197,6 +221,9 @@ impl LoopStats {
     /// Bytes and a message received.
     #[inline]
     pub(crate) fn read(&self, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.bytes_read.add(n as u64);
         self.messages_read.add(1);
     }
@@ -204,6 +231,9 @@ impl LoopStats {
     /// Bytes and a message sent (or given to a transport to send).
     #[inline]
     pub(crate) fn wrote(&self, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.bytes_written.add(n as u64);
         self.messages_written.add(1);
     }
@@ -211,6 +241,9 @@ impl LoopStats {
     /// A poll before blocking took `ns` and ended with `outcome`, `n` events.
     #[inline]
     pub(crate) fn polled(&self, ns: u64, outcome: super::spin::Outcome, n: usize) {
+        if !COUNTING {
+            return;
+        }
         self.poll_ns.add(ns);
         match outcome {
             super::spin::Outcome::TimedOut if n == 0 => self.poll_timeouts.add(1),
@@ -219,8 +252,61 @@ impl LoopStats {
         }
     }
 
+    /// A wait that could block took `ns`.
+    #[inline]
+    pub(crate) fn blocked(&self, ns: u64) {
+        if !COUNTING {
+            return;
+        }
+        self.blocked_ns.add(ns);
+        self.blocked_waits.add(1);
+    }
+
+    /// A `call_later`/`call_at` timer was scheduled.
+    #[inline]
+    pub(crate) fn timer_scheduled(&self) {
+        if COUNTING {
+            self.timers_scheduled.add(1);
+        }
+    }
+
+    /// `n` cancelled timers left the heap.
+    #[inline]
+    pub(crate) fn timers_dropped(&self, n: usize) {
+        if COUNTING {
+            self.timers_cancelled.add(n as u64);
+        }
+    }
+
+    /// `n` due timers were moved to the ready queue.
+    #[inline]
+    pub(crate) fn timers_fired(&self, n: u64) {
+        if COUNTING {
+            self.timers_fired.add(n);
+        }
+    }
+
+    /// A run phase starts with `ready` handles to run.
+    #[inline]
+    pub(crate) fn run_phase(&self, ready: usize) {
+        if COUNTING {
+            self.hot.max_ready.raise(ready as u64);
+        }
+    }
+
+    /// Counts the handles a run phase runs, added when it ends however it
+    /// ends: the phase's result is then returned as is, not moved around a
+    /// count.
+    #[inline]
+    pub(crate) fn ran(&self) -> Ran<'_> {
+        Ran { stats: self, n: 0 }
+    }
+
     /// `run_forever` starts running iterations.
     pub(crate) fn run_started(&self) {
+        if !COUNTING {
+            return;
+        }
         self.run_started_ns.set(self.now_ns());
     }
 
@@ -247,9 +333,35 @@ impl LoopStats {
     /// queue at loop time `now`.
     #[inline]
     pub(crate) fn timer_lag(&self, when: f64, now: f64) {
+        if !COUNTING {
+            return;
+        }
         let late = now - when;
         let ns = if late > 0.0 { (late * 1e9) as u64 } else { 0 };
         self.timer_lag.record(ns);
+    }
+}
+
+/// Handles run in one run phase (see [`LoopStats::ran`]).
+pub(crate) struct Ran<'a> {
+    stats: &'a LoopStats,
+    n: u64,
+}
+
+impl Ran<'_> {
+    /// One more handle ran.
+    #[inline]
+    pub(crate) fn one(&mut self) {
+        self.n += 1;
+    }
+}
+
+impl Drop for Ran<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if COUNTING {
+            self.stats.hot.callbacks.add(self.n);
+        }
     }
 }
 
@@ -282,9 +394,9 @@ impl LoopCore {
             (st.ready.len(), r, w, in_heap)
         };
         d.set_item("iterations", self.iterations.load(Ordering::Relaxed))?;
-        d.set_item("callbacks", s.callbacks.get())?;
+        d.set_item("callbacks", s.hot.callbacks.get())?;
         d.set_item("ready", ready)?;
-        d.set_item("ready_max", s.max_ready.get().max(ready as u64))?;
+        d.set_item("ready_max", s.hot.max_ready.get().max(ready as u64))?;
         d.set_item("timers_scheduled", s.timers_scheduled.get())?;
         d.set_item("timers_cancelled", s.timers_cancelled.get() + cancelled_in_heap)?;
         d.set_item("timers_fired", s.timers_fired.get())?;
@@ -339,7 +451,7 @@ impl LoopCore {
                 ))
             }
         };
-        self.stats.slow_ns.set(ns);
+        self.stats.hot.slow_ns.set(ns);
         Ok(())
     }
 
@@ -390,4 +502,36 @@ pub(crate) fn report_if_slow(
     let seq = stats.step_seq.get();
     slf.call_method1(pyo3::intern!(py, "_report_slow_callback"), (handle, secs(took), seq))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_count_unless_compiled_out() {
+        let stats = LoopStats::default();
+        {
+            let mut ran = stats.ran();
+            ran.one();
+            ran.one();
+        }
+        stats.read(10);
+        stats.timer_scheduled();
+        for address in 1..=SAMPLE_EVERY {
+            stats.enqueued(address);
+        }
+        let counted = |n: u64| if COUNTING { n } else { 0 };
+        assert_eq!(stats.hot.callbacks.get(), counted(2));
+        assert_eq!(stats.bytes_read.get(), counted(10));
+        assert_eq!(stats.messages_read.get(), counted(1));
+        assert_eq!(stats.timers_scheduled.get(), counted(1));
+        assert_eq!(
+            stats.hot.sample_handle.get(),
+            counted(SAMPLE_EVERY),
+            "the 32nd enqueue is sampled"
+        );
+        stats.dequeued(SAMPLE_EVERY, true);
+        assert_eq!(stats.queue_wait.count(), counted(1));
+    }
 }

@@ -124,7 +124,7 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         panic_guard::fault(panic_guard::Site::Call);
         let py = slf.py();
-        if delay.is_none() && py.version_info() >= (3, 11) {
+        if delay.is_none() && crate::py::version(py) >= (3, 11) {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         // `loop.time() + delay` with Python's own addition, so odd numeric
@@ -171,7 +171,7 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         if when.is_none() {
             // 3.10's TimerHandle only asserts it.
-            return Err(if slf.py().version_info() >= (3, 11) {
+            return Err(if crate::py::version(slf.py()) >= (3, 11) {
                 PyTypeError::new_err("when cannot be None")
             } else {
                 PyAssertionError::new_err(())

@@ -481,9 +481,7 @@ impl TlsPump {
         // and a Python newer than 3.13 may change the private attributes used
         // here: both keep asyncio's own path.
         let version = crate::py::version(py);
-        if !((3, 11)..(3, 14)).contains(&version)
-            || !protocol.get_type().is(stdlib::ssl_protocol(py)?)
-        {
+        if !((3, 11)..(3, 14)).contains(&version) || !protocol.get_type().is(stdlib::ssl_protocol(py)?) {
             return Ok(None);
         }
         let app_transport = protocol.getattr(intern!(py, "_app_transport"))?;

@@ -149,10 +149,10 @@ impl LoopCore {
         }
         // `loop.time() + delay` with Python's own addition, so odd numeric
         // types behave (and fail) as they do on asyncio.
-        let now = PyFloat::new(py, slf.get().clock.now());
+        let now = slf.get().clock.now();
         let when = match delay.cast::<PyFloat>() {
-            Ok(d) => PyFloat::new(py, now.value() + d.value()).into_any(),
-            Err(_) => now.add(delay)?,
+            Ok(d) => PyFloat::new(py, now + d.value()).into_any(),
+            Err(_) => PyFloat::new(py, now).add(delay)?,
         };
         LoopCore::schedule_at(slf, &when, callback, args, context)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
@@ -47,9 +47,9 @@ pub struct Handle {
     slots: GilCell<Slots>,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: AtomicBool,
-    /// In debug mode, the repr taken at cancel time (asyncio's `_repr`);
-    /// boxed, since it is rare.
-    repr: GilCell<Option<Box<String>>>,
+    /// In debug mode, the repr taken at cancel time (asyncio's `_repr`); a
+    /// `str` object, one word where a `String` takes three.
+    repr: GilCell<Option<Py<PyString>>>,
     /// In debug mode, where the handle was created.
     source_traceback: Option<Py<PyAny>>,
     /// Debug flag and timer bookkeeping of the owning loop.
@@ -152,8 +152,9 @@ impl Handle {
         }
         if this.shared.debug.load(Ordering::Relaxed) {
             // Keep what it was for "Executing <Handle...> took N seconds".
-            let text: String = helpers::handle_repr(py)?.call1((slf,))?.extract()?;
-            *this.repr.borrow_mut(py) = Some(Box::new(text));
+            let text = helpers::handle_repr(py)?.call1((slf,))?.cast_into::<PyString>()?;
+            let old = this.repr.borrow_mut(py).replace(text.unbind());
+            drop(old);
         }
         let dropped = this.slots.borrow_mut(py).call.take();
         drop(dropped);
@@ -204,11 +205,12 @@ impl Handle {
         self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
     }
 
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        if let Some(text) = slf.get().repr.borrow(slf.py()).as_ref() {
-            return Ok(String::clone(text));
+    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyString>> {
+        let py = slf.py();
+        if let Some(text) = slf.get().repr.borrow(py).as_ref() {
+            return Ok(text.bind(py).clone());
         }
-        helpers::handle_repr(slf.py())?.call1((slf,))?.extract()
+        Ok(helpers::handle_repr(py)?.call1((slf,))?.cast_into::<PyString>()?)
     }
 
     // Declares the class to the garbage collector; the slot the collector

@@ -1,5 +1,6 @@
 //! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the calls made once
-//! per callback: `call_soon(callback, *args, context=None)`.
+//! per callback: `call_soon(callback, *args, context=None)`, and `call_later`
+//! and `call_at`, the same with a leading `delay`/`when`.
 //!
 //! PyO3's generic argument parser spends ~1,000 instructions on that
 //! signature (it collects `*args` and matches keyword names as UTF-8). Every

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
@@ -29,18 +29,27 @@ pub struct LoopShared {
 /// What a handle calls; `None` once cancelled.
 pub type Call = Option<(Py<PyAny>, Py<PyTuple>)>;
 
+/// What a handle holds; one cell for both, so a handle is a few words smaller
+/// (a burst of callbacks is a burst of handles, all walked by the collector).
+#[derive(Default)]
+struct Slots {
+    /// The callback and its positional arguments, dropped on cancel.
+    call: Call,
+    /// The `contextvars.Context` the callback runs in; `None` only while the
+    /// handle waits in its loop's recycling pool.
+    context: Option<Py<PyAny>>,
+}
+
 /// A scheduled callback.
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 pub struct Handle {
-    /// The callback and its positional arguments, dropped on cancel.
-    call: GilCell<Call>,
-    /// The `contextvars.Context` the callback runs in; `None` only while the
-    /// handle waits in its loop's recycling pool.
-    context: GilCell<Option<Py<PyAny>>>,
+    /// The callback, its arguments and its context.
+    slots: GilCell<Slots>,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: AtomicBool,
-    /// In debug mode, the repr taken at cancel time (asyncio's `_repr`).
-    repr: GilCell<Option<String>>,
+    /// In debug mode, the repr taken at cancel time (asyncio's `_repr`); a
+    /// `str` object, one word where a `String` takes three.
+    repr: GilCell<Option<Py<PyString>>>,
     /// In debug mode, where the handle was created.
     source_traceback: Option<Py<PyAny>>,
     /// Debug flag and timer bookkeeping of the owning loop.
@@ -51,16 +60,14 @@ impl Handle {
     /// Calls `f` on each Python object the handle holds, for the garbage
     /// collector; stops at the first error.
     fn each_ref<E>(&self, mut f: impl FnMut(&Py<PyAny>) -> Result<(), E>) -> Result<(), E> {
-        if let Some(context) = self.context.try_borrow_unguarded() {
-            if let Some(context) = context.as_ref() {
-                f(context)?;
-            }
-        }
         if let Some(traceback) = &self.source_traceback {
             f(traceback)?;
         }
-        if let Some(call) = self.call.try_borrow_unguarded() {
-            if let Some((callback, args)) = call.as_ref() {
+        if let Some(slots) = self.slots.try_borrow_unguarded() {
+            if let Some(context) = slots.context.as_ref() {
+                f(context)?;
+            }
+            if let Some((callback, args)) = slots.call.as_ref() {
                 f(callback)?;
                 f(args.as_any())?;
             }
@@ -77,8 +84,10 @@ impl Handle {
         shared: Arc<LoopShared>,
     ) -> Self {
         Handle {
-            call: GilCell::new(Some((callback, args))),
-            context: GilCell::new(Some(context)),
+            slots: GilCell::new(Slots {
+                call: Some((callback, args)),
+                context: Some(context),
+            }),
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
             source_traceback,
@@ -88,15 +97,24 @@ impl Handle {
 
     /// Gives a recycled handle a new callback (see [`Handle::empty`]).
     pub fn refill(&self, py: Python<'_>, callback: Py<PyAny>, args: Py<PyTuple>, context: Py<PyAny>) {
-        *self.call.borrow_mut(py) = Some((callback, args));
-        *self.context.borrow_mut(py) = Some(context);
+        let old = std::mem::replace(
+            &mut *self.slots.borrow_mut(py),
+            Slots {
+                call: Some((callback, args)),
+                context: Some(context),
+            },
+        );
+        // An emptied handle holds nothing, so this drops nothing; were it
+        // otherwise, dropped here after the borrow ends (a decref runs code).
+        drop(old);
         self.cancelled.store(false, Ordering::Relaxed);
     }
 
     /// Takes out what a run handle holds so it can be recycled; the caller
     /// drops the result once no borrow is held (a decref may run any code).
     pub fn empty(&self, py: Python<'_>) -> (Call, Option<Py<PyAny>>) {
-        (self.call.borrow_mut(py).take(), self.context.borrow_mut(py).take())
+        let mut slots = self.slots.borrow_mut(py);
+        (slots.call.take(), slots.context.take())
     }
 
     /// Whether the handle recorded where it was created (debug mode).
@@ -112,19 +130,18 @@ impl Handle {
     /// Runs the callback in its context. `Ok(None)` when it returned or the
     /// handle was cancelled, `Ok(Some(err))` when it raised.
     pub fn run(&self, py: Python<'_>) -> Option<PyErr> {
-        let (callback, args) = {
-            let call = self.call.borrow(py);
-            match call.as_ref() {
-                Some((cb, args)) => (cb.clone_ref(py), args.clone_ref(py)),
-                None => return None,
+        let (callback, args, context) = {
+            let slots = self.slots.borrow(py);
+            match (slots.call.as_ref(), slots.context.as_ref()) {
+                (Some((cb, args)), Some(context)) => (cb.clone_ref(py), args.clone_ref(py), context.clone_ref(py)),
+                _ => return None,
             }
         };
-        let context = self.context_ref(py)?;
         call_in_context(py, context.bind(py), callback.bind(py), args.bind(py)).err()
     }
 
     fn context_ref(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.borrow(py).as_ref().map(|c| c.clone_ref(py))
+        self.slots.borrow(py).context.as_ref().map(|c| c.clone_ref(py))
     }
 
     pub(crate) fn cancel_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -135,10 +152,11 @@ impl Handle {
         }
         if this.shared.debug.load(Ordering::Relaxed) {
             // Keep what it was for "Executing <Handle...> took N seconds".
-            let text: String = helpers::handle_repr(py)?.call1((slf,))?.extract()?;
-            *this.repr.borrow_mut(py) = Some(text);
+            let text = helpers::handle_repr(py)?.call1((slf,))?.cast_into::<PyString>()?;
+            let old = this.repr.borrow_mut(py).replace(text.unbind());
+            drop(old);
         }
-        let dropped = this.call.borrow_mut(py).take();
+        let dropped = this.slots.borrow_mut(py).call.take();
         drop(dropped);
         Ok(())
     }
@@ -169,12 +187,12 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.call.borrow(py).as_ref().map(|(cb, _)| cb.clone_ref(py))
+        self.slots.borrow(py).call.as_ref().map(|(cb, _)| cb.clone_ref(py))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.call.borrow(py).as_ref().map(|(_, args)| args.clone_ref(py))
+        self.slots.borrow(py).call.as_ref().map(|(_, args)| args.clone_ref(py))
     }
 
     #[getter]
@@ -187,11 +205,12 @@ impl Handle {
         self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
     }
 
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        if let Some(text) = slf.get().repr.borrow(slf.py()).as_ref() {
-            return Ok(text.clone());
+    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyString>> {
+        let py = slf.py();
+        if let Some(text) = slf.get().repr.borrow(py).as_ref() {
+            return Ok(text.bind(py).clone());
         }
-        helpers::handle_repr(slf.py())?.call1((slf,))?.extract()
+        Ok(helpers::handle_repr(py)?.call1((slf,))?.cast_into::<PyString>()?)
     }
 
     // Declares the class to the garbage collector; the slot the collector
@@ -202,9 +221,8 @@ impl Handle {
 
     fn __clear__(&self) {
         // Dropped after the borrow ends, since a decref can run arbitrary code.
-        let call = self.call.take_unguarded();
-        let context = self.context.take_unguarded();
-        drop((call, context));
+        let slots = self.slots.take_unguarded();
+        drop(slots);
     }
 }
 
@@ -293,6 +311,8 @@ impl TimerHandle {
         Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
     }
 
+    // Declares the class to the garbage collector; the slot the collector
+    // calls is `timer_traverse`, installed over this one.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.when_obj)
     }
@@ -305,12 +325,12 @@ fn handles_equal(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyRe
     if ha.is_cancelled() != hb.is_cancelled() {
         return Ok(false);
     }
-    let (ca, cb) = (ha.call.borrow(py), hb.call.borrow(py));
-    match (ca.as_ref(), cb.as_ref()) {
+    let (sa, sb) = (ha.slots.borrow(py), hb.slots.borrow(py));
+    match (sa.call.as_ref(), sb.call.as_ref()) {
         (None, None) => Ok(true),
         (Some((fa, aa)), Some((fb, ab))) => {
             let (fa, aa, fb, ab) = (fa.clone_ref(py), aa.clone_ref(py), fb.clone_ref(py), ab.clone_ref(py));
-            drop((ca, cb));
+            drop((sa, sb));
             Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
         }
         _ => Ok(false),
@@ -358,11 +378,43 @@ unsafe extern "C" fn handle_traverse(
     }
 }
 
-/// Replaces `Handle`'s generated `tp_traverse` with [`handle_traverse`];
-/// called once, when the module is initialised.
+/// `TimerHandle`'s `tp_traverse`: [`handle_traverse`] for the `Handle` part,
+/// then the deadline object. PyO3's generated one finds the base's slot by
+/// walking the type's bases on every call, which cost more than the visits.
+///
+/// # Safety
+/// Called by CPython's collector with `obj` an instance of `TimerHandle`
+/// (the class cannot be subclassed: it is not declared `subclass`).
+unsafe extern "C" fn timer_traverse(
+    obj: *mut pyo3::ffi::PyObject,
+    visit: pyo3::ffi::visitproc,
+    arg: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    // SAFETY: a `TimerHandle` is a `Handle` (its base), as `handle_traverse`
+    // requires; the same collector call passes the same pair on.
+    let ret = unsafe { handle_traverse(obj, visit, arg) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: as in `handle_traverse`: attached, `obj` borrowed for the call
+    // and a `TimerHandle`, whose frozen fields are read without a borrow.
+    let timer = unsafe {
+        let py = Python::assume_attached();
+        Borrowed::from_ptr(py, obj).cast_unchecked::<TimerHandle>()
+    };
+    // SAFETY: `visit`/`arg` are the collector's pair; `when_obj` is live.
+    unsafe { visit(timer.get().when_obj.as_ptr(), arg) }
+}
+
+/// Replaces `Handle`'s and `TimerHandle`'s generated `tp_traverse` with
+/// [`handle_traverse`] and [`timer_traverse`]; called once, when the module
+/// is initialised.
 pub(crate) fn install_traverse(py: Python<'_>) {
     let ty = <Handle as pyo3::PyTypeInfo>::type_object_raw(py);
     // SAFETY: `ty` is Handle's fully initialised heap type; no instance exists
     // yet, and the collector reads the slot only with the thread attached.
     unsafe { (*ty).tp_traverse = Some(handle_traverse) };
+    let ty = <TimerHandle as pyo3::PyTypeInfo>::type_object_raw(py);
+    // SAFETY: as above, for TimerHandle's heap type.
+    unsafe { (*ty).tp_traverse = Some(timer_traverse) };
 }

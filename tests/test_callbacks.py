@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -297,3 +299,50 @@ def test_call_soon_threadsafe_wakes_idle_loop(loop, run):
 
     run(main())
     assert max(latencies) < 1.0, latencies
+
+
+@pytest.mark.timeout(60)
+def test_call_soon_threadsafe_racing_close(loop, run):
+    # Threads keep waking a loop that sleeps between their calls, then close it under
+    # them: each call either queues or raises "Event loop is closed", and the loop's
+    # descriptors are gone afterwards (none left open by a wake-up still in flight).
+    fds_before = len(os.listdir("/proc/self/fd")) if sys.platform == "linux" else None
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    calls = [0] * 4
+
+    def produce(tid):
+        while not stop.is_set():
+            try:
+                loop.call_soon_threadsafe(int)
+            except RuntimeError as exc:
+                if "closed" not in str(exc):
+                    errors.append(exc)
+                return
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+            calls[tid] += 1
+            if calls[tid] % 64 == 0:
+                time.sleep(0.0005)  # let the loop go back to its wait
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
+
+    async def main():
+        for t in threads:
+            t.start()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+
+    try:
+        run(main(), timeout=30)
+        loop.close()
+        time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    assert all(calls), calls
+    if fds_before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= fds_before

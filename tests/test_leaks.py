@@ -169,3 +169,20 @@ def test_sent_bytes_are_released(loop, run) -> None:
         b.close()
     assert (while_running, after_stopped_write) == (baseline, baseline)
     assert received == data + data
+
+
+def test_fired_timer_cycle_is_collected(loop) -> None:
+    # A timer that has run keeps its callback (as asyncio's does), and nothing else holds
+    # it: only the collector's walk through the timer can free holder -> timer -> holder.
+    class Holder:
+        def cb(self, box: list) -> None:
+            self.ran = box[0] is self
+
+    holder = Holder()
+    holder.handle = loop.call_later(0, holder.cb, [holder], context=None)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert holder.ran
+    ref = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert ref() is None

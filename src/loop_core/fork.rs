@@ -30,7 +30,10 @@ impl LoopCore {
         let epoll = Epoll::new().map_err(os_error)?;
         let waker = EventFd::new().map_err(os_error)?;
         epoll.add(waker.as_raw_fd(), READABLE, WAKER_TOKEN).map_err(os_error)?;
-        let parents = self.sys.borrow_mut(py).replace(Sys { epoll, waker });
+        let parents = self.sys.borrow_mut(py).replace(Sys {
+            epoll,
+            waker: std::sync::Arc::new(waker),
+        });
         // The inherited epoll refuses every change in this process, so this
         // only forgets the registrations; the parent keeps them.
         let io = match parents.as_ref() {

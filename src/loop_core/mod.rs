@@ -82,7 +82,9 @@ pub(crate) struct State {
 /// The kernel objects the loop owns; dropped (closed) by `close()`.
 pub(crate) struct Sys {
     pub epoll: Epoll,
-    pub waker: EventFd,
+    /// Shared so a thread can write it with the GIL released (see
+    /// `wake_from_thread`) while a `close()` on the loop's thread drops `Sys`.
+    pub waker: Arc<EventFd>,
 }
 
 /// The native half of `ferroloop.Loop`. The Python class adds the parts of
@@ -703,7 +705,10 @@ impl LoopCore {
         Ok(LoopCore {
             shared: Arc::new(LoopShared::default()),
             state: GilCell::new(State::default()),
-            sys: GilCell::new(Some(Sys { epoll, waker })),
+            sys: GilCell::new(Some(Sys {
+                epoll,
+                waker: Arc::new(waker),
+            })),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             polling: AtomicBool::new(false),

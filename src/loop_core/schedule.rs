@@ -4,6 +4,9 @@
 //! the waker, because the loop is running this very code and will see the
 //! queue before it next waits.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use pyo3::exceptions::{PyAssertionError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
@@ -69,9 +72,26 @@ impl LoopCore {
         this.sample_enqueue(handle.get());
         this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
         if threadsafe {
-            this.wake(py);
+            this.wake_from_thread(py);
         }
         Ok(handle)
+    }
+
+    /// [`LoopCore::wake`] for `call_soon_threadsafe`, whose caller, when the
+    /// loop needs a wake-up at all, is another thread (the loop's own is in
+    /// or about to enter its wait). The eventfd is written with the GIL
+    /// released: the woken loop thread then finds the GIL free instead of
+    /// waking only to wait for this thread to release it, which costs two
+    /// more context switches when both threads share a CPU.
+    fn wake_from_thread(&self, py: Python<'_>) {
+        if self.polling.load(Ordering::SeqCst) && !self.woken.swap(true, Ordering::SeqCst) {
+            // A clone, so a `close()` while the GIL is released cannot close
+            // the fd (and let its number be reused) under the write.
+            let waker = self.sys.borrow(py).as_ref().map(|sys| Arc::clone(&sys.waker));
+            if let Some(waker) = waker {
+                py.detach(|| waker.notify());
+            }
+        }
     }
 
     fn schedule_at(
@@ -112,9 +132,10 @@ fn deadline(when: &Bound<'_, PyAny>) -> PyResult<f64> {
 
 #[ferroloop_macros::contained]
 #[pymethods]
+impl LoopCore {}
+
 impl LoopCore {
-    /// Schedules `callback(*args)` `delay` seconds from now.
-    #[pyo3(signature = (delay, callback, *args, context = None))]
+    /// `call_later`: schedules `callback(*args)` `delay` seconds from now.
     fn call_later(
         slf: &Bound<'_, Self>,
         delay: &Bound<'_, PyAny>,
@@ -124,19 +145,42 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         panic_guard::fault(panic_guard::Site::Call);
         let py = slf.py();
-        if delay.is_none() && py.version_info() >= (3, 11) {
+        if delay.is_none() && crate::py::version(py) >= (3, 11) {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         // `loop.time() + delay` with Python's own addition, so odd numeric
         // types behave (and fail) as they do on asyncio.
-        let now = PyFloat::new(py, slf.get().clock.now());
+        let now = slf.get().clock.now();
         let when = match delay.cast::<PyFloat>() {
-            Ok(d) => PyFloat::new(py, now.value() + d.value()).into_any(),
-            Err(_) => now.add(delay)?,
+            Ok(d) => PyFloat::new(py, now + d.value()).into_any(),
+            Err(_) => PyFloat::new(py, now).add(delay)?,
         };
         LoopCore::schedule_at(slf, &when, callback, args, context)
     }
 
+    /// `call_at`: schedules `callback(*args)` at loop time `when`.
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            // 3.10's TimerHandle only asserts it.
+            return Err(if crate::py::version(slf.py()) >= (3, 11) {
+                PyTypeError::new_err("when cannot be None")
+            } else {
+                PyAssertionError::new_err(())
+            });
+        }
+        LoopCore::schedule_at(slf, when, callback, args, context)
+    }
+}
+
+#[ferroloop_macros::contained]
+#[pymethods]
+impl LoopCore {
     /// A handle for `callback(*args)` that is not queued yet (signal handlers).
     #[pyo3(signature = (callback, *args))]
     fn _make_handle(
@@ -158,26 +202,6 @@ impl LoopCore {
         this.state.borrow_mut(py).ready.push_back(handle);
         this.wake(py);
         Ok(())
-    }
-
-    /// Schedules `callback(*args)` at loop time `when`.
-    #[pyo3(signature = (when, callback, *args, context = None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            // 3.10's TimerHandle only asserts it.
-            return Err(if slf.py().version_info() >= (3, 11) {
-                PyTypeError::new_err("when cannot be None")
-            } else {
-                PyAssertionError::new_err(())
-            });
-        }
-        LoopCore::schedule_at(slf, when, callback, args, context)
     }
 }
 
@@ -203,7 +227,7 @@ unsafe fn soon_entry(
             "LoopCore.call_soon"
         };
         // SAFETY: forwarded from our caller.
-        let call = unsafe { CallbackArgs::parse(py, qualname, args, nargs, kwnames) }?;
+        let call = unsafe { CallbackArgs::parse(py, qualname, None, args, nargs, kwnames) }?;
         Ok(LoopCore::queue_soon(slf, &call, threadsafe)?.into_ptr())
     })
 }
@@ -228,10 +252,78 @@ unsafe extern "C" fn call_soon_threadsafe(
     unsafe { soon_entry(slf, args, nargs, kwnames, true) }
 }
 
-/// Adds `call_soon` and `call_soon_threadsafe` to `LoopCore` as raw methods
-/// (see [`fastcall`]): they are called once per callback.
+/// The body of the raw `call_later` (`at` false) and `call_at`.
+///
+/// # Safety
+/// As for [`soon_entry`].
+unsafe fn timer_entry(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+    at: bool,
+) -> *mut pyo3::ffi::PyObject {
+    fastcall::entry(|py| {
+        // SAFETY: `slf` is the live `self` CPython passes.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        let slf = slf.cast::<LoopCore>()?;
+        let (qualname, lead) = if at {
+            ("LoopCore.call_at", pyo3::intern!(py, "when"))
+        } else {
+            ("LoopCore.call_later", pyo3::intern!(py, "delay"))
+        };
+        // SAFETY: forwarded from our caller.
+        let call = unsafe { CallbackArgs::parse(py, qualname, Some(lead), args, nargs, kwnames) }?;
+        let Some(lead) = call.lead.as_ref() else {
+            return Err(PyTypeError::new_err(format!("{qualname}() missing its first argument")));
+        };
+        let context = call.context.as_ref();
+        let timer = if at {
+            LoopCore::call_at(slf, lead, &call.callback, &call.args, context)
+        } else {
+            LoopCore::call_later(slf, lead, &call.callback, &call.args, context)
+        };
+        Ok(timer?.into_ptr())
+    })
+}
+
+unsafe extern "C" fn call_later(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
+    unsafe { timer_entry(slf, args, nargs, kwnames, false) }
+}
+
+unsafe extern "C" fn call_at(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
+    unsafe { timer_entry(slf, args, nargs, kwnames, true) }
+}
+
+/// Adds `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at` to
+/// `LoopCore` as raw methods (see [`fastcall`]): they are called once per
+/// callback.
 pub(crate) fn install_raw_methods(py: Python<'_>) -> PyResult<()> {
     let class = py.get_type::<LoopCore>();
+    fastcall::install(
+        &class,
+        c"call_later",
+        c"call_later($self, delay, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` `delay` seconds from now.",
+        call_later,
+    )?;
+    fastcall::install(
+        &class,
+        c"call_at",
+        c"call_at($self, when, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` at loop time `when`.",
+        call_at,
+    )?;
     fastcall::install(
         &class,
         c"call_soon",

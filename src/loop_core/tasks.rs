@@ -38,7 +38,7 @@ impl LoopCore {
         let this = slf.get();
         let name = name.filter(|n| !n.is_none());
         let context = context.filter(|c| !c.is_none());
-        let version = py.version_info();
+        let version = crate::py::version(py);
         let eager = eager_start.filter(|e| !e.is_none() && version >= (3, 12));
         let factory = slf.getattr(pyo3::intern!(py, "_task_factory"))?;
         // Debug mode goes through asyncio's method for its traceback trimming,

@@ -13,11 +13,31 @@ use std::collections::BinaryHeap;
 pub const MIN_TIMERS_FOR_PURGE: usize = 100;
 
 struct Entry<T> {
-    /// Deadline in loop-time seconds; NaN was mapped to -inf on insertion.
-    when: f64,
-    /// Insertion order, for FIFO among equal deadlines.
-    seq: u64,
+    /// The deadline (loop-time seconds; NaN was mapped to -inf on insertion)
+    /// as [`ordered`] bits, then the insertion order (FIFO among equal
+    /// deadlines): plain integer comparisons order two entries, where the
+    /// heap's sifting compares at every level.
+    key: (u64, u64),
     item: T,
+}
+
+/// `when`'s bits mapped so that unsigned integer order is `f64::total_cmp`'s
+/// order (the transform `total_cmp` makes, then the sign bit flipped).
+fn ordered(when: f64) -> u64 {
+    let bits = when.to_bits() as i64;
+    ((bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64) ^ (1 << 63)
+}
+
+/// The inverse of [`ordered`].
+fn from_ordered(key: u64) -> f64 {
+    let bits = (key ^ (1 << 63)) as i64;
+    f64::from_bits((bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64)
+}
+
+impl<T> Entry<T> {
+    fn when(&self) -> f64 {
+        from_ordered(self.key.0)
+    }
 }
 
 impl<T> PartialEq for Entry<T> {
@@ -34,7 +54,7 @@ impl<T> PartialOrd for Entry<T> {
 impl<T> Ord for Entry<T> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and we want the earliest first.
-        other.when.total_cmp(&self.when).then_with(|| other.seq.cmp(&self.seq))
+        other.key.cmp(&self.key)
     }
 }
 
@@ -59,12 +79,15 @@ impl<T> TimerHeap<T> {
         let when = if when.is_nan() { f64::NEG_INFINITY } else { when };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Entry { when, seq, item });
+        self.heap.push(Entry {
+            key: (ordered(when), seq),
+            item,
+        });
     }
 
     /// The earliest deadline and its item.
     pub fn peek(&self) -> Option<(f64, &T)> {
-        self.heap.peek().map(|e| (e.when, &e.item))
+        self.heap.peek().map(|e| (e.when(), &e.item))
     }
 
     /// Removes the earliest item.
@@ -149,6 +172,29 @@ mod tests {
         let out = drain_in_order(&mut h);
         assert_eq!(out.len(), 200);
         assert!(out.windows(2).all(|w| (w[0] % 10, w[0]) < (w[1] % 10, w[1])));
+    }
+
+    #[test]
+    fn ordered_keeps_total_order_and_inverts() {
+        let values = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -f64::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            1.0,
+            1.0 + f64::EPSILON,
+            1e300,
+            f64::INFINITY,
+        ];
+        for pair in values.windows(2) {
+            assert!(ordered(pair[0]) < ordered(pair[1]), "{pair:?}");
+        }
+        for v in values {
+            assert_eq!(from_ordered(ordered(v)).to_bits(), v.to_bits());
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the calls made once
-//! per callback: `call_soon(callback, *args, context=None)`.
+//! per callback: `call_soon(callback, *args, context=None)`, and `call_later`
+//! and `call_at`, the same with a leading `delay`/`when`.
 //!
 //! PyO3's generic argument parser spends ~1,000 instructions on that
 //! signature (it collects `*args` and matches keyword names as UTF-8). Every
@@ -44,9 +45,13 @@ pub fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *
     })
 }
 
-/// The arguments of `name(callback, *args, context=None)`, taken from a
-/// vectorcall: positional values, then one value per name in `kwnames`.
+/// The arguments of `name(callback, *args, context=None)`, or with a leading
+/// parameter `name(lead, callback, *args, context=None)` (`call_later`'s
+/// `delay`, `call_at`'s `when`), taken from a vectorcall: positional values,
+/// then one value per name in `kwnames`.
 pub struct CallbackArgs<'py> {
+    /// The leading parameter's value, when the signature has one.
+    pub lead: Option<Bound<'py, PyAny>>,
     pub callback: Bound<'py, PyAny>,
     pub args: Bound<'py, PyTuple>,
     pub context: Option<Bound<'py, PyAny>>,
@@ -57,9 +62,11 @@ impl<'py> CallbackArgs<'py> {
     /// `args` holds `nargs` positional values followed by one value per entry
     /// of `kwnames` (a tuple of str, or null), all alive for the call, as
     /// CPython passes them to a `METH_FASTCALL | METH_KEYWORDS` function.
+    /// `lead` names the leading parameter, if the signature has one.
     pub unsafe fn parse(
         py: Python<'py>,
         qualname: &str,
+        lead: Option<&Bound<'py, PyString>>,
         args: *const *mut ffi::PyObject,
         nargs: ffi::Py_ssize_t,
         kwnames: *mut ffi::PyObject,
@@ -67,7 +74,10 @@ impl<'py> CallbackArgs<'py> {
         let nargs = nargs as usize;
         // SAFETY: the caller guarantees `args[..nargs + len(kwnames)]` are live.
         let at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) };
-        let mut callback = (nargs > 0).then(|| at(0));
+        // Positions of the callback and of the first of `*args`.
+        let (at_callback, fixed) = if lead.is_some() { (1, 2) } else { (0, 1) };
+        let mut lead_value = lead.filter(|_| nargs > 0).map(|_| at(0));
+        let mut callback = (nargs > at_callback).then(|| at(at_callback));
         let mut context = None;
         if kwnames.is_null() {
             // positional arguments only
@@ -87,6 +97,13 @@ impl<'py> CallbackArgs<'py> {
                         )));
                     }
                     callback = Some(value);
+                } else if let Some(lead) = lead.filter(|lead| is_name(&name, lead).unwrap_or(false)) {
+                    if lead_value.is_some() {
+                        return Err(TypeError::new_err(format!(
+                            "{qualname}() got multiple values for argument '{lead}'"
+                        )));
+                    }
+                    lead_value = Some(value);
                 } else {
                     return Err(TypeError::new_err(format!(
                         "{qualname}() got an unexpected keyword argument '{name}'"
@@ -97,19 +114,26 @@ impl<'py> CallbackArgs<'py> {
                 remember_context_only(names);
             }
         }
-        let Some(callback) = callback else {
-            return Err(TypeError::new_err(format!(
-                "{qualname}() missing 1 required positional argument: 'callback'"
-            )));
+        let missing = |what: String| TypeError::new_err(format!("{qualname}() missing {what}"));
+        let callback = match (lead, lead_value.is_some(), callback) {
+            (Some(lead), false, None) => {
+                return Err(missing(format!(
+                    "2 required positional arguments: '{lead}' and 'callback'"
+                )))
+            }
+            (Some(lead), false, Some(_)) => return Err(missing(format!("1 required positional argument: '{lead}'"))),
+            (_, _, None) => return Err(missing("1 required positional argument: 'callback'".to_owned())),
+            (_, _, Some(callback)) => callback,
         };
-        let args = if nargs <= 1 {
+        let args = if nargs <= fixed {
             PyTuple::empty(py)
         } else {
-            PyTuple::new(py, (1..nargs).map(at))?
+            PyTuple::new(py, (fixed..nargs).map(at))?
         };
         // `context=None` is the same as leaving it out.
         let context = context.filter(|c| !c.is_none());
         Ok(CallbackArgs {
+            lead: lead_value,
             callback,
             args,
             context,

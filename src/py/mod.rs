@@ -73,6 +73,23 @@ pub fn call_method<'py>(
     }
 }
 
+/// The running interpreter's `(major, minor)`, read once: PyO3's
+/// `version_info()` formats and parses `Py_GetVersion()` on every call, a
+/// cost `create_task` paid per task.
+pub fn version(py: Python<'_>) -> (u8, u8) {
+    static VERSION: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let known = VERSION.load(std::sync::atomic::Ordering::Relaxed);
+    if known != 0 {
+        return ((known >> 8) as u8, known as u8);
+    }
+    let info = py.version_info();
+    VERSION.store(
+        u16::from(info.major) << 8 | u16::from(info.minor),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    (info.major, info.minor)
+}
+
 /// A copy of the calling thread's current context (`contextvars.copy_context()`).
 pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: always safe to call while attached; returns a new reference or null.

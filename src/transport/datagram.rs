@@ -96,7 +96,7 @@ impl DatagramQueue {
 }
 
 fn accounted(py: Python<'_>, len: usize) -> usize {
-    if py.version_info() >= (3, 13) {
+    if crate::py::version(py) >= (3, 13) {
         len + HEADER_SINCE_313
     } else {
         len
@@ -368,7 +368,7 @@ impl SocketTransportCore {
             }
             Err(err) => return Err(err),
         };
-        if view.len() == 0 && py.version_info() < (3, 13) {
+        if view.len() == 0 && crate::py::version(py) < (3, 13) {
             return Ok(());
         }
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));

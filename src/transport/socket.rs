@@ -788,7 +788,7 @@ impl SocketTransportCore {
         slf.get().check_writable(py, "writelines")?;
         // 3.12's asyncio returns at once for any falsy argument; before, it
         // joins it (a TypeError for what is not iterable).
-        if py.version_info() >= (3, 12) && !list_of_data.is_truthy()? {
+        if crate::py::version(py) >= (3, 12) && !list_of_data.is_truthy()? {
             return Ok(());
         }
         let mut joined = Vec::new();
@@ -800,7 +800,7 @@ impl SocketTransportCore {
                 // and fails in `sendmsg` (a fatal error); before, `b"".join`
                 // refused it.
                 Err(err) if err.is_instance_of::<PyBufferError>(py) => {
-                    if py.version_info() >= (3, 12) {
+                    if crate::py::version(py) >= (3, 12) {
                         let exc = err.into_value(py).into_bound(py).into_any();
                         return SocketTransportCore::fatal_error(slf, exc, "Fatal write error on socket transport");
                     }
@@ -931,7 +931,7 @@ impl SocketTransportCore {
         drop((protocol, tls, event_loop));
         if let Some(server) = server {
             // 3.13's Server tracks its transports; older ones only count them.
-            if py.version_info() >= (3, 13) {
+            if crate::py::version(py) >= (3, 13) {
                 server
                     .bind(py)
                     .call_method1(intern!(py, "_detach"), (this.owner(py, slf),))?;

@@ -480,10 +480,8 @@ impl TlsPump {
         // 3.10's sslproto is a different design (`_SSLPipe`, no buffered reads),
         // and a Python newer than 3.13 may change the private attributes used
         // here: both keep asyncio's own path.
-        let version = py.version_info();
-        if !((3, 11)..(3, 14)).contains(&(version.major, version.minor))
-            || !protocol.get_type().is(stdlib::ssl_protocol(py)?)
-        {
+        let version = crate::py::version(py);
+        if !((3, 11)..(3, 14)).contains(&version) || !protocol.get_type().is(stdlib::ssl_protocol(py)?) {
             return Ok(None);
         }
         let app_transport = protocol.getattr(intern!(py, "_app_transport"))?;

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from support.loops import new_loop, run_forever_bounded
+from support.loops import new_loop, run_child, run_forever_bounded
 
 
 def test_stop_before_run_forever_runs_exactly_one_iteration(loop):
@@ -248,3 +248,37 @@ def test_time_is_monotonic_clock(loop):
         after = time.monotonic()
         assert before <= now <= after
     assert isinstance(loop.time(), float)
+
+
+_FINALIZER_CHILD = """
+import asyncio, sys
+if sys.argv[1] == "ferroloop":
+    import ferroloop
+    loop = ferroloop.new_event_loop()
+else:
+    loop = asyncio.new_event_loop()
+
+class Cleanup:
+    # A library object whose finalizer schedules its cleanup on the loop; kept
+    # in a module global, so it is finalized while the interpreter shuts down.
+    def __init__(self, loop):
+        self.loop = loop
+
+    def __del__(self):
+        loop = self.loop
+        loop.call_soon(print)
+        loop.call_soon_threadsafe(print)
+        loop.call_later(1, print)
+        loop.call_at(loop.time() + 1, print)
+        print("scheduled", flush=True)
+
+keep = Cleanup(loop)
+del loop
+"""
+
+
+def test_scheduling_from_a_finalizer_at_interpreter_exit(loop_kind):
+    # The raw call_soon/call_later entries once asked to attach to the
+    # interpreter, which aborts the process while it is finalizing.
+    proc = run_child(_FINALIZER_CHILD, argv=(loop_kind,))
+    assert (proc.returncode, proc.stdout) == (0, "scheduled\n"), proc.stderr

@@ -217,7 +217,7 @@ unsafe fn soon_entry(
     kwnames: *mut pyo3::ffi::PyObject,
     threadsafe: bool,
 ) -> *mut pyo3::ffi::PyObject {
-    fastcall::entry(|py| {
+    let body = |py: Python<'_>| {
         // SAFETY: `slf` is the live `self` CPython passes.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         let slf = slf.cast::<LoopCore>()?;
@@ -229,7 +229,10 @@ unsafe fn soon_entry(
         // SAFETY: forwarded from our caller.
         let call = unsafe { CallbackArgs::parse(py, qualname, None, args, nargs, kwnames) }?;
         Ok(LoopCore::queue_soon(slf, &call, threadsafe)?.into_ptr())
-    })
+    };
+    // SAFETY: CPython is calling this raw method (our caller), from an
+    // attached thread, for the whole call.
+    unsafe { fastcall::entry(body) }
 }
 
 unsafe extern "C" fn call_soon(
@@ -263,7 +266,7 @@ unsafe fn timer_entry(
     kwnames: *mut pyo3::ffi::PyObject,
     at: bool,
 ) -> *mut pyo3::ffi::PyObject {
-    fastcall::entry(|py| {
+    let body = |py: Python<'_>| {
         // SAFETY: `slf` is the live `self` CPython passes.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         let slf = slf.cast::<LoopCore>()?;
@@ -284,7 +287,10 @@ unsafe fn timer_entry(
             LoopCore::call_later(slf, lead, &call.callback, &call.args, context)
         };
         Ok(timer?.into_ptr())
-    })
+    };
+    // SAFETY: CPython is calling this raw method (our caller), from an
+    // attached thread, for the whole call.
+    unsafe { fastcall::entry(body) }
 }
 
 unsafe extern "C" fn call_later(

@@ -28,21 +28,29 @@ pub type RawMethod = unsafe extern "C" fn(
     *mut ffi::PyObject,
 ) -> *mut ffi::PyObject;
 
-/// Runs `body` as the body of a raw method: attached to the interpreter as
-/// PyO3 methods are (so owned references drop at once), a Rust panic turned
-/// into a `RuntimeError` (see `panic_guard`), an error restored as the raised exception.
-pub fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
-    Python::attach(|py| {
-        let result = catch_unwind(AssertUnwindSafe(|| body(py)))
-            .unwrap_or_else(|payload| Err(crate::panic_guard::to_error(payload.as_ref())));
-        match result {
-            Ok(ptr) => ptr,
-            Err(err) => {
-                err.restore(py);
-                std::ptr::null_mut()
-            }
+/// Runs `body` as the body of a raw method, as PyO3's own method trampolines
+/// do: on the caller's thread state, a Rust panic turned into a
+/// `RuntimeError` (see `panic_guard`), an error restored as the raised
+/// exception. Not `Python::attach`: that panics (an abort, in an `extern "C"`
+/// function) when the interpreter is finalizing, and a finalizer may still
+/// call `call_soon` then.
+///
+/// # Safety
+/// Called only from a raw method that CPython is calling, so the thread is
+/// attached to the interpreter (holds the GIL) for the whole call.
+pub unsafe fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    // SAFETY: the caller's contract: CPython is calling a raw method, from a
+    // thread attached to the interpreter, for the whole call.
+    let py = unsafe { Python::assume_attached() };
+    let result = catch_unwind(AssertUnwindSafe(|| body(py)))
+        .unwrap_or_else(|payload| Err(crate::panic_guard::to_error(payload.as_ref())));
+    match result {
+        Ok(ptr) => ptr,
+        Err(err) => {
+            err.restore(py);
+            std::ptr::null_mut()
         }
-    })
+    }
 }
 
 /// The arguments of `name(callback, *args, context=None)`, or with a leading

@@ -194,6 +194,10 @@ class SocketAPI:
         # 3.13's create_unix_server records each socket's inode here so the
         # file can be removed when the server closes (cleanup_socket).
         self._unix_server_sockets = {}
+        # The last local address and peer host a transport recorded, shared
+        # by the next transports with equal ones (see _transports).
+        self._last_sockname: Any = None
+        self._last_peer_host: Any = None
 
     def _make_socket_transport(
         self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None

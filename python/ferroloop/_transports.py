@@ -40,6 +40,32 @@ def _set_nodelay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _shared_address(loop: Any, address: Any) -> Any:
+    """`address`, or an equal one the loop saw last: every connection a
+    listener accepts has the same local address, and a tuple is immutable,
+    so one object serves them all instead of one per connection."""
+    last = loop._last_sockname
+    if type(address) is type(last) and address == last:
+        return last
+    loop._last_sockname = address
+    return address
+
+
+def _shared_host(loop: Any, address: Any) -> Any:
+    """An IP `address` tuple whose host string is the one the loop saw last,
+    when equal: connections from one host (a proxy in front of a server, a
+    pool of clients) then share it instead of each keeping its own copy."""
+    if type(address) is not tuple or len(address) < 2:
+        return address
+    host, last = address[0], loop._last_peer_host
+    if type(host) is not str or host is last:
+        return address
+    if type(last) is str and host == last:
+        return (last, *address[1:])
+    loop._last_peer_host = host
+    return address
+
+
 def _forward(name: str) -> Any:
     return forward(SocketTransportCore, name)
 
@@ -58,7 +84,7 @@ class _NativeTransport:
         info = core._extra
         info["socket"] = trsock.TransportSocket(sock)
         try:
-            info["sockname"] = sock.getsockname()
+            info["sockname"] = _shared_address(loop, sock.getsockname())
         except OSError:
             info["sockname"] = None
         if "peername" not in info:
@@ -66,6 +92,7 @@ class _NativeTransport:
                 info["peername"] = sock.getpeername()
             except OSError:
                 info["peername"] = None
+        info["peername"] = _shared_host(loop, info["peername"])
         loop._transports[core._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)

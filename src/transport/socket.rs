@@ -77,8 +77,10 @@ pub(super) struct Inner {
     pub(super) low_water: usize,
     /// The future `loop.sendfile` waits on until the buffer is empty.
     pub(super) empty_waiter: Option<Py<PyAny>>,
-    /// Unsent datagrams; `Some` exactly for datagram transports.
-    pub(super) datagrams: Option<DatagramQueue>,
+    /// Unsent datagrams; `Some` exactly for datagram transports. Boxed: the
+    /// queue and its last peer's address are most of its size, and a stream
+    /// transport (one per connection) never has one.
+    pub(super) datagrams: Option<Box<DatagramQueue>>,
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
@@ -553,10 +555,19 @@ impl SocketTransportCore {
         let py = sock.py();
         let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let extra_dict = PyDict::new(py);
-        if let Some(extra) = extra.filter(|e| !e.is_none()) {
-            extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
-        }
+        // asyncio's transports keep the dict they are given (the accept loop's
+        // `{'peername': addr}`) and add to it; only another mapping is copied.
+        let extra_dict = match extra.filter(|e| !e.is_none()) {
+            Some(extra) => match extra.cast::<PyDict>() {
+                Ok(dict) => dict.clone(),
+                Err(_) => {
+                    let dict = PyDict::new(py);
+                    dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
+                    dict
+                }
+            },
+            None => PyDict::new(py),
+        };
         let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && !datagram {
             TlsPump::attach(protocol)?
@@ -567,7 +578,7 @@ impl SocketTransportCore {
         // it meanwhile leaves the file open, so its number cannot pass to
         // another file that this transport would then read and write.
         let datagrams = if datagram {
-            Some(DatagramQueue::new(sock, datagram_address)?)
+            Some(Box::new(DatagramQueue::new(sock, datagram_address)?))
         } else {
             None
         };

@@ -40,6 +40,9 @@ def _set_nodelay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+_MISSING = object()
+
+
 def _shared_address(loop: Any, address: Any) -> Any:
     """`address`, or an equal one the loop saw last: every connection a
     listener accepts has the same local address, and a tuple is immutable,
@@ -81,18 +84,18 @@ class _NativeTransport:
         # Same order as asyncio: extra info, registration, connection_made,
         # reading (only once connection_made() has run), the waiter.
         core = self._core
-        info = core._extra
-        info["socket"] = trsock.TransportSocket(sock)
         try:
-            info["sockname"] = _shared_address(loop, sock.getsockname())
+            sockname = _shared_address(loop, sock.getsockname())
         except OSError:
-            info["sockname"] = None
-        if "peername" not in info:
+            sockname = None
+        peername = core.get_extra_info("peername", _MISSING)
+        if peername is _MISSING:
             try:
-                info["peername"] = sock.getpeername()
+                peername = sock.getpeername()
             except OSError:
-                info["peername"] = None
-        info["peername"] = _shared_host(loop, info["peername"])
+                peername = None
+        peername = _shared_host(loop, peername)
+        core._set_addresses(trsock.TransportSocket(sock), sockname, peername)
         loop._transports[core._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)

@@ -2,6 +2,7 @@
 //! sockets and protocols.
 
 mod datagram;
+mod extra_info;
 pub mod pipe;
 mod protocol_kind;
 pub mod read_buffer;

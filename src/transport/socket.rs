@@ -23,6 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
+use super::extra_info::ExtraInfo;
 use super::read_buffer::recv_bytes_expecting;
 use super::tls::TlsPump;
 use super::water_marks::{self, DEFAULT_HIGH_WATER};
@@ -59,7 +60,8 @@ pub(super) struct Inner {
     pub(super) tls: Option<Py<TlsPump>>,
     pub(super) protocol_connected: bool,
     pub(super) server: Option<Py<PyAny>>,
-    pub(super) extra: Option<Py<PyDict>>,
+    /// `get_extra_info()`'s entries (asyncio's `_extra`).
+    pub(super) extra: ExtraInfo,
     pub(super) buffer: WriteBuffer,
     /// Non-zero once `connection_lost` is scheduled; counts later writes.
     pub(super) conn_lost: u32,
@@ -133,7 +135,7 @@ impl Default for Inner {
             tls: None,
             protocol_connected: false,
             server: None,
-            extra: None,
+            extra: ExtraInfo::default(),
             buffer: WriteBuffer::default(),
             conn_lost: 0,
             lost: true,
@@ -197,6 +199,18 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
 }
 
 impl SocketTransportCore {
+    /// The extra info's entry `name`, looked up as asyncio's dict lookup
+    /// would (an unhashable name raises); no borrow is held while a dict
+    /// lookup or `__hash__` can run code.
+    pub(super) fn extra_item(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        let dict = self.inner.borrow(py).extra.dict(py);
+        if let Some(dict) = dict {
+            return Ok(dict.bind(py).get_item(name)?.map(Bound::unbind));
+        }
+        name.hash()?;
+        Ok(self.inner.borrow(py).extra.field(py, name))
+    }
+
     /// The Python transport (or this core, before one is attached).
     pub(super) fn owner<'py>(&self, py: Python<'py>, slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         match self.inner.borrow(py).owner.as_ref() {
@@ -555,19 +569,7 @@ impl SocketTransportCore {
         let py = sock.py();
         let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        // asyncio's transports keep the dict they are given (the accept loop's
-        // `{'peername': addr}`) and add to it; only another mapping is copied.
-        let extra_dict = match extra.filter(|e| !e.is_none()) {
-            Some(extra) => match extra.cast::<PyDict>() {
-                Ok(dict) => dict.clone(),
-                Err(_) => {
-                    let dict = PyDict::new(py);
-                    dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
-                    dict
-                }
-            },
-            None => PyDict::new(py),
-        };
+        let extra = ExtraInfo::new(extra)?;
         let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && !datagram {
             TlsPump::attach(protocol)?
@@ -599,7 +601,7 @@ impl SocketTransportCore {
                 tls,
                 protocol_connected: true,
                 server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-                extra: Some(extra_dict.unbind()),
+                extra,
                 lost: false,
                 closing: false,
                 datagrams,
@@ -1044,13 +1046,32 @@ impl SocketTransportCore {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let extra = self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(value) = extra.bind(py).get_item(name)? {
-                return Ok(value.unbind());
+        Ok(self.extra_item(py, name)?.or(default).unwrap_or_else(|| py.None()))
+    }
+
+    /// Records the socket's entries of the extra info: the `TransportSocket`,
+    /// the local and the peer address.
+    fn _set_addresses(
+        &self,
+        py: Python<'_>,
+        socket: Py<PyAny>,
+        sockname: Py<PyAny>,
+        peername: Py<PyAny>,
+    ) -> PyResult<()> {
+        let dict = self.inner.borrow(py).extra.dict(py);
+        match dict {
+            Some(dict) => {
+                let dict = dict.bind(py);
+                dict.set_item(intern!(py, "socket"), socket)?;
+                dict.set_item(intern!(py, "sockname"), sockname)?;
+                dict.set_item(intern!(py, "peername"), peername)?;
+            }
+            None => {
+                let old = self.inner.borrow_mut(py).extra.set_fields(socket, sockname, peername);
+                drop(old);
             }
         }
-        Ok(default.unwrap_or_else(|| py.None()))
+        Ok(())
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
@@ -1148,8 +1169,8 @@ impl SocketTransportCore {
     }
 
     #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py))
+    fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        self.inner.borrow_mut(py).extra.make_dict(py)
     }
 
     #[getter]
@@ -1192,7 +1213,7 @@ impl SocketTransportCore {
         visit.call(&st.protocol)?;
         visit.call(&st.tls)?;
         visit.call(&st.server)?;
-        visit.call(&st.extra)?;
+        st.extra.traverse(&visit)?;
         visit.call(&st.empty_waiter)?;
         visit.call(&st.context)?;
         if let Some(queue) = st.datagrams.as_ref() {

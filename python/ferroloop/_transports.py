@@ -175,10 +175,6 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
     ) -> None:
         core = SocketTransportCore(self, loop, sock, protocol, extra, server)
         self._core = core
-        # The calls made per message skip a Python frame: the instance
-        # attribute is the native method itself.
-        self.write = core.write
-        self.is_closing = core.is_closing
         if server is not None:
             if _SERVER_TRACKS_TRANSPORTS:
                 server._attach(self)
@@ -187,6 +183,8 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
         _set_nodelay(sock)
         self._wire(loop, sock, protocol, waiter)
 
+    # write and is_closing (called per message) are replaced below by
+    # native methods that skip the Python frame.
     write = _forward("write")
     writelines = _forward("writelines")
     write_eof = _forward("write_eof")
@@ -195,6 +193,9 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
     _reset_empty_waiter = _forward("_reset_empty_waiter")
     _eof = _state("_eof")
     _empty_waiter = _state("_empty_waiter")
+
+
+SocketTransportCore._install_owner_methods(SocketTransport)
 
 
 class DatagramTransport(

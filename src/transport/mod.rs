@@ -3,6 +3,7 @@
 
 mod datagram;
 mod extra_info;
+mod owner_methods;
 pub mod pipe;
 mod protocol_kind;
 pub mod read_buffer;

@@ -611,6 +611,13 @@ impl SocketTransportCore {
         })
     }
 
+    /// Puts `write` and `is_closing` on the Python transport class `cls` as
+    /// methods that call this core directly (see `owner_methods`).
+    #[staticmethod]
+    fn _install_owner_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
+        super::owner_methods::install(cls)
+    }
+
     /// Starts watching the socket for reading, unless paused or closing.
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         if slf.get().is_reading_now(slf.py()) {
@@ -765,7 +772,7 @@ impl SocketTransportCore {
     }
 
     /// Sends `data` now, buffering what the kernel does not take.
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         panic_guard::fault(Site::Write);
         check_bytes_like(data)?;
@@ -966,7 +973,7 @@ impl SocketTransportCore {
     }
 
     /// Whether the transport is closing or closed.
-    fn is_closing(&self, py: Python<'_>) -> bool {
+    pub(super) fn is_closing(&self, py: Python<'_>) -> bool {
         self.inner.borrow(py).closing
     }
 

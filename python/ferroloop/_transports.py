@@ -42,6 +42,12 @@ def _set_nodelay(sock: Any) -> None:
 
 _MISSING = object()
 
+# A transport's _core in a slot, and a __dict__ (asyncio's transports take
+# any attribute) made only once something is stored in it, so a transport
+# carries no attribute storage of its own per connection. asyncio's base
+# classes have slots of their own, so only the concrete classes can add these.
+_SLOTS = ("_core", "__dict__", "__weakref__")
+
 
 def _shared_address(loop: Any, address: Any) -> Any:
     """`address`, or an equal one the loop saw last: every connection a
@@ -77,6 +83,9 @@ class _NativeTransport:
     """What the stream and datagram transports share: the native core, the
     calls forwarded to it, asyncio's private attributes read from it, the
     repr and the unclosed-transport warning."""
+
+    # The layout is the concrete classes' (see _SLOTS).
+    __slots__ = ()
 
     _core: SocketTransportCore
 
@@ -148,7 +157,7 @@ class _NativeTransport:
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        core: Any = self.__dict__.get("_core")
+        core: Any = getattr(self, "_core", None)
         sock = core._sock if core is not None else None
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
@@ -160,6 +169,8 @@ class _NativeTransport:
 
 class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream transport."""
+
+    __slots__ = _SLOTS
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -202,6 +213,8 @@ class DatagramTransport(
     _NativeTransport, transports._FlowControlMixin, transports.DatagramTransport
 ):
     """A UDP or Unix datagram transport."""
+
+    __slots__ = _SLOTS
 
     def __init__(
         self,

@@ -829,6 +829,28 @@ def test_extra_info_dict(loop, run, kind, tmp_path):
         assert looked_up == extra
 
 
+def test_extra_info_socket_first_asked_after_close(loop, run, kind, tmp_path):
+    """A transport whose ``socket`` entry nobody read while it was open still has it
+    after closing: asyncio's TransportSocket of the closed socket."""
+    accepted = net.Factory(loop)
+
+    async def main():
+        async with await net.start_server(loop, kind, accepted, tmp_path) as server:
+            client, proto = await net.connect(
+                loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
+            )
+            server_side = await accepted.nth(0)
+            client.close()
+            await server_side.lost
+            await proto.lost
+        return [
+            (type(t.get_extra_info("socket")).__name__, t.get_extra_info("socket").fileno())
+            for t in (server_side.transport, client)
+        ]
+
+    assert run(main()) == [("TransportSocket", -1)] * 2
+
+
 @pytest.mark.parametrize("kind", net.kind_params("tcp4", "tcp6"))
 def test_tcp_nodelay_on_by_default(loop, loop_kind, run, kind, tmp_path):
     accepted = net.Factory(loop)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import constants, futures, transports, trsock
+from asyncio import constants, futures, transports
 from typing import Any
 
 from ._ferroloop import SocketTransportCore
@@ -104,7 +104,7 @@ class _NativeTransport:
             except OSError:
                 peername = None
         peername = _shared_host(loop, peername)
-        core._set_addresses(trsock.TransportSocket(sock), sockname, peername)
+        core._set_addresses(sockname, peername)
         loop._transports[core._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)

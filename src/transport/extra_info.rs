@@ -24,6 +24,8 @@ pub(super) struct ExtraInfo {
     /// `peername` came first (from the accept loop's dict): the order the
     /// dict's keys would have had on asyncio.
     peer_first: bool,
+    /// `set_fields` ran: the three entries exist (`socket` maybe not made yet).
+    addresses_set: bool,
 }
 
 impl ExtraInfo {
@@ -64,20 +66,38 @@ impl ExtraInfo {
         })
     }
 
-    /// Records `socket`, `sockname` and `peername` in the fields, when there
-    /// is no dict (the caller sets them in the dict otherwise). Gives back
-    /// what they held, for the caller to drop once no borrow is held.
-    pub(super) fn set_fields(
-        &mut self,
-        socket: Py<PyAny>,
-        sockname: Py<PyAny>,
-        peername: Py<PyAny>,
-    ) -> [Option<Py<PyAny>>; 3] {
-        [
-            self.socket.replace(socket),
-            self.sockname.replace(sockname),
-            self.peername.replace(peername),
-        ]
+    /// Records `sockname` and `peername` in the fields, when there is no
+    /// dict (the caller sets them in the dict otherwise). The `socket` entry
+    /// is made when first needed (see [`ExtraInfo::lacks_socket`]). Gives
+    /// back what the fields held, for the caller to drop once no borrow is held.
+    pub(super) fn set_fields(&mut self, sockname: Py<PyAny>, peername: Py<PyAny>) -> [Option<Py<PyAny>>; 2] {
+        self.addresses_set = true;
+        [self.sockname.replace(sockname), self.peername.replace(peername)]
+    }
+
+    /// The fields are in use and the `socket` entry (asyncio's
+    /// `TransportSocket`, made for every transport and asked for by few) is
+    /// not made yet: the transport makes it when it is looked up, when the
+    /// dict is built, and when the socket is closed.
+    pub(super) fn lacks_socket(&self) -> bool {
+        self.dict.is_none() && self.addresses_set && self.socket.is_none()
+    }
+
+    /// Sets the `socket` entry if it still lacks it; gives `socket` back
+    /// otherwise, for the caller to drop once no borrow is held.
+    pub(super) fn set_socket(&mut self, socket: Py<PyAny>) -> Option<Py<PyAny>> {
+        if self.lacks_socket() {
+            self.socket = Some(socket);
+            None
+        } else {
+            Some(socket)
+        }
+    }
+
+    /// Whether `name` is the key `socket`.
+    pub(super) fn is_socket_key(name: &Bound<'_, PyAny>) -> bool {
+        name.cast::<PyString>()
+            .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "socket"))
     }
 
     /// The dict, if there is one yet (a caller looks it up with no borrow

@@ -208,7 +208,32 @@ impl SocketTransportCore {
             return Ok(dict.bind(py).get_item(name)?.map(Bound::unbind));
         }
         name.hash()?;
+        if ExtraInfo::is_socket_key(name) {
+            self.make_socket_info(py)?;
+        }
         Ok(self.inner.borrow(py).extra.field(py, name))
+    }
+
+    /// Makes the extra info's `socket` entry if it lacks it and the socket
+    /// is still held (see `ExtraInfo::lacks_socket`).
+    fn make_socket_info(&self, py: Python<'_>) -> PyResult<()> {
+        let sock = {
+            let st = self.inner.borrow(py);
+            match st.sock.as_ref() {
+                Some(sock) if st.extra.lacks_socket() => sock.clone_ref(py),
+                _ => return Ok(()),
+            }
+        };
+        self.record_socket_info(sock.bind(py))
+    }
+
+    /// Sets the extra info's `socket` entry for `sock` if it lacks it.
+    fn record_socket_info(&self, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = sock.py();
+        let wrapper = transport_socket(sock)?;
+        let unused = self.inner.borrow_mut(py).extra.set_socket(wrapper.unbind());
+        drop(unused);
+        Ok(())
     }
 
     /// The Python transport (or this core, before one is attached).
@@ -941,10 +966,19 @@ impl SocketTransportCore {
             )
         };
         let io_ref = std::mem::take(&mut this.inner.borrow_mut(py).sock_io_ref);
-        let closed = match sock {
+        let closed = match &sock {
             Some(sock) => close_socket(sock.bind(py), io_ref),
             None => Ok(()),
         };
+        if let Some(sock) = sock {
+            // The extra info keeps the socket (closed, as on asyncio); only
+            // a MemoryError can fail this, and then it lacks that entry.
+            if this.inner.borrow(py).extra.lacks_socket() {
+                if let Err(err) = this.record_socket_info(sock.bind(py)) {
+                    err.write_unraisable(py, None);
+                }
+            }
+        }
         if let Some(tls) = &tls {
             TlsPump::detach(tls.bind(py))?;
         }
@@ -1056,25 +1090,25 @@ impl SocketTransportCore {
         Ok(self.extra_item(py, name)?.or(default).unwrap_or_else(|| py.None()))
     }
 
-    /// Records the socket's entries of the extra info: the `TransportSocket`,
-    /// the local and the peer address.
-    fn _set_addresses(
-        &self,
-        py: Python<'_>,
-        socket: Py<PyAny>,
-        sockname: Py<PyAny>,
-        peername: Py<PyAny>,
-    ) -> PyResult<()> {
-        let dict = self.inner.borrow(py).extra.dict(py);
+    /// Records the socket's entries of the extra info: the local and the peer
+    /// address, and (made now only when the creator's dict is kept, else
+    /// when first needed) the `TransportSocket`.
+    fn _set_addresses(&self, py: Python<'_>, sockname: Py<PyAny>, peername: Py<PyAny>) -> PyResult<()> {
+        let (dict, sock) = {
+            let st = self.inner.borrow(py);
+            (st.extra.dict(py), st.sock.as_ref().map(|s| s.clone_ref(py)))
+        };
         match dict {
             Some(dict) => {
                 let dict = dict.bind(py);
-                dict.set_item(intern!(py, "socket"), socket)?;
+                if let Some(sock) = sock {
+                    dict.set_item(intern!(py, "socket"), transport_socket(sock.bind(py))?)?;
+                }
                 dict.set_item(intern!(py, "sockname"), sockname)?;
                 dict.set_item(intern!(py, "peername"), peername)?;
             }
             None => {
-                let old = self.inner.borrow_mut(py).extra.set_fields(socket, sockname, peername);
+                let old = self.inner.borrow_mut(py).extra.set_fields(sockname, peername);
                 drop(old);
             }
         }
@@ -1177,6 +1211,7 @@ impl SocketTransportCore {
 
     #[getter]
     fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        self.make_socket_info(py)?;
         self.inner.borrow_mut(py).extra.make_dict(py)
     }
 
@@ -1243,6 +1278,14 @@ fn remove_mine(core: &LoopCore, py: Python<'_>, fd: RawFd, side: Side, sock: Opt
         Some(sock) => core.remove_io_file(py, fd, side, Some(sock.bind(py))),
         None => Ok(false),
     }
+}
+
+/// asyncio's `TransportSocket(sock)`, the extra info's `socket` entry.
+fn transport_socket<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    py.import(intern!(py, "asyncio.trsock"))?
+        .getattr(intern!(py, "TransportSocket"))?
+        .call1((sock,))
 }
 
 /// `sock.close()`, then gives back the transport's io reference (which

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
@@ -15,6 +15,7 @@ __all__ = [
     "Handle",
     "TimerHandle",
     "SocketTransportCore",
+    "TransportTable",
     "TlsPump",
     "ReadPipeTransportCore",
     "WritePipeTransportCore",
@@ -236,6 +237,19 @@ class SocketTransportCore:
     def _close_socket(self) -> None: ...
     def _make_empty_waiter(self) -> asyncio.Future[None]: ...
     def _reset_empty_waiter(self) -> None: ...
+
+@final
+class TransportTable:
+    """``loop._transports``: the open socket transport on each fd."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: object, /) -> Any: ...
+    def get(self, key: object, default: Any = None) -> Any: ...
+    def __setitem__(self, fd: int, transport: Any, /) -> None: ...
+    def __delitem__(self, fd: int, /) -> None: ...
+    def keys(self) -> list[int]: ...
+    def __iter__(self) -> Iterator[int]: ...
 
 @final
 class TlsPump:

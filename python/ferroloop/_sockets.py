@@ -30,6 +30,7 @@ import weakref
 from asyncio import base_events, exceptions, futures, selector_events, sslproto, unix_events
 from typing import Any
 
+from ._ferroloop import TransportTable
 from ._transports import DatagramTransport, SocketTransport
 
 _Future = futures.Future
@@ -190,7 +191,9 @@ class SocketAPI:
     _unix_server_sockets: dict[Any, int]
 
     def _init_sockets(self) -> None:
-        self._transports = weakref.WeakValueDictionary()
+        # Which open transport uses which fd, for asyncio's
+        # _ensure_fd_no_transport (a WeakValueDictionary on asyncio).
+        self._transports = TransportTable()
         # 3.13's create_unix_server records each socket's inode here so the
         # file can be removed when the server closes (cleanup_socket).
         self._unix_server_sockets = {}

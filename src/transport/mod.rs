@@ -8,6 +8,7 @@ pub mod pipe;
 mod protocol_kind;
 pub mod read_buffer;
 pub mod socket;
+pub mod table;
 pub mod tls;
 mod water_marks;
 mod write_buffer;

@@ -15,8 +15,29 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 use pyo3::{intern, IntoPyObjectExt};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use super::socket::SocketTransportCore;
 use crate::py::fastcall;
+
+/// Runs `body` as the body of a raw method, as `fastcall::entry` does, but
+/// on the thread state CPython calls it with: a transport's methods are also
+/// called from finalizers while the interpreter shuts down, when
+/// `Python::attach` refuses to run.
+fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method only from a thread attached to the
+    // interpreter, and the token does not outlive this call.
+    let py = unsafe { Python::assume_attached() };
+    let result = catch_unwind(AssertUnwindSafe(|| body(py)))
+        .unwrap_or_else(|payload| Err(crate::panic_guard::to_error(payload.as_ref())));
+    match result {
+        Ok(ptr) => ptr,
+        Err(err) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
 
 /// The core of the transport `slf` (its `_core` attribute).
 fn core_of<'py>(slf: &Bound<'py, PyAny>) -> PyResult<Bound<'py, SocketTransportCore>> {
@@ -78,7 +99,7 @@ unsafe extern "C" fn write(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    fastcall::entry(|py| {
+    entry(|py| {
         // SAFETY: `slf` is the live `self` CPython passes.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
@@ -94,7 +115,7 @@ unsafe extern "C" fn is_closing(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    fastcall::entry(|py| {
+    entry(|py| {
         if nargs != 0 || !kwnames.is_null() {
             return Err(PyTypeError::new_err("SocketTransport.is_closing() takes no arguments"));
         }

@@ -25,6 +25,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use super::datagram::DatagramQueue;
 use super::extra_info::ExtraInfo;
 use super::read_buffer::recv_bytes_expecting;
+use super::table::{Listing, TransportTable};
 use super::tls::TlsPump;
 use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
@@ -86,6 +87,9 @@ pub(super) struct Inner {
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
+    /// The transport's entry in `loop._transports`, removed when this is
+    /// dropped (`connection_lost`, or the core's own end).
+    pub(super) listed: Option<Listing>,
     /// A copy of the context the transport was made in. The protocol's
     /// callbacks run in it, as on uvloop: the read and write events (also
     /// after a `resume_reading()` made in another context), `connection_lost`
@@ -148,6 +152,7 @@ impl Default for Inner {
             empty_waiter: None,
             datagrams: None,
             read_hint: 0,
+            listed: None,
             context: None,
         }
     }
@@ -199,6 +204,22 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
 }
 
 impl SocketTransportCore {
+    /// Lists this transport in `table` (`loop._transports`) under `fd`,
+    /// moving it from where it was listed before.
+    pub(super) fn list_in(slf: &Bound<'_, Self>, table: &Bound<'_, TransportTable>, fd: RawFd) {
+        let py = slf.py();
+        let old = slf.get().inner.borrow_mut(py).listed.take();
+        drop(old);
+        let listing = TransportTable::list(table, fd, slf);
+        let old = std::mem::replace(&mut slf.get().inner.borrow_mut(py).listed, listing);
+        drop(old);
+    }
+
+    /// The Python transport, while the connection lasts.
+    pub(super) fn owner_object<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.inner.borrow(py).owner.as_ref().map(|o| o.bind(py).clone())
+    }
+
     /// The extra info's entry `name`, looked up as asyncio's dict lookup
     /// would (an unhashable name raises); no borrow is held while a dict
     /// lookup or `__hash__` can run code.
@@ -993,9 +1014,13 @@ impl SocketTransportCore {
                 server.bind(py).call_method0(intern!(py, "_detach"))?;
             }
         }
-        // The Python transport keeps its core; the core lets go of it.
-        let owner = this.inner.borrow_mut(py).owner.take();
-        drop(owner);
+        // The Python transport keeps its core; the core lets go of it, and
+        // of its entry in `loop._transports`.
+        let (owner, listed) = {
+            let mut st = this.inner.borrow_mut(py);
+            (st.owner.take(), st.listed.take())
+        };
+        drop((owner, listed));
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
             if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -1146,13 +1171,17 @@ impl SocketTransportCore {
     /// Closes the socket of a transport that was never closed (its
     /// `__del__`), giving back the transport's io reference.
     fn _close_socket(&self, py: Python<'_>) -> PyResult<()> {
-        let (sock, io_ref) = {
+        // The fd no longer belongs to this transport: it leaves
+        // `loop._transports` too.
+        let (sock, io_ref, listed) = {
             let mut st = self.inner.borrow_mut(py);
             (
                 st.sock.as_ref().map(|s| s.clone_ref(py)),
                 std::mem::take(&mut st.sock_io_ref),
+                st.listed.take(),
             )
         };
+        drop(listed);
         match sock {
             Some(sock) => close_socket(sock.bind(py), io_ref),
             None => Ok(()),

@@ -42,10 +42,10 @@ def _set_nodelay(sock: Any) -> None:
 
 _MISSING = object()
 
-# A transport's _core in a slot, and a __dict__ (asyncio's transports take
-# any attribute) made only once something is stored in it, so a transport
-# carries no attribute storage of its own per connection. asyncio's base
-# classes have slots of their own, so only the concrete classes can add these.
+# A transport's _core in a slot, read on every write and is_closing without
+# a dict lookup; the __dict__ stays, as asyncio's transports take any
+# attribute. asyncio's base classes have slots of their own, so only the
+# concrete classes can add these.
 _SLOTS = ("_core", "__dict__", "__weakref__")
 
 

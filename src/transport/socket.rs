@@ -307,7 +307,13 @@ impl SocketTransportCore {
             )
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
-            let callback = slf.getattr(method)?;
+            // The read registration lasts the connection: its callback is the
+            // core itself (`__call__` is `_read_ready`), not a bound method
+            // object kept per connection.
+            let callback = match side {
+                Side::Read => slf.clone().into_any(),
+                Side::Write => slf.getattr(method)?,
+            };
             // The transport's own context, whoever resumes reading: the
             // protocol's data_received/eof_received run in it.
             let context = slf.get().context(py);
@@ -808,6 +814,18 @@ impl SocketTransportCore {
         let read = || SocketTransportCore::read_ready(slf);
         let fatal = |exc| SocketTransportCore::fatal_error(slf, exc, "Fatal read error on socket transport");
         panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
+    }
+
+    /// `_read_ready`: the callback of the transport's read registration.
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        SocketTransportCore::_read_ready(slf)
+    }
+
+    /// What the read registration's handle shows as its callback's name
+    /// (in its repr and slow-callback reports): the method the call stands for.
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "SocketTransportCore._read_ready"
     }
 
     /// `write_ready`, a panic in it being the transport's fatal error.

@@ -268,7 +268,10 @@ def measure_once(loop, connections, trace, env):
 
 
 def print_trace(loop, m):
-    print(f"\n{loop}: RSS {m['kib_per_conn']:.3f} KiB/conn (anon {m['anon_kib_per_conn']:.3f}), ")
+    print(
+        f"\n{loop}: RSS {m['kib_per_conn']:.3f} KiB/conn (anonymous {m['anon_kib_per_conn']:.3f}),"
+        " with tracemalloc's own overhead"
+    )
     print(f"  tracemalloc (Python allocator): {m['traced_bytes_per_conn']:.0f} B/conn")
     print("  gc-tracked objects per connection:")
     for t, n in m["types_per_conn"].items():

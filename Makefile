@@ -159,6 +159,20 @@ bench: bench-venv loadgen
 bench-http: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme docs/benchmarks.md
 
+# Server memory per idle connection (bench/memory.py): a Protocol echo server holding
+# 10,000 idle loopback connections on asyncio, ferroloop, uvloop and rloop, 5 interleaved
+# rounds, about a minute; `make bench` and `make bench-quick` (2,000 connections) run it.
+.PHONY: bench-memory
+bench-memory: bench-venv
+	$(BENCH_PY) bench/memory.py --markdown --json bench/results/memory.json --readme docs/benchmarks.md
+
+.PHONY: bench-memory-quick
+bench-memory-quick: bench-venv
+	$(BENCH_PY) bench/memory.py --quick --markdown
+
+bench: bench-memory
+bench-quick: bench-memory-quick
+
 # The README's chart, from whichever suites' results are in bench/results.
 bench-chart: $(BENCH_STAMP)
 	$(BENCH_PY) bench/chart.py --out bench/results/bench.png $(wildcard $(addprefix bench/results/,micro.json echo.json http.json echo-tls.json))

@@ -30,6 +30,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     handles::install_traverse(m.py());
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::socket::SocketTransportCore>()?;
+    m.add_class::<transport::table::TransportTable>()?;
     m.add_class::<transport::tls::TlsPump>()?;
     m.add_class::<transport::pipe::ReadPipeTransportCore>()?;
     m.add_class::<transport::pipe::WritePipeTransportCore>()?;

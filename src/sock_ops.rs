@@ -26,7 +26,7 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
@@ -41,6 +41,7 @@ use crate::py::buffer::RawBuffer;
 use crate::sys::socket::{self, would_block};
 use crate::sys::Errno;
 use crate::transport::read_buffer::recv_new_bytes;
+use crate::transport::table::TransportTable;
 
 /// A buffer export held for a pending operation's life, so that the object
 /// cannot be resized under it (a `bytearray` raises `BufferError`, as with
@@ -357,13 +358,11 @@ fn check_socket(slf: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyResult<
 /// one dict lookup here; anything else is asyncio's own method.
 fn ensure_fd_no_transport(slf: &Bound<'_, LoopCore>, fd: RawFd) -> PyResult<()> {
     let py = slf.py();
-    // `_transports` is a WeakValueDictionary; `data` is its plain dict.
     let free = slf
         .getattr(intern!(py, "_transports"))
-        .and_then(|t| t.getattr(intern!(py, "data")))
         .ok()
-        .and_then(|d| d.cast_into::<PyDict>().ok())
-        .is_some_and(|d| matches!(d.get_item(fd), Ok(None)));
+        .and_then(|t| t.cast_into::<TransportTable>().ok())
+        .is_some_and(|t| !t.get().contains_fd(py, fd));
     if free {
         return Ok(());
     }

@@ -66,6 +66,37 @@ def test_slow_callback_warning_in_debug_mode(loop, caplog):
     assert float(match.group(1)) >= 0.1
 
 
+def test_slow_transport_read_names_read_ready(loop, run, caplog):
+    """A slow data_received is reported as the transport's _read_ready, as asyncio does."""
+    import socket
+
+    class Slow(asyncio.Protocol):
+        def data_received(self, data):
+            time.sleep(0.06)
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    a, b = socket.socketpair()
+
+    async def main():
+        transport, _ = await loop.create_connection(Slow, sock=a)
+        b.send(b"x")
+        await asyncio.sleep(0.15)
+        transport.close()
+        await asyncio.sleep(0)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            run(main())
+    finally:
+        b.close()
+    messages = [r.getMessage() for r in _asyncio_records(caplog)]
+    assert any(
+        re.fullmatch(r"Executing <Handle \w+\._read_ready\(\) .*> took \d+\.\d{3} seconds", m)
+        for m in messages
+    ), messages
+
+
 def test_no_slow_callback_warning_without_debug(loop, caplog):
     loop.set_debug(False)
     loop.slow_callback_duration = 0.01

@@ -357,6 +357,46 @@ def test_sock_recv_on_transport_socket_raises(loop, run, tmp_path):
         b.close()
 
 
+def test_transport_table_lists_open_transports(loop, loop_kind, run, tmp_path):
+    """``loop._transports`` names the transport on an fd while it is open; a closed one is
+    not in the way (asyncio keeps it until collected, ferroloop drops it at
+    connection_lost), and a transport dropped unclosed leaves no entry behind."""
+    import gc
+    import warnings
+
+    a, b = net.connected_pair("tcp4", tmp_path)
+    c, d = net.connected_pair("tcp4", tmp_path)
+    fd, other_fd = a.fileno(), c.fileno()
+
+    async def main():
+        transport, proto = await loop.create_connection(asyncio.Protocol, sock=a)
+        listed = loop._transports.get(fd) is transport and fd in loop._transports
+        transport.close()
+        await asyncio.sleep(0.01)
+        closed = loop._transports.get(fd)
+        # Unclosed and paused (nothing else holds it): collected, with a ResourceWarning.
+        dropped, _ = await loop.create_connection(asyncio.Protocol, sock=c)
+        dropped.pause_reading()
+        del dropped
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            gc.collect()
+        gone = loop._transports.get(other_fd)
+        return listed, closed, gone
+
+    try:
+        listed, closed, gone = run(main())
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+    assert listed
+    assert gone is None
+    if loop_kind == "ferroloop":
+        assert closed is None
+        with pytest.raises(KeyError):
+            loop._transports[fd]
+
+
 # --- cancellation -----------------------------------------------------------------------
 
 

@@ -790,6 +790,67 @@ def test_server_side_extra_info(loop, run, kind, tmp_path):
     assert client_peer == server_name
 
 
+def test_extra_info_dict(loop, run, kind, tmp_path):
+    """asyncio's private ``_extra`` dict: its keys in asyncio's order on both ends, the
+    same entries ``get_extra_info`` gives, kept after close; an unhashable name raises
+    as a dict lookup does."""
+    accepted = net.Factory(loop)
+
+    def entries(transport):
+        lookups = {k: transport.get_extra_info(k) for k in ("socket", "sockname", "peername")}
+        try:
+            transport.get_extra_info([])
+        except TypeError:
+            lookups["unhashable"] = "TypeError"
+        return lookups
+
+    async def main():
+        async with await net.start_server(loop, kind, accepted, tmp_path) as server:
+            client, proto = await net.connect(
+                loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
+            )
+            server_side = await accepted.nth(0)
+            accepted_t = server_side.transport
+            before = entries(accepted_t), entries(client)
+            dicts = accepted_t._extra, client._extra
+            same = accepted_t._extra is dicts[0] and client._extra is dicts[1]
+            client.close()
+            await server_side.lost
+            after = entries(accepted_t), entries(client)
+        return before, dicts, same, after
+
+    before, dicts, same, after = run(main())
+    assert same
+    assert after == before
+    assert list(dicts[0]) == ["peername", "socket", "sockname"]
+    assert list(dicts[1]) == ["socket", "sockname", "peername"]
+    for looked_up, extra in zip(before, dicts, strict=True):
+        assert looked_up.pop("unhashable") == "TypeError"
+        assert looked_up == extra
+
+
+def test_extra_info_socket_first_asked_after_close(loop, run, kind, tmp_path):
+    """A transport whose ``socket`` entry nobody read while it was open still has it
+    after closing: asyncio's TransportSocket of the closed socket."""
+    accepted = net.Factory(loop)
+
+    async def main():
+        async with await net.start_server(loop, kind, accepted, tmp_path) as server:
+            client, proto = await net.connect(
+                loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
+            )
+            server_side = await accepted.nth(0)
+            client.close()
+            await server_side.lost
+            await proto.lost
+        return [
+            (type(t.get_extra_info("socket")).__name__, t.get_extra_info("socket").fileno())
+            for t in (server_side.transport, client)
+        ]
+
+    assert run(main()) == [("TransportSocket", -1)] * 2
+
+
 @pytest.mark.parametrize("kind", net.kind_params("tcp4", "tcp6"))
 def test_tcp_nodelay_on_by_default(loop, loop_kind, run, kind, tmp_path):
     accepted = net.Factory(loop)

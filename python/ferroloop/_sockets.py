@@ -33,6 +33,7 @@ from asyncio import base_events, exceptions, futures, selector_events, sslproto,
 from typing import Any
 
 from ._accept import AcceptAPI
+from ._ferroloop import TransportTable
 from ._tls_steps import install as _install_tls_steps
 from ._transports import DatagramTransport, SocketTransport
 
@@ -194,11 +195,17 @@ class SocketAPI(AcceptAPI):
     _unix_server_sockets: dict[Any, int]
 
     def _init_sockets(self) -> None:
-        self._transports = weakref.WeakValueDictionary()
+        # Which open transport uses which fd, for asyncio's
+        # _ensure_fd_no_transport (a WeakValueDictionary on asyncio).
+        self._transports = TransportTable()
         # 3.13's create_unix_server records each socket's inode here so the
         # file can be removed when the server closes (cleanup_socket).
         self._unix_server_sockets = {}
         self._init_accept()
+        # The last local address and peer host a transport recorded, shared
+        # by the next transports with equal ones (see _transports).
+        self._last_sockname: Any = None
+        self._last_peer_host: Any = None
 
     def _make_socket_transport(
         self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import constants, futures, sslproto, transports, trsock
+from asyncio import constants, futures, sslproto, transports
 from typing import Any
 
 from ._ferroloop import SocketTransportCore
@@ -41,6 +41,41 @@ def _set_nodelay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+_MISSING = object()
+
+# A transport's _core in a slot, read on every write and is_closing without
+# a dict lookup; the __dict__ stays, as asyncio's transports take any
+# attribute. asyncio's base classes have slots of their own, so only the
+# concrete classes can add these.
+_SLOTS = ("_core", "__dict__", "__weakref__")
+
+
+def _shared_address(loop: Any, address: Any) -> Any:
+    """`address`, or an equal one the loop saw last: every connection a
+    listener accepts has the same local address, and a tuple is immutable,
+    so one object serves them all instead of one per connection."""
+    last = loop._last_sockname
+    if type(address) is type(last) and address == last:
+        return last
+    loop._last_sockname = address
+    return address
+
+
+def _shared_host(loop: Any, address: Any) -> Any:
+    """An IP `address` tuple whose host string is the one the loop saw last,
+    when equal: connections from one host (a proxy in front of a server, a
+    pool of clients) then share it instead of each keeping its own copy."""
+    if type(address) is not tuple or len(address) < 2:
+        return address
+    host, last = address[0], loop._last_peer_host
+    if type(host) is not str or host is last:
+        return address
+    if type(last) is str and host == last:
+        return (last, *address[1:])
+    loop._last_peer_host = host
+    return address
+
+
 def _forward(name: str) -> Any:
     return forward(SocketTransportCore, name)
 
@@ -50,23 +85,27 @@ class _NativeTransport:
     calls forwarded to it, asyncio's private attributes read from it, the
     repr and the unclosed-transport warning."""
 
+    # The layout is the concrete classes' (see _SLOTS).
+    __slots__ = ()
+
     _core: SocketTransportCore
 
     def _wire(self, loop: Any, sock: Any, protocol: Any, waiter: Any) -> None:
         # Same order as asyncio: extra info, registration, connection_made,
         # reading (only once connection_made() has run), the waiter.
         core = self._core
-        info = core._extra
-        info["socket"] = trsock.TransportSocket(sock)
         try:
-            info["sockname"] = sock.getsockname()
+            sockname = _shared_address(loop, sock.getsockname())
         except OSError:
-            info["sockname"] = None
-        if "peername" not in info:
+            sockname = None
+        peername = core.get_extra_info("peername", _MISSING)
+        if peername is _MISSING:
             try:
-                info["peername"] = sock.getpeername()
+                peername = sock.getpeername()
             except OSError:
-                info["peername"] = None
+                peername = None
+        peername = _shared_host(loop, peername)
+        core._set_addresses(sockname, peername)
         loop._transports[core._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core._start_reading)
@@ -119,7 +158,7 @@ class _NativeTransport:
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        core: Any = self.__dict__.get("_core")
+        core: Any = getattr(self, "_core", None)
         sock = core._sock if core is not None else None
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
@@ -131,6 +170,8 @@ class _NativeTransport:
 
 class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream transport."""
+
+    __slots__ = _SLOTS
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -146,10 +187,6 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
     ) -> None:
         core = SocketTransportCore(self, loop, sock, protocol, extra, server)
         self._core = core
-        # The calls made per message skip a Python frame: the instance
-        # attribute is the native method itself.
-        self.write = core.write
-        self.is_closing = core.is_closing
         if server is not None:
             if _SERVER_TRACKS_TRANSPORTS:
                 server._attach(self)
@@ -158,6 +195,8 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
         _set_nodelay(sock)
         self._wire(loop, sock, protocol, waiter)
 
+    # write and is_closing (called per message) are replaced below by
+    # native methods that skip the Python frame.
     write = _forward("write")
     writelines = _forward("writelines")
     write_eof = _forward("write_eof")
@@ -176,10 +215,15 @@ class SocketTransport(_NativeTransport, transports._FlowControlMixin, transports
     set_protocol.__doc__ = _NativeTransport.set_protocol.__doc__
 
 
+SocketTransportCore._install_owner_methods(SocketTransport)
+
+
 class DatagramTransport(
     _NativeTransport, transports._FlowControlMixin, transports.DatagramTransport
 ):
     """A UDP or Unix datagram transport."""
+
+    __slots__ = _SLOTS
 
     def __init__(
         self,

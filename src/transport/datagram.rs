@@ -129,12 +129,8 @@ fn classify(py: Python<'_>, err: PyErr) -> PyResult<Sent> {
 impl SocketTransportCore {
     /// Whether the socket has a peer (asyncio checks `extra['peername']`).
     fn datagram_connected(&self, py: Python<'_>) -> PyResult<bool> {
-        let extra = self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py));
-        match extra {
-            Some(extra) => match extra.bind(py).get_item("peername")? {
-                Some(peer) => peer.is_truthy(),
-                None => Ok(false),
-            },
+        match self.extra_item(py, intern!(py, "peername"))? {
+            Some(peer) => peer.bind(py).is_truthy(),
             None => Ok(false),
         }
     }

@@ -2,10 +2,13 @@
 //! sockets and protocols.
 
 mod datagram;
+mod extra_info;
+mod owner_methods;
 pub mod pipe;
 mod protocol_kind;
 pub mod read_buffer;
 pub mod socket;
+pub mod table;
 pub mod tls;
 mod water_marks;
 mod write_buffer;

@@ -23,7 +23,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
+use super::extra_info::ExtraInfo;
 use super::read_buffer::recv_bytes_expecting;
+use super::table::{Listing, TransportTable};
 use super::tls::TlsPump;
 use super::water_marks::{self, DEFAULT_HIGH_WATER};
 use super::write_buffer::{WriteBuffer, Written};
@@ -59,7 +61,8 @@ pub(super) struct Inner {
     pub(super) tls: Option<Py<TlsPump>>,
     pub(super) protocol_connected: bool,
     pub(super) server: Option<Py<PyAny>>,
-    pub(super) extra: Option<Py<PyDict>>,
+    /// `get_extra_info()`'s entries (asyncio's `_extra`).
+    pub(super) extra: ExtraInfo,
     pub(super) buffer: WriteBuffer,
     /// Non-zero once `connection_lost` is scheduled; counts later writes.
     pub(super) conn_lost: u32,
@@ -77,11 +80,16 @@ pub(super) struct Inner {
     pub(super) low_water: usize,
     /// The future `loop.sendfile` waits on until the buffer is empty.
     pub(super) empty_waiter: Option<Py<PyAny>>,
-    /// Unsent datagrams; `Some` exactly for datagram transports.
-    pub(super) datagrams: Option<DatagramQueue>,
+    /// Unsent datagrams; `Some` exactly for datagram transports. Boxed: the
+    /// queue and its last peer's address are most of its size, and a stream
+    /// transport (one per connection) never has one.
+    pub(super) datagrams: Option<Box<DatagramQueue>>,
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
     pub(super) read_hint: usize,
+    /// The transport's entry in `loop._transports`, removed when this is
+    /// dropped (`connection_lost`, or the core's own end).
+    pub(super) listed: Option<Listing>,
     /// A copy of the context the transport was made in. The protocol's
     /// callbacks run in it, as on uvloop: the read and write events (also
     /// after a `resume_reading()` made in another context), `connection_lost`
@@ -131,7 +139,7 @@ impl Default for Inner {
             tls: None,
             protocol_connected: false,
             server: None,
-            extra: None,
+            extra: ExtraInfo::default(),
             buffer: WriteBuffer::default(),
             conn_lost: 0,
             lost: true,
@@ -144,6 +152,7 @@ impl Default for Inner {
             empty_waiter: None,
             datagrams: None,
             read_hint: 0,
+            listed: None,
             context: None,
         }
     }
@@ -195,6 +204,59 @@ fn flow_control_failed(slf: &Bound<'_, SocketTransportCore>, err: PyErr, message
 }
 
 impl SocketTransportCore {
+    /// Lists this transport in `table` (`loop._transports`) under `fd`,
+    /// moving it from where it was listed before.
+    pub(super) fn list_in(slf: &Bound<'_, Self>, table: &Bound<'_, TransportTable>, fd: RawFd) {
+        let py = slf.py();
+        let old = slf.get().inner.borrow_mut(py).listed.take();
+        drop(old);
+        let listing = TransportTable::list(table, fd, slf);
+        let old = std::mem::replace(&mut slf.get().inner.borrow_mut(py).listed, listing);
+        drop(old);
+    }
+
+    /// The Python transport, while the connection lasts.
+    pub(super) fn owner_object<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.inner.borrow(py).owner.as_ref().map(|o| o.bind(py).clone())
+    }
+
+    /// The extra info's entry `name`, looked up as asyncio's dict lookup
+    /// would (an unhashable name raises); no borrow is held while a dict
+    /// lookup or `__hash__` can run code.
+    pub(super) fn extra_item(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        let dict = self.inner.borrow(py).extra.dict(py);
+        if let Some(dict) = dict {
+            return Ok(dict.bind(py).get_item(name)?.map(Bound::unbind));
+        }
+        name.hash()?;
+        if ExtraInfo::is_socket_key(name) {
+            self.make_socket_info(py)?;
+        }
+        Ok(self.inner.borrow(py).extra.field(py, name))
+    }
+
+    /// Makes the extra info's `socket` entry if it lacks it and the socket
+    /// is still held (see `ExtraInfo::lacks_socket`).
+    fn make_socket_info(&self, py: Python<'_>) -> PyResult<()> {
+        let sock = {
+            let st = self.inner.borrow(py);
+            match st.sock.as_ref() {
+                Some(sock) if st.extra.lacks_socket() => sock.clone_ref(py),
+                _ => return Ok(()),
+            }
+        };
+        self.record_socket_info(sock.bind(py))
+    }
+
+    /// Sets the extra info's `socket` entry for `sock` if it lacks it.
+    fn record_socket_info(&self, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = sock.py();
+        let wrapper = transport_socket(sock)?;
+        let unused = self.inner.borrow_mut(py).extra.set_socket(wrapper.unbind());
+        drop(unused);
+        Ok(())
+    }
+
     /// The Python transport (or this core, before one is attached).
     pub(super) fn owner<'py>(&self, py: Python<'py>, slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         match self.inner.borrow(py).owner.as_ref() {
@@ -245,7 +307,13 @@ impl SocketTransportCore {
             )
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
-            let callback = slf.getattr(method)?;
+            // The read registration lasts the connection: its callback is the
+            // core itself (`__call__` is `_read_ready`), not a bound method
+            // object kept per connection.
+            let callback = match side {
+                Side::Read => slf.clone().into_any(),
+                Side::Write => slf.getattr(method)?,
+            };
             // The transport's own context, whoever resumes reading: the
             // protocol's data_received/eof_received run in it.
             let context = slf.get().context(py);
@@ -553,10 +621,7 @@ impl SocketTransportCore {
         let py = sock.py();
         let event_loop = event_loop.cast::<LoopCore>()?.clone().unbind();
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let extra_dict = PyDict::new(py);
-        if let Some(extra) = extra.filter(|e| !e.is_none()) {
-            extra_dict.update(extra.cast::<pyo3::types::PyMapping>()?)?;
-        }
+        let extra = ExtraInfo::new(extra)?;
         let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
         let tls = if buffered && !datagram {
             TlsPump::attach(protocol)?
@@ -567,7 +632,7 @@ impl SocketTransportCore {
         // it meanwhile leaves the file open, so its number cannot pass to
         // another file that this transport would then read and write.
         let datagrams = if datagram {
-            Some(DatagramQueue::new(sock, datagram_address)?)
+            Some(Box::new(DatagramQueue::new(sock, datagram_address)?))
         } else {
             None
         };
@@ -588,7 +653,7 @@ impl SocketTransportCore {
                 tls,
                 protocol_connected: true,
                 server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-                extra: Some(extra_dict.unbind()),
+                extra,
                 lost: false,
                 closing: false,
                 datagrams,
@@ -596,6 +661,13 @@ impl SocketTransportCore {
                 ..Inner::default()
             }),
         })
+    }
+
+    /// Puts `write` and `is_closing` on the Python transport class `cls` as
+    /// methods that call this core directly (see `owner_methods`).
+    #[staticmethod]
+    fn _install_owner_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
+        super::owner_methods::install(cls)
     }
 
     /// Starts watching the socket for reading, unless paused or closing.
@@ -744,6 +816,18 @@ impl SocketTransportCore {
         panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
     }
 
+    /// `_read_ready`: the callback of the transport's read registration.
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        SocketTransportCore::_read_ready(slf)
+    }
+
+    /// What the read registration's handle shows as its callback's name
+    /// (in its repr and slow-callback reports): the method the call stands for.
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "SocketTransportCore._read_ready"
+    }
+
     /// `write_ready`, a panic in it being the transport's fatal error.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let write = || SocketTransportCore::write_ready(slf);
@@ -752,7 +836,7 @@ impl SocketTransportCore {
     }
 
     /// Sends `data` now, buffering what the kernel does not take.
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(super) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         panic_guard::fault(Site::Write);
         check_bytes_like(data)?;
@@ -921,10 +1005,19 @@ impl SocketTransportCore {
             )
         };
         let io_ref = std::mem::take(&mut this.inner.borrow_mut(py).sock_io_ref);
-        let closed = match sock {
+        let closed = match &sock {
             Some(sock) => close_socket(sock.bind(py), io_ref),
             None => Ok(()),
         };
+        if let Some(sock) = sock {
+            // The extra info keeps the socket (closed, as on asyncio); only
+            // a MemoryError can fail this, and then it lacks that entry.
+            if this.inner.borrow(py).extra.lacks_socket() {
+                if let Err(err) = this.record_socket_info(sock.bind(py)) {
+                    err.write_unraisable(py, None);
+                }
+            }
+        }
         if let Some(tls) = &tls {
             TlsPump::detach(tls.bind(py))?;
         }
@@ -939,9 +1032,13 @@ impl SocketTransportCore {
                 server.bind(py).call_method0(intern!(py, "_detach"))?;
             }
         }
-        // The Python transport keeps its core; the core lets go of it.
-        let owner = this.inner.borrow_mut(py).owner.take();
-        drop(owner);
+        // The Python transport keeps its core; the core lets go of it, and
+        // of its entry in `loop._transports`.
+        let (owner, listed) = {
+            let mut st = this.inner.borrow_mut(py);
+            (st.owner.take(), st.listed.take())
+        };
+        drop((owner, listed));
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
             if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -953,7 +1050,7 @@ impl SocketTransportCore {
     }
 
     /// Whether the transport is closing or closed.
-    fn is_closing(&self, py: Python<'_>) -> bool {
+    pub(super) fn is_closing(&self, py: Python<'_>) -> bool {
         self.inner.borrow(py).closing
     }
 
@@ -1033,13 +1130,32 @@ impl SocketTransportCore {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let extra = self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py));
-        if let Some(extra) = extra {
-            if let Some(value) = extra.bind(py).get_item(name)? {
-                return Ok(value.unbind());
+        Ok(self.extra_item(py, name)?.or(default).unwrap_or_else(|| py.None()))
+    }
+
+    /// Records the socket's entries of the extra info: the local and the peer
+    /// address, and (made now only when the creator's dict is kept, else
+    /// when first needed) the `TransportSocket`.
+    fn _set_addresses(&self, py: Python<'_>, sockname: Py<PyAny>, peername: Py<PyAny>) -> PyResult<()> {
+        let (dict, sock) = {
+            let st = self.inner.borrow(py);
+            (st.extra.dict(py), st.sock.as_ref().map(|s| s.clone_ref(py)))
+        };
+        match dict {
+            Some(dict) => {
+                let dict = dict.bind(py);
+                if let Some(sock) = sock {
+                    dict.set_item(intern!(py, "socket"), transport_socket(sock.bind(py))?)?;
+                }
+                dict.set_item(intern!(py, "sockname"), sockname)?;
+                dict.set_item(intern!(py, "peername"), peername)?;
+            }
+            None => {
+                let old = self.inner.borrow_mut(py).extra.set_fields(sockname, peername);
+                drop(old);
             }
         }
-        Ok(default.unwrap_or_else(|| py.None()))
+        Ok(())
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
@@ -1073,13 +1189,17 @@ impl SocketTransportCore {
     /// Closes the socket of a transport that was never closed (its
     /// `__del__`), giving back the transport's io reference.
     fn _close_socket(&self, py: Python<'_>) -> PyResult<()> {
-        let (sock, io_ref) = {
+        // The fd no longer belongs to this transport: it leaves
+        // `loop._transports` too.
+        let (sock, io_ref, listed) = {
             let mut st = self.inner.borrow_mut(py);
             (
                 st.sock.as_ref().map(|s| s.clone_ref(py)),
                 std::mem::take(&mut st.sock_io_ref),
+                st.listed.take(),
             )
         };
+        drop(listed);
         match sock {
             Some(sock) => close_socket(sock.bind(py), io_ref),
             None => Ok(()),
@@ -1137,8 +1257,9 @@ impl SocketTransportCore {
     }
 
     #[getter]
-    fn _extra(&self, py: Python<'_>) -> Option<Py<PyDict>> {
-        self.inner.borrow(py).extra.as_ref().map(|e| e.clone_ref(py))
+    fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        self.make_socket_info(py)?;
+        self.inner.borrow_mut(py).extra.make_dict(py)
     }
 
     #[getter]
@@ -1181,7 +1302,7 @@ impl SocketTransportCore {
         visit.call(&st.protocol)?;
         visit.call(&st.tls)?;
         visit.call(&st.server)?;
-        visit.call(&st.extra)?;
+        st.extra.traverse(&visit)?;
         visit.call(&st.empty_waiter)?;
         visit.call(&st.context)?;
         if let Some(queue) = st.datagrams.as_ref() {
@@ -1204,6 +1325,14 @@ fn remove_mine(core: &LoopCore, py: Python<'_>, fd: RawFd, side: Side, sock: Opt
         Some(sock) => core.remove_io_file(py, fd, side, Some(sock.bind(py))),
         None => Ok(false),
     }
+}
+
+/// asyncio's `TransportSocket(sock)`, the extra info's `socket` entry.
+fn transport_socket<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    py.import(intern!(py, "asyncio.trsock"))?
+        .getattr(intern!(py, "TransportSocket"))?
+        .call1((sock,))
 }
 
 /// `sock.close()`, then gives back the transport's io reference (which

@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::socket::SocketTransportCore;
 use crate::py::fastcall;
+use crate::py::slot_members::SlotMembers;
 
 /// Runs `body` as the body of a raw method, as `fastcall::entry` does, but
 /// on the thread state CPython calls it with: a transport's methods are also
@@ -39,11 +40,14 @@ fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut 
     }
 }
 
+/// The transport's `_core` slot, read where its member descriptor reads it
+/// (see [`SlotMembers`]): the attribute lookup by name was most of what
+/// these two methods cost besides their own work.
+static CORE: SlotMembers<1> = SlotMembers::new(["_core"]);
+
 /// The core of the transport `slf` (its `_core` attribute).
 fn core_of<'py>(slf: &Bound<'py, PyAny>) -> PyResult<Bound<'py, SocketTransportCore>> {
-    Ok(slf
-        .getattr(intern!(slf.py(), "_core"))?
-        .cast_into::<SocketTransportCore>()?)
+    Ok(CORE.get(slf, 0)?.cast_into::<SocketTransportCore>()?)
 }
 
 /// `write(self, data)`'s one argument, positional or by keyword.

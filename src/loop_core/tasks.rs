@@ -15,8 +15,18 @@ use crate::py::{asyncio, call_with_loop_kw};
 #[pymethods]
 impl LoopCore {
     /// A new `asyncio.Future` attached to this loop.
+    ///
+    /// On the loop running in this thread, `Future()`: the future takes the
+    /// running loop, this one, as `Future(loop=self)` would, without the
+    /// keyword dict a type call builds for `loop=` (a future per awaited read
+    /// in a streams server).
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        call_with_loop_kw(asyncio::future_type(slf.py())?, None, slf.as_any())
+        let py = slf.py();
+        let future = asyncio::future_type(py)?;
+        if asyncio::get_running_loop(py)?.call0()?.is(slf) {
+            return future.call0();
+        }
+        call_with_loop_kw(future, None, slf.as_any())
     }
 
     /// Wraps coroutine `coro` in a task scheduled on this loop.

@@ -32,6 +32,7 @@ use super::water_marks;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
+use crate::loop_core::io_callback::ReaderHooks;
 use crate::loop_core::io_refs::{holds_io_refs, release_io_ref, take_io_ref};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
@@ -79,7 +80,12 @@ pub(super) struct Inner {
     pub(super) rare: Option<Box<Rare>>,
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
-    pub(super) read_hint: usize,
+    pub(super) read_hint: u32,
+    /// Readiness events queued for the read registration and not run yet,
+    /// and how many of those to skip because the registration they were
+    /// for was removed meanwhile (see `loop_core::io_callback`).
+    pub(super) reads_queued: u8,
+    pub(super) reads_to_skip: u8,
     /// The transport's entry in `loop._transports`, removed when this is
     /// dropped (`connection_lost`, or the core's own end).
     pub(super) listed: Option<Listing>,
@@ -141,6 +147,8 @@ impl Default for Inner {
             protocol_paused: false,
             rare: None,
             read_hint: 0,
+            reads_queued: 0,
+            reads_to_skip: 0,
             listed: None,
             context: None,
         }
@@ -296,16 +304,23 @@ impl SocketTransportCore {
             )
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
-            // The read registration lasts the connection: its callback is the
-            // core itself (`__call__` is `_read_ready`), not a bound method
-            // object kept per connection.
-            let callback = match side {
-                Side::Read => slf.clone().into_any(),
-                Side::Write => slf.getattr(method)?,
-            };
             // The transport's own context, whoever resumes reading: the
             // protocol's data_received/eof_received run in it.
             let context = slf.get().context(py);
+            if side == Side::Read {
+                // The read registration lasts the connection: it names the
+                // core itself (`__call__` is `_read_ready`), with no handle
+                // or bound method kept per connection.
+                return event_loop.get().add_transport_reader(
+                    py,
+                    fd,
+                    sock.bind(py),
+                    slf.as_any(),
+                    context.as_ref().map(|c| c.bind(py)),
+                    &READER_HOOKS,
+                );
+            }
+            let callback = slf.getattr(method)?;
             // No io reference per registration: the transport holds one for
             // its whole life.
             event_loop.get().add_io_file(
@@ -498,12 +513,12 @@ impl SocketTransportCore {
 
     fn read_into_bytes(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let hint = slf.get().inner.borrow(py).read_hint;
+        let hint = slf.get().inner.borrow(py).read_hint as usize;
         let received = recv_bytes_expecting(py, fd, hint)?;
         if let Ok(data) = &received {
             let n = data.as_bytes().len();
             let mut st = slf.get().inner.borrow_mut(py);
-            st.read_hint = n.max(hint - hint / 4);
+            st.read_hint = u32::try_from(n.max(hint - hint / 4)).unwrap_or(u32::MAX);
             if let (Some(event_loop), true) = (&st.event_loop, n > 0) {
                 event_loop.get().stats.read(n);
             }
@@ -671,6 +686,47 @@ impl SocketTransportCore {
     }
 }
 
+/// How the loop runs a transport's read registration (see
+/// `loop_core::io_callback`).
+static READER_HOOKS: ReaderHooks = ReaderHooks {
+    queue: queue_read,
+    dequeue: dequeue_read,
+    cancel: cancel_reads,
+};
+
+/// A readiness event is queued: counted, and run in the transport's context.
+/// Runs no Python code (the loop's state is borrowed).
+fn queue_read(reader: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+    let core = reader.cast::<SocketTransportCore>().ok()?;
+    let mut st = core.get().inner.try_borrow_mut(reader.py())?;
+    let context = st.context.as_ref()?.clone_ref(reader.py());
+    st.reads_queued = st.reads_queued.saturating_add(1);
+    Some(context)
+}
+
+/// A queued event could not be queued after all (no memory for its handle).
+fn dequeue_read(reader: &Bound<'_, PyAny>) {
+    let Ok(core) = reader.cast::<SocketTransportCore>() else {
+        return;
+    };
+    let Some(mut st) = core.get().inner.try_borrow_mut(reader.py()) else {
+        return;
+    };
+    st.reads_queued = st.reads_queued.saturating_sub(1);
+    st.reads_to_skip = st.reads_to_skip.min(st.reads_queued);
+}
+
+/// The read registration was removed: the events queued for it do not run.
+fn cancel_reads(reader: &Bound<'_, PyAny>) {
+    let Ok(core) = reader.cast::<SocketTransportCore>() else {
+        return;
+    };
+    let Some(mut st) = core.get().inner.try_borrow_mut(reader.py()) else {
+        return;
+    };
+    st.reads_to_skip = st.reads_queued;
+}
+
 /// The transport's context (see `Inner::context`).
 impl SocketTransportCore {
     fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -808,8 +864,17 @@ impl SocketTransportCore {
         panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
     }
 
-    /// `_read_ready`: the callback of the transport's read registration.
+    /// `_read_ready`: what the read registration runs, unless the
+    /// registration this event was queued for was removed meanwhile.
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut st = slf.get().inner.borrow_mut(slf.py());
+            st.reads_queued = st.reads_queued.saturating_sub(1);
+            if st.reads_to_skip > 0 {
+                st.reads_to_skip -= 1;
+                return Ok(());
+            }
+        }
         SocketTransportCore::_read_ready(slf)
     }
 

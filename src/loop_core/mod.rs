@@ -406,20 +406,22 @@ impl LoopCore {
                 let (fd, _) = readers::untoken(ev.u64);
                 for (callback, side) in [(hit.reader, readers::Side::Read), (hit.writer, readers::Side::Write)] {
                     let Some(callback) = callback else { continue };
-                    if let Some(handle) = callback.as_handle(py) {
-                        if handle.get().is_cancelled() {
-                            stale.push((fd, side));
-                        } else {
-                            self.sample_enqueue(handle.get());
-                            st.ready.push_back(handle.clone().unbind());
-                            queued = true;
+                    let reader = match callback.get(py) {
+                        Ok(handle) => {
+                            if handle.get().is_cancelled() {
+                                stale.push((fd, side));
+                            } else {
+                                self.sample_enqueue(handle.get());
+                                st.ready.push_back(handle.clone().unbind());
+                                queued = true;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
+                        Err(reader) => reader,
+                    };
                     // A transport's read side: a handle for this event, a
                     // recycled one if there is one (allocating here could run
                     // the garbage collector under this borrow).
-                    let Some(reader) = callback.as_reader(py) else { continue };
                     let Some(context) = io_callback::queue_reader(reader) else {
                         continue;
                     };

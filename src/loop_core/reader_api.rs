@@ -112,11 +112,11 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, context)?;
-        let reg = Reg {
-            handle: IoCallback::handle(handle.clone_ref(py)),
-            file: file.map(|f| f.clone().unbind()),
+        let reg = Reg::new(
+            IoCallback::handle(handle.clone_ref(py)),
+            file.map(|f| f.clone().unbind()),
             io_ref,
-        };
+        );
         if io_ref {
             if let Some(file) = file {
                 take_io_ref(file)?;
@@ -154,11 +154,11 @@ impl LoopCore {
                 .map(drop);
         }
         self.check_open()?;
-        let reg = Reg {
-            handle: IoCallback::reader(reader.clone().unbind(), hooks),
-            file: Some(file.clone().unbind()),
-            io_ref: false,
-        };
+        let reg = Reg::new(
+            IoCallback::reader(reader.clone().unbind(), hooks),
+            Some(file.clone().unbind()),
+            false,
+        );
         self.install(py, |io, epoll| io.add(epoll, fd, Side::Read, reg))
     }
 
@@ -231,11 +231,11 @@ impl LoopCore {
             })
         };
         let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
-        let reg = Reg {
-            handle: IoCallback::handle(handle.clone_ref(py)),
-            file: Some(sock.clone().unbind()),
+        let reg = Reg::new(
+            IoCallback::handle(handle.clone_ref(py)),
+            Some(sock.clone().unbind()),
             io_ref,
-        };
+        );
         if io_ref {
             take_io_ref(sock)?;
         }

@@ -1,4 +1,5 @@
-//! The `add_reader` / `add_writer` registry: fd → (reader handle, writer handle).
+//! The `add_reader` / `add_writer` registry: fd → (reader, writer), each a
+//! handle or a transport's read side (see `io_callback`).
 //!
 //! The fds here belong to the caller, not the loop. Each registration carries a
 //! generation number in the epoll event data, so an event that was already

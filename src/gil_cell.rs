@@ -45,6 +45,11 @@ impl<T> GilCell<T> {
         self.0.borrow_mut()
     }
 
+    /// Borrows exclusively, or `None` if the cell is borrowed right now.
+    pub fn try_borrow_mut<'a>(&'a self, _py: Python<'a>) -> Option<RefMut<'a, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+
     /// Takes the value out for `__clear__`, which runs with the GIL held but
     /// without a token; gives `None` if the cell is borrowed right now.
     pub fn take_unguarded(&self) -> Option<T>

@@ -12,6 +12,7 @@
 mod clock;
 mod fork;
 mod histogram;
+pub(crate) mod io_callback;
 pub(crate) mod io_refs;
 pub(crate) mod poll_window;
 pub(crate) mod reader_api;
@@ -69,7 +70,7 @@ pub(crate) struct State {
     /// `add_reader`/`add_writer` registrations; the owners are weak
     /// references to the sockets of `sock_*` operations, the files the
     /// objects registrations were made for.
-    pub io: Registry<Py<Handle>, Py<PyAny>, Py<PyAny>>,
+    pub io: Registry<io_callback::IoCallback, Py<PyAny>, Py<PyAny>>,
     /// `threading.get_ident()` of the thread running the loop, if running.
     pub thread_id: Option<Py<PyAny>>,
     /// Reused buffer for epoll events.
@@ -377,6 +378,9 @@ impl LoopCore {
         };
         let mut stale: Vec<(i32, readers::Side)> = Vec::new();
         let mut parked: Vec<(u64, readers::Side)> = Vec::new();
+        // Transport reader events with no recycled handle: (where in the
+        // ready queue, reader, context).
+        let mut unpooled: Vec<(usize, Py<PyAny>, Py<PyAny>)> = Vec::new();
         let mut queued = false;
         // epoll reports an fd at most once per wait, so this is 0 or 1.
         let mut waker_events = 0;
@@ -400,18 +404,43 @@ impl LoopCore {
                     parked.push((ev.u64, readers::Side::Write));
                 }
                 let (fd, _) = readers::untoken(ev.u64);
-                for (handle, side) in [(hit.reader, readers::Side::Read), (hit.writer, readers::Side::Write)] {
-                    let Some(handle) = handle else { continue };
-                    if handle.get().is_cancelled() {
-                        stale.push((fd, side));
-                    } else {
-                        self.sample_enqueue(handle.get());
-                        st.ready.push_back(handle.clone_ref(py));
-                        queued = true;
+                for (callback, side) in [(hit.reader, readers::Side::Read), (hit.writer, readers::Side::Write)] {
+                    let Some(callback) = callback else { continue };
+                    let reader = match callback.get(py) {
+                        Ok(handle) => {
+                            if handle.get().is_cancelled() {
+                                stale.push((fd, side));
+                            } else {
+                                self.sample_enqueue(handle.get());
+                                st.ready.push_back(handle.clone().unbind());
+                                queued = true;
+                            }
+                            continue;
+                        }
+                        Err(reader) => reader,
+                    };
+                    // A transport's read side: a handle for this event, a
+                    // recycled one if there is one (allocating here could run
+                    // the garbage collector under this borrow).
+                    let Some(context) = io_callback::queue_reader(reader) else {
+                        continue;
+                    };
+                    queued = true;
+                    match st.pool.pop() {
+                        Some(handle) => {
+                            let args = PyTuple::empty(py).unbind();
+                            handle.get().refill(py, reader.clone().unbind(), args, context);
+                            self.sample_enqueue(handle.get());
+                            st.ready.push_back(handle);
+                        }
+                        None => unpooled.push((st.ready.len(), reader.clone().unbind(), context)),
                     }
                 }
             }
             st.events = events;
+        }
+        if !unpooled.is_empty() {
+            self.queue_unpooled(py, unpooled);
         }
         self.spinner.borrow_mut(py).saw(n - waker_events);
         self.io_just_polled.store(queued, Ordering::Relaxed);
@@ -424,13 +453,38 @@ impl LoopCore {
                     st.io.unpark(&sys.epoll, data, side);
                 }
                 for (fd, side) in stale {
-                    gone.extend(st.io.remove(&sys.epoll, fd, side, |r| r.handle.get().is_cancelled()));
+                    gone.extend(st.io.remove(&sys.epoll, fd, side, |r| r.handle.is_cancelled(py)));
                 }
             }
             drop(sys);
             reader_api::release_regs(py, gone, false);
         }
         Ok(())
+    }
+
+    /// Makes handles for transport reader events that found no recycled
+    /// one, and puts them in the ready queue where their events were.
+    fn queue_unpooled(&self, py: Python<'_>, unpooled: Vec<(usize, Py<PyAny>, Py<PyAny>)>) {
+        let mut made = Vec::with_capacity(unpooled.len());
+        for (at, reader, context) in unpooled {
+            let args = PyTuple::empty(py).unbind();
+            let handle = Handle::new(reader.clone_ref(py), args, context, None, self.shared.clone());
+            match Py::new(py, handle) {
+                Ok(handle) => made.push((at, handle)),
+                Err(err) => {
+                    io_callback::dequeue_reader(reader.bind(py));
+                    err.write_unraisable(py, None);
+                }
+            }
+        }
+        let mut st = self.state.borrow_mut(py);
+        // Positions were taken before any of these were inserted: each one
+        // inserted before shifts the next.
+        for (inserted, (at, handle)) in made.into_iter().enumerate() {
+            self.sample_enqueue(handle.get());
+            let at = at.saturating_add(inserted).min(st.ready.len());
+            st.ready.insert(at, handle);
+        }
     }
 
     /// Moves due timers to the ready queue.
@@ -846,7 +900,10 @@ impl LoopCore {
         for t in st.timers.iter() {
             visit.call(t)?;
         }
-        for h in st.io.handles().chain(st.pool.iter()) {
+        for h in st.io.handles() {
+            visit.call(h.as_any())?;
+        }
+        for h in &st.pool {
             visit.call(h)?;
         }
         for file in st.io.regs().filter_map(|r| r.file.as_ref()) {

@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple, PyWeakrefReference};
 
+use super::io_callback::{IoCallback, ReaderHooks};
 use super::io_refs::{holds_io_refs, release_io_ref, take_io_ref};
 use super::readers::{Reg, Registry, Replaced, Side};
 use super::LoopCore;
@@ -16,7 +17,7 @@ use crate::handles::Handle;
 use crate::sys::epoll::Epoll;
 use crate::sys::Errno;
 
-type Io = Registry<Py<Handle>, Py<PyAny>, Py<PyAny>>;
+type Io = Registry<IoCallback, Py<PyAny>, Py<PyAny>>;
 
 /// An int fd, or the result of `fileobj.fileno()`, with selectors' errors.
 pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -53,7 +54,7 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
 }
 
 /// One registration in the loop's registry.
-pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
+pub(crate) type IoReg = Reg<IoCallback, Py<PyAny>>;
 
 /// Releases registrations that left the registry: their io references,
 /// and, for `stale` ones (made for a file the number no longer names), the
@@ -61,10 +62,12 @@ pub(crate) type IoReg = Reg<Py<Handle>, Py<PyAny>>;
 pub(crate) fn release_regs(py: Python<'_>, regs: impl IntoIterator<Item = IoReg>, stale: bool) {
     for reg in regs {
         if stale {
-            if let Err(err) = crate::sock_ops::abandon(reg.handle.bind(py)) {
-                err.write_unraisable(py, None);
+            if let Some(handle) = reg.handle.as_handle(py) {
+                if let Err(err) = crate::sock_ops::abandon(handle) {
+                    err.write_unraisable(py, None);
+                }
             }
-            if let Err(err) = Handle::cancel_inner(reg.handle.bind(py)) {
+            if let Err(err) = reg.handle.cancel(py) {
                 err.write_unraisable(py, None);
             }
         }
@@ -109,11 +112,11 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, context)?;
-        let reg = Reg {
-            handle: handle.clone_ref(py),
-            file: file.map(|f| f.clone().unbind()),
+        let reg = Reg::new(
+            IoCallback::handle(handle.clone_ref(py)),
+            file.map(|f| f.clone().unbind()),
             io_ref,
-        };
+        );
         if io_ref {
             if let Some(file) = file {
                 take_io_ref(file)?;
@@ -129,13 +132,43 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// Watches `fd` for reading on behalf of a transport: `reader` (its
+    /// core, registered for `file`, its socket) is called in its own
+    /// context on every readiness event, through a handle made for the
+    /// event (see `io_callback`), not one kept for the registration. In debug
+    /// mode a handle is kept as for `add_reader`, so that it records where
+    /// the registration was made for slow-callback reports.
+    pub(crate) fn add_transport_reader(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        file: &Bound<'_, PyAny>,
+        reader: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        hooks: &'static ReaderHooks,
+    ) -> PyResult<()> {
+        if self.debug() {
+            let args = PyTuple::empty(py);
+            return self
+                .add_io_file(py, fd, Side::Read, Some(file), false, reader, &args, context)
+                .map(drop);
+        }
+        self.check_open()?;
+        let reg = Reg::new(
+            IoCallback::reader(reader.clone().unbind(), hooks),
+            Some(file.clone().unbind()),
+            false,
+        );
+        self.install(py, |io, epoll| io.add(epoll, fd, Side::Read, reg))
+    }
+
     /// Runs `add` on the registry with the loop's epoll, then cancels the
     /// handle it replaced, as asyncio does, and releases what it returned
     /// only once the registry is no longer borrowed (a decref can run code).
     fn install(
         &self,
         py: Python<'_>,
-        add: impl FnOnce(&mut Io, &Epoll) -> Result<Replaced<Py<Handle>, Py<PyAny>, Py<PyAny>>, Errno>,
+        add: impl FnOnce(&mut Io, &Epoll) -> Result<Replaced<IoCallback, Py<PyAny>, Py<PyAny>>, Errno>,
     ) -> PyResult<()> {
         let old = {
             let sys = self.sys.borrow(py);
@@ -149,7 +182,7 @@ impl LoopCore {
             release_regs(py, old.stale, true);
         }
         if let Some(old) = old.handle {
-            let cancelled = Handle::cancel_inner(old.handle.bind(py));
+            let cancelled = old.handle.cancel(py);
             release_regs(py, [old], false);
             cancelled?;
         }
@@ -198,11 +231,11 @@ impl LoopCore {
             })
         };
         let handle = self.new_handle(py, callback, &PyTuple::empty(py), None)?;
-        let reg = Reg {
-            handle: handle.clone_ref(py),
-            file: Some(sock.clone().unbind()),
+        let reg = Reg::new(
+            IoCallback::handle(handle.clone_ref(py)),
+            Some(sock.clone().unbind()),
             io_ref,
-        };
+        );
         if io_ref {
             take_io_ref(sock)?;
         }
@@ -260,7 +293,7 @@ impl LoopCore {
         };
         match removed {
             Some(reg) => {
-                let cancelled = Handle::cancel_inner(reg.handle.bind(py));
+                let cancelled = reg.handle.cancel(py);
                 release_regs(py, [reg], false);
                 cancelled?;
                 Ok(true)

@@ -1,4 +1,5 @@
-//! The `add_reader` / `add_writer` registry: fd → (reader handle, writer handle).
+//! The `add_reader` / `add_writer` registry: fd → (reader, writer), each a
+//! handle or a transport's read side (see `io_callback`).
 //!
 //! The fds here belong to the caller, not the loop. Each registration carries a
 //! generation number in the epoll event data, so an event that was already
@@ -31,27 +32,39 @@ pub struct Reg<H, F> {
     /// Whether this registration holds one of `file`'s io references (a
     /// `socket.socket`'s `_io_refs`), to be released when it leaves.
     pub io_ref: bool,
+    /// Installed by [`Registry::add_op`] (a `sock_*` operation), not
+    /// [`Registry::add`]. Kept here, in what would be padding, rather than
+    /// as the slot's own tag: that keeps a slot, and the entry for every
+    /// registered fd, one word smaller.
+    op: bool,
+}
+
+impl<H, F> Reg<H, F> {
+    pub fn new(handle: H, file: Option<F>, io_ref: bool) -> Self {
+        Reg {
+            handle,
+            file,
+            io_ref,
+            op: false,
+        }
+    }
 }
 
 #[cfg(test)]
 impl<H> Reg<H, ()> {
     /// A registration made with a bare fd.
     pub fn bare(handle: H) -> Self {
-        Reg {
-            handle,
-            file: None,
-            io_ref: false,
-        }
+        Reg::new(handle, None, false)
     }
 }
 
 /// What one side of a registered fd holds.
 enum Slot<H, F> {
     Empty,
-    /// `add_reader`/`add_writer` or a transport: level-triggered, as asyncio.
-    Callback(Reg<H, F>),
-    /// A `sock_*` operation waiting for readiness.
-    Op(Reg<H, F>),
+    /// A registration: `add_reader`/`add_writer` or a transport
+    /// (level-triggered, as asyncio), or, with `op` set, a `sock_*`
+    /// operation waiting for readiness.
+    Waiting(Reg<H, F>),
     /// A `sock_*` operation finished here and the next one will likely wait
     /// on the same side: the kernel registration is kept (see [`Registry::park`]).
     Parked,
@@ -61,15 +74,15 @@ impl<H, F> Slot<H, F> {
     fn kind(&self) -> Kind {
         match self {
             Slot::Empty => Kind::Empty,
-            Slot::Callback(_) => Kind::Callback,
-            Slot::Op(_) => Kind::Op,
+            Slot::Waiting(r) if r.op => Kind::Op,
+            Slot::Waiting(_) => Kind::Callback,
             Slot::Parked => Kind::Parked,
         }
     }
 
     fn reg(&self) -> Option<&Reg<H, F>> {
         match self {
-            Slot::Callback(r) | Slot::Op(r) => Some(r),
+            Slot::Waiting(r) => Some(r),
             Slot::Empty | Slot::Parked => None,
         }
     }
@@ -80,7 +93,7 @@ impl<H, F> Slot<H, F> {
 
     fn take_reg(&mut self, replacement: Slot<H, F>) -> Option<Reg<H, F>> {
         match std::mem::replace(self, replacement) {
-            Slot::Callback(r) | Slot::Op(r) => Some(r),
+            Slot::Waiting(r) => Some(r),
             Slot::Empty | Slot::Parked => None,
         }
     }
@@ -335,7 +348,8 @@ impl<H, O, F> Registry<H, O, F> {
         let Registry { fds, next_generation } = self;
         let entry = fds.entry(fd).or_insert_with(Entry::unregistered_new);
         // The caller may have closed and reopened the fd: always check.
-        match entry.install(epoll, fd, next_generation, side, Slot::Callback(reg), true) {
+        let reg = Reg { op: false, ..reg };
+        match entry.install(epoll, fd, next_generation, side, Slot::Waiting(reg), true) {
             Ok(mut replaced) => {
                 if replaced.owner.is_none() {
                     replaced.owner = entry.owner.take();
@@ -373,7 +387,8 @@ impl<H, O, F> Registry<H, O, F> {
         let Registry { fds, next_generation } = self;
         let entry = fds.entry(fd).or_insert_with(Entry::unregistered_new);
         let verify = owner.is_some();
-        match entry.install(epoll, fd, next_generation, side, Slot::Op(reg), verify) {
+        let reg = Reg { op: true, ..reg };
+        match entry.install(epoll, fd, next_generation, side, Slot::Waiting(reg), verify) {
             Ok(mut replaced) => {
                 if let Some(new) = owner {
                     // `None` when `install` already returned the old owner.
@@ -405,7 +420,7 @@ impl<H, O, F> Registry<H, O, F> {
         let Registry { fds, next_generation } = self;
         let entry = fds.get_mut(&fd)?;
         match entry.slot(side) {
-            Slot::Op(r) if is_mine(r) => {}
+            Slot::Waiting(r) if r.op && is_mine(r) => {}
             _ => return None,
         }
         let kinds = entry.kinds_with(side, Kind::Parked);
@@ -450,7 +465,7 @@ impl<H, O, F> Registry<H, O, F> {
         let entry = fds.get_mut(&fd)?;
         let mine = match entry.slot(side) {
             Slot::Empty => false,
-            Slot::Callback(r) | Slot::Op(r) => is_mine(r),
+            Slot::Waiting(r) => is_mine(r),
             Slot::Parked => true,
         };
         if !mine {
@@ -719,11 +734,7 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let mut reg: Registry<&str, (), u8> = Registry::default();
         let fd = a.as_raw_fd();
-        let mine = |file| Reg {
-            handle: "h",
-            file: Some(file),
-            io_ref: false,
-        };
+        let mine = |file| Reg::new("h", Some(file), false);
         reg.add(&ep, fd, Side::Read, mine(2)).unwrap();
         assert!(reg.remove(&ep, fd, Side::Read, |r| r.file == Some(1)).is_none());
         assert_eq!(reg.sides(fd), (true, false));
@@ -794,6 +805,14 @@ mod tests {
         assert_eq!(handles(&reg, stale), (None, None));
         let fresh = wait(&ep)[0];
         assert_eq!(handles(&reg, fresh), (Some("new"), None));
+    }
+
+    #[test]
+    fn a_slot_is_no_larger_than_its_registration() {
+        assert_eq!(
+            std::mem::size_of::<Slot<&str, Box<u8>>>(),
+            std::mem::size_of::<Reg<&str, Box<u8>>>()
+        );
     }
 
     #[test]

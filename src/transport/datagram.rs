@@ -152,8 +152,7 @@ impl SocketTransportCore {
         }
         let native = {
             let st = self.inner.borrow(py);
-            st.datagrams
-                .as_ref()
+            st.datagrams()
                 .and_then(|q| q.last_peer.as_ref())
                 .filter(|(last, _)| last.is(addr))
                 .map(|(_, raw)| SockAddr {
@@ -212,8 +211,7 @@ impl SocketTransportCore {
         let this = slf.get();
         let (fd, protocol, native, sock) = {
             let st = this.inner.borrow(py);
-            let (Some(protocol), Some(queue), Some(sock)) =
-                (st.protocol.as_ref(), st.datagrams.as_ref(), st.sock.as_ref())
+            let (Some(protocol), Some(queue), Some(sock)) = (st.protocol.as_ref(), st.datagrams(), st.sock.as_ref())
             else {
                 return Ok(false);
             };
@@ -276,7 +274,7 @@ impl SocketTransportCore {
     fn peer_object<'py>(&self, py: Python<'py>, raw: SockAddr) -> PyResult<Option<Bound<'py, PyAny>>> {
         {
             let st = self.inner.borrow(py);
-            if let Some((addr, last)) = st.datagrams.as_ref().and_then(|q| q.last_peer.as_ref()) {
+            if let Some((addr, last)) = st.datagrams().and_then(|q| q.last_peer.as_ref()) {
                 if last.same(&raw) {
                     return Ok(Some(addr.bind(py).clone()));
                 }
@@ -287,8 +285,7 @@ impl SocketTransportCore {
         };
         let old = {
             let mut st = self.inner.borrow_mut(py);
-            st.datagrams
-                .as_mut()
+            st.datagrams_mut()
                 .and_then(|q| q.last_peer.replace((addr.clone().unbind(), raw)))
         };
         drop(old);
@@ -302,7 +299,7 @@ impl SocketTransportCore {
         loop {
             let next = {
                 let mut st = this.inner.borrow_mut(py);
-                let Some(queue) = st.datagrams.as_mut() else {
+                let Some(queue) = st.datagrams_mut() else {
                     return Ok(());
                 };
                 let next = queue.items.pop_front();
@@ -316,7 +313,7 @@ impl SocketTransportCore {
                 Sent::Done => {}
                 Sent::WouldBlock => {
                     let mut st = this.inner.borrow_mut(py);
-                    if let Some(queue) = st.datagrams.as_mut() {
+                    if let Some(queue) = st.datagrams_mut() {
                         queue.size += accounted(py, data.bind(py).as_bytes().len());
                         queue.items.push_front((data, addr));
                     }
@@ -370,7 +367,7 @@ impl SocketTransportCore {
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
         let (address, lost, empty) = {
             let st = this.inner.borrow(py);
-            let Some(queue) = st.datagrams.as_ref() else {
+            let Some(queue) = st.datagrams() else {
                 return Err(pyo3::exceptions::PyAttributeError::new_err("sendto"));
             };
             (
@@ -420,7 +417,7 @@ impl SocketTransportCore {
         drop(view);
         {
             let mut st = this.inner.borrow_mut(py);
-            if let Some(queue) = st.datagrams.as_mut() {
+            if let Some(queue) = st.datagrams_mut() {
                 queue.size += accounted(py, copy.bind(py).as_bytes().len());
                 queue.items.push_back((copy, addr.unbind()));
             }

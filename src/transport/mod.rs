@@ -6,6 +6,7 @@ mod extra_info;
 mod owner_methods;
 pub mod pipe;
 mod protocol_kind;
+mod rare;
 pub mod read_buffer;
 pub mod socket;
 pub mod table;

@@ -24,13 +24,15 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::datagram::DatagramQueue;
 use super::extra_info::ExtraInfo;
+use super::rare::Rare;
 use super::read_buffer::recv_bytes_expecting;
 use super::table::{Listing, TransportTable};
 use super::tls::TlsPump;
-use super::water_marks::{self, DEFAULT_HIGH_WATER};
+use super::water_marks;
 use super::write_buffer::{WriteBuffer, Written};
 use crate::errors::os_error;
 use crate::gil_cell::GilCell;
+use crate::loop_core::io_callback::ReaderHooks;
 use crate::loop_core::io_refs::{holds_io_refs, release_io_ref, take_io_ref};
 use crate::loop_core::readers::Side;
 use crate::loop_core::LoopCore;
@@ -56,9 +58,6 @@ pub(super) struct Inner {
     pub(super) protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`.
     pub(super) buffered: bool,
-    /// Runs the protocol's data-flow steps when it is asyncio's own
-    /// `SSLProtocol` (see `tls.rs`).
-    pub(super) tls: Option<Py<TlsPump>>,
     pub(super) protocol_connected: bool,
     pub(super) server: Option<Py<PyAny>>,
     /// `get_extra_info()`'s entries (asyncio's `_extra`).
@@ -76,17 +75,17 @@ pub(super) struct Inner {
     pub(super) eof: bool,
     /// The protocol was told to pause writing.
     pub(super) protocol_paused: bool,
-    pub(super) high_water: usize,
-    pub(super) low_water: usize,
-    /// The future `loop.sendfile` waits on until the buffer is empty.
-    pub(super) empty_waiter: Option<Py<PyAny>>,
-    /// Unsent datagrams; `Some` exactly for datagram transports. Boxed: the
-    /// queue and its last peer's address are most of its size, and a stream
-    /// transport (one per connection) never has one.
-    pub(super) datagrams: Option<Box<DatagramQueue>>,
+    /// The TLS pump, the `sendfile` waiter, the datagram queue and the
+    /// water marks, which most connections never set (see `rare.rs`).
+    pub(super) rare: Option<Box<Rare>>,
     /// How much the next read is expected to bring: the largest recent read,
     /// decaying (see `recv_bytes_expecting`).
-    pub(super) read_hint: usize,
+    pub(super) read_hint: u32,
+    /// Readiness events queued for the read registration and not run yet,
+    /// and how many of those to skip because the registration they were
+    /// for was removed meanwhile (see `loop_core::io_callback`).
+    pub(super) reads_queued: u8,
+    pub(super) reads_to_skip: u8,
     /// The transport's entry in `loop._transports`, removed when this is
     /// dropped (`connection_lost`, or the core's own end).
     pub(super) listed: Option<Listing>,
@@ -101,14 +100,14 @@ pub(super) struct Inner {
 impl Inner {
     /// Bytes accepted but not sent yet, as `get_write_buffer_size` counts them.
     pub(super) fn pending_len(&self) -> usize {
-        match &self.datagrams {
+        match self.datagrams() {
             Some(queue) => queue.size(),
             None => self.buffer.len(),
         }
     }
 
     pub(super) fn pending_is_empty(&self) -> bool {
-        match &self.datagrams {
+        match self.datagrams() {
             Some(queue) => queue.is_empty(),
             None => self.buffer.is_empty(),
         }
@@ -118,7 +117,7 @@ impl Inner {
     /// borrow is held.
     pub(super) fn clear_pending(&mut self) -> Vec<Py<PyAny>> {
         let mut out: Vec<Py<PyAny>> = self.buffer.clear().into_iter().map(|b| b.into_any()).collect();
-        if let Some(queue) = self.datagrams.as_mut() {
+        if let Some(queue) = self.datagrams_mut() {
             out.extend(queue.clear());
         }
         out
@@ -136,7 +135,6 @@ impl Default for Inner {
             fd: -1,
             protocol: None,
             buffered: false,
-            tls: None,
             protocol_connected: false,
             server: None,
             extra: ExtraInfo::default(),
@@ -147,11 +145,10 @@ impl Default for Inner {
             paused: false,
             eof: false,
             protocol_paused: false,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_HIGH_WATER / 4,
-            empty_waiter: None,
-            datagrams: None,
+            rare: None,
             read_hint: 0,
+            reads_queued: 0,
+            reads_to_skip: 0,
             listed: None,
             context: None,
         }
@@ -307,16 +304,23 @@ impl SocketTransportCore {
             )
         };
         if let (Some(event_loop), Some(sock)) = (event_loop, sock) {
-            // The read registration lasts the connection: its callback is the
-            // core itself (`__call__` is `_read_ready`), not a bound method
-            // object kept per connection.
-            let callback = match side {
-                Side::Read => slf.clone().into_any(),
-                Side::Write => slf.getattr(method)?,
-            };
             // The transport's own context, whoever resumes reading: the
             // protocol's data_received/eof_received run in it.
             let context = slf.get().context(py);
+            if side == Side::Read {
+                // The read registration lasts the connection: it names the
+                // core itself (`__call__` is `_read_ready`), with no handle
+                // or bound method kept per connection.
+                return event_loop.get().add_transport_reader(
+                    py,
+                    fd,
+                    sock.bind(py),
+                    slf.as_any(),
+                    context.as_ref().map(|c| c.bind(py)),
+                    &READER_HOOKS,
+                );
+            }
+            let callback = slf.getattr(method)?;
             // No io reference per registration: the transport holds one for
             // its whole life.
             event_loop.get().add_io_file(
@@ -405,7 +409,7 @@ impl SocketTransportCore {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().inner.borrow_mut(py);
-            if st.pending_len() <= st.high_water || st.protocol_paused {
+            if st.pending_len() <= st.high_water() || st.protocol_paused {
                 return Ok(());
             }
             st.protocol_paused = true;
@@ -427,7 +431,7 @@ impl SocketTransportCore {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().inner.borrow_mut(py);
-            if !st.protocol_paused || st.pending_len() > st.low_water {
+            if !st.protocol_paused || st.pending_len() > st.low_water() {
                 return Ok(());
             }
             st.protocol_paused = false;
@@ -509,12 +513,12 @@ impl SocketTransportCore {
 
     fn read_into_bytes(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let hint = slf.get().inner.borrow(py).read_hint;
+        let hint = slf.get().inner.borrow(py).read_hint as usize;
         let received = recv_bytes_expecting(py, fd, hint)?;
         if let Ok(data) = &received {
             let n = data.as_bytes().len();
             let mut st = slf.get().inner.borrow_mut(py);
-            st.read_hint = n.max(hint - hint / 4);
+            st.read_hint = u32::try_from(n.max(hint - hint / 4)).unwrap_or(u32::MAX);
             if let (Some(event_loop), true) = (&st.event_loop, n > 0) {
                 event_loop.get().stats.read(n);
             }
@@ -580,7 +584,7 @@ impl SocketTransportCore {
                 "Cannot call {what}() after write_eof()"
             )));
         }
-        if st.empty_waiter.is_some() {
+        if st.empty_waiter().is_some() {
             return Err(PyRuntimeError::new_err(format!(
                 "unable to {what}; sendfile is in progress"
             )));
@@ -632,7 +636,7 @@ impl SocketTransportCore {
         // it meanwhile leaves the file open, so its number cannot pass to
         // another file that this transport would then read and write.
         let datagrams = if datagram {
-            Some(Box::new(DatagramQueue::new(sock, datagram_address)?))
+            Some(DatagramQueue::new(sock, datagram_address)?)
         } else {
             None
         };
@@ -641,25 +645,28 @@ impl SocketTransportCore {
         if sock_io_ref {
             take_io_ref(sock)?;
         }
+        let mut inner = Inner {
+            owner: Some(owner.clone().unbind()),
+            event_loop: Some(event_loop),
+            sock: Some(sock.clone().unbind()),
+            sock_io_ref,
+            fd,
+            protocol: Some(protocol.clone().unbind()),
+            buffered,
+            protocol_connected: true,
+            server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+            extra,
+            lost: false,
+            closing: false,
+            context: Some(crate::py::copy_context(py)?),
+            ..Inner::default()
+        };
+        inner.replace_tls(tls);
+        if let Some(queue) = datagrams {
+            inner.set_datagrams(queue);
+        }
         Ok(SocketTransportCore {
-            inner: GilCell::new(Inner {
-                owner: Some(owner.clone().unbind()),
-                event_loop: Some(event_loop),
-                sock: Some(sock.clone().unbind()),
-                sock_io_ref,
-                fd,
-                protocol: Some(protocol.clone().unbind()),
-                buffered,
-                tls,
-                protocol_connected: true,
-                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-                extra,
-                lost: false,
-                closing: false,
-                datagrams,
-                context: Some(crate::py::copy_context(py)?),
-                ..Inner::default()
-            }),
+            inner: GilCell::new(inner),
         })
     }
 
@@ -677,6 +684,47 @@ impl SocketTransportCore {
         }
         Ok(())
     }
+}
+
+/// How the loop runs a transport's read registration (see
+/// `loop_core::io_callback`).
+static READER_HOOKS: ReaderHooks = ReaderHooks {
+    queue: queue_read,
+    dequeue: dequeue_read,
+    cancel: cancel_reads,
+};
+
+/// A readiness event is queued: counted, and run in the transport's context.
+/// Runs no Python code (the loop's state is borrowed).
+fn queue_read(reader: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+    let core = reader.cast::<SocketTransportCore>().ok()?;
+    let mut st = core.get().inner.try_borrow_mut(reader.py())?;
+    let context = st.context.as_ref()?.clone_ref(reader.py());
+    st.reads_queued = st.reads_queued.saturating_add(1);
+    Some(context)
+}
+
+/// A queued event could not be queued after all (no memory for its handle).
+fn dequeue_read(reader: &Bound<'_, PyAny>) {
+    let Ok(core) = reader.cast::<SocketTransportCore>() else {
+        return;
+    };
+    let Some(mut st) = core.get().inner.try_borrow_mut(reader.py()) else {
+        return;
+    };
+    st.reads_queued = st.reads_queued.saturating_sub(1);
+    st.reads_to_skip = st.reads_to_skip.min(st.reads_queued);
+}
+
+/// The read registration was removed: the events queued for it do not run.
+fn cancel_reads(reader: &Bound<'_, PyAny>) {
+    let Ok(core) = reader.cast::<SocketTransportCore>() else {
+        return;
+    };
+    let Some(mut st) = core.get().inner.try_borrow_mut(reader.py()) else {
+        return;
+    };
+    st.reads_to_skip = st.reads_queued;
 }
 
 /// The transport's context (see `Inner::context`).
@@ -718,7 +766,7 @@ impl SocketTransportCore {
             if st.conn_lost > 0 || st.lost {
                 return Ok(());
             }
-            if st.datagrams.is_some() {
+            if st.is_datagram() {
                 drop(st);
                 return SocketTransportCore::read_datagram(slf);
             }
@@ -729,7 +777,7 @@ impl SocketTransportCore {
                 st.fd,
                 st.buffered,
                 protocol.clone_ref(py),
-                st.tls.as_ref().map(|t| t.clone_ref(py)),
+                st.tls().map(|t| t.clone_ref(py)),
             )
         };
         if let Some(tls) = tls {
@@ -748,7 +796,7 @@ impl SocketTransportCore {
     fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.inner.borrow(py).datagrams.is_some() {
+        if this.inner.borrow(py).is_datagram() {
             return SocketTransportCore::flush_datagrams(slf);
         }
         let result = {
@@ -769,7 +817,7 @@ impl SocketTransportCore {
                 drop(dropped);
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
                 SocketTransportCore::fatal_error(slf, exc.clone(), "Fatal write error on socket transport")?;
-                let waiter = this.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                let waiter = this.inner.borrow(py).empty_waiter().map(|w| w.clone_ref(py));
                 if let Some(waiter) = waiter {
                     waiter.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
                 }
@@ -787,7 +835,7 @@ impl SocketTransportCore {
                 st.closing,
                 st.eof,
                 st.fd,
-                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.empty_waiter().map(|w| w.clone_ref(py)),
             )
         };
         if !empty {
@@ -816,8 +864,17 @@ impl SocketTransportCore {
         panic_guard::event(slf.py(), Some(Site::TransportRead), read, fatal)
     }
 
-    /// `_read_ready`: the callback of the transport's read registration.
+    /// `_read_ready`: what the read registration runs, unless the
+    /// registration this event was queued for was removed meanwhile.
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut st = slf.get().inner.borrow_mut(slf.py());
+            st.reads_queued = st.reads_queued.saturating_sub(1);
+            if st.reads_to_skip > 0 {
+                st.reads_to_skip -= 1;
+                return Ok(());
+            }
+        }
         SocketTransportCore::_read_ready(slf)
     }
 
@@ -999,9 +1056,9 @@ impl SocketTransportCore {
                 st.sock.take(),
                 st.server.take(),
                 st.protocol.take(),
-                st.tls.take(),
+                st.replace_tls(None),
                 st.event_loop.take(),
-                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.empty_waiter().map(|w| w.clone_ref(py)),
             )
         };
         let io_ref = std::mem::take(&mut this.inner.borrow_mut(py).sock_io_ref);
@@ -1100,7 +1157,7 @@ impl SocketTransportCore {
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered = super::protocol_kind::reads_into_buffer(protocol)?;
-        let tls = if buffered && self.inner.borrow(py).datagrams.is_none() {
+        let tls = if buffered && !self.inner.borrow(py).is_datagram() {
             TlsPump::attach(protocol)?
         } else {
             None
@@ -1109,10 +1166,7 @@ impl SocketTransportCore {
             let mut st = self.inner.borrow_mut(py);
             st.buffered = buffered;
             st.protocol_connected = true;
-            (
-                std::mem::replace(&mut st.tls, tls),
-                st.protocol.replace(protocol.clone().unbind()),
-            )
+            (st.replace_tls(tls), st.protocol.replace(protocol.clone().unbind()))
         };
         // The old protocol's pump no longer sees this socket's data.
         if let Some(pump) = &old.0 {
@@ -1165,7 +1219,7 @@ impl SocketTransportCore {
     /// `(low, high)` water marks.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
         let st = self.inner.borrow(py);
-        (st.low_water, st.high_water)
+        (st.low_water(), st.high_water())
     }
 
     /// Sets the water marks (defaults as asyncio's: 64 KiB high, a quarter
@@ -1180,8 +1234,7 @@ impl SocketTransportCore {
         let (high, low) = water_marks::parse(py, high, low)?;
         {
             let mut st = slf.get().inner.borrow_mut(py);
-            st.high_water = high;
-            st.low_water = low;
+            st.set_water_marks(high, low);
         }
         SocketTransportCore::maybe_pause_protocol(slf)
     }
@@ -1210,7 +1263,7 @@ impl SocketTransportCore {
     fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (event_loop, empty) = {
             let st = self.inner.borrow(py);
-            if st.empty_waiter.is_some() {
+            if st.empty_waiter().is_some() {
                 return Err(PyRuntimeError::new_err("Empty waiter is already set"));
             }
             (st.event_loop.as_ref().map(|l| l.clone_ref(py)), st.pending_is_empty())
@@ -1222,12 +1275,12 @@ impl SocketTransportCore {
         if empty {
             waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
-        self.inner.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
+        self.inner.borrow_mut(py).set_empty_waiter(waiter.clone().unbind());
         Ok(waiter.unbind())
     }
 
     fn _reset_empty_waiter(&self, py: Python<'_>) {
-        let old = self.inner.borrow_mut(py).empty_waiter.take();
+        let old = self.inner.borrow_mut(py).take_empty_waiter();
         drop(old);
     }
 
@@ -1289,7 +1342,7 @@ impl SocketTransportCore {
 
     #[getter]
     fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.borrow(py).empty_waiter.as_ref().map(|w| w.clone_ref(py))
+        self.inner.borrow(py).empty_waiter().map(|w| w.clone_ref(py))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1300,13 +1353,11 @@ impl SocketTransportCore {
         visit.call(&st.event_loop)?;
         visit.call(&st.sock)?;
         visit.call(&st.protocol)?;
-        visit.call(&st.tls)?;
         visit.call(&st.server)?;
         st.extra.traverse(&visit)?;
-        visit.call(&st.empty_waiter)?;
         visit.call(&st.context)?;
-        if let Some(queue) = st.datagrams.as_ref() {
-            queue.traverse(&visit)?;
+        if let Some(rare) = st.rare.as_ref() {
+            rare.traverse(&visit)?;
         }
         Ok(())
     }

@@ -4,6 +4,10 @@
 //! is copied, so a caller that reuses its `bytearray` after `write()` cannot
 //! change what goes out. Flushing gathers up to `IOV_MAX` chunks per
 //! `sendmsg`.
+//!
+//! Most of the time a connection has nothing queued: the queue is then no
+//! more than an empty pointer, and it is allocated while there is something
+//! in it (a transport is kept per connection, so every word of it counts).
 
 use std::collections::VecDeque;
 
@@ -48,9 +52,14 @@ pub enum Written {
     Failed(Errno),
 }
 
-/// A FIFO of unsent chunks with their total size.
+/// A FIFO of unsent chunks with their total size; `None` while empty.
 #[derive(Default)]
 pub struct WriteBuffer {
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     len: usize,
 }
@@ -58,11 +67,15 @@ pub struct WriteBuffer {
 impl WriteBuffer {
     /// Unsent bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.as_ref().map_or(0, |q| q.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.queue.is_none()
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// A transport's `write()`: when nothing is queued, `write` tries the
@@ -94,8 +107,9 @@ impl WriteBuffer {
     /// Queues `bytes[skip..]` by reference.
     pub fn push_shared(&mut self, bytes: Py<PyBytes>, total: usize, skip: usize) {
         if skip < total {
-            self.len += total - skip;
-            self.chunks.push_back(Chunk {
+            let queue = self.queue();
+            queue.len += total - skip;
+            queue.chunks.push_back(Chunk {
                 data: Data::Shared(bytes),
                 sent: skip,
                 total,
@@ -108,10 +122,11 @@ impl WriteBuffer {
         if data.is_empty() {
             return;
         }
-        self.len += data.len();
+        let queue = self.queue();
+        queue.len += data.len();
         // Small writes join the last owned chunk instead of adding an iovec.
         if data.len() <= 4096 {
-            if let Some(back) = self.chunks.back_mut() {
+            if let Some(back) = queue.chunks.back_mut() {
                 if let Data::Owned(v) = &mut back.data {
                     v.extend_from_slice(data);
                     back.total += data.len();
@@ -119,7 +134,7 @@ impl WriteBuffer {
                 }
             }
         }
-        self.chunks.push_back(Chunk {
+        queue.chunks.push_back(Chunk {
             data: Data::Owned(data.to_vec()),
             sent: 0,
             total: data.len(),
@@ -129,7 +144,8 @@ impl WriteBuffer {
     /// Fills `iov` with the first chunks, ready for `sendmsg`.
     pub fn iovecs(&self, py: Python<'_>, iov: &mut Vec<libc::iovec>) {
         iov.clear();
-        for chunk in self.chunks.iter().take(IOV_MAX) {
+        let Some(queue) = self.queue.as_ref() else { return };
+        for chunk in queue.chunks.iter().take(IOV_MAX) {
             let bytes = chunk.bytes(py);
             iov.push(libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
@@ -142,9 +158,10 @@ impl WriteBuffer {
     /// the caller to release once no borrow is held.
     pub fn consume(&mut self, mut n: usize) -> Vec<Py<PyBytes>> {
         let mut done = Vec::new();
-        self.len -= n.min(self.len);
+        let Some(queue) = self.queue.as_mut() else { return done };
+        queue.len -= n.min(queue.len);
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = queue.chunks.front_mut() else { break };
             let left = front.total - front.sent;
             if n < left {
                 front.sent += n;
@@ -153,19 +170,25 @@ impl WriteBuffer {
             n -= left;
             if let Some(Chunk {
                 data: Data::Shared(b), ..
-            }) = self.chunks.pop_front()
+            }) = queue.chunks.pop_front()
             {
                 done.push(b);
             }
+        }
+        if queue.len == 0 {
+            done.extend(self.clear());
         }
         done
     }
 
     /// Empties the buffer; returns the shared chunks to release.
     pub fn clear(&mut self) -> Vec<Py<PyBytes>> {
-        self.len = 0;
-        self.chunks
-            .drain(..)
+        let Some(queue) = self.queue.take() else {
+            return Vec::new();
+        };
+        queue
+            .chunks
+            .into_iter()
             .filter_map(|c| match c.data {
                 Data::Shared(b) => Some(b),
                 Data::Owned(_) => None,

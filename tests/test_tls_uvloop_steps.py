@@ -9,12 +9,13 @@ instead. The peer here is an ``ssl.SSLObject`` over memory BIOs driven through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import sys
 
 import pytest
-from support import tls
+from support import net, tls
 
 # 3.10's SSLProtocol is another design, left as it is.
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="3.11+'s SSLProtocol")
@@ -106,6 +107,32 @@ class _Recorder(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
+@contextlib.asynccontextmanager
+async def _tls_client(loop):
+    """A TLS connection made by ``create_connection`` (protocol: a ``_Recorder``) and
+    its server end as a ``_BioPeer``, the handshake done; the socket closed after."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    with listener:
+        connecting = loop.create_task(
+            loop.create_connection(
+                lambda: _Recorder(loop),
+                *listener.getsockname(),
+                ssl=tls.client_context(),
+                server_hostname=tls.HOSTNAME,
+            )
+        )
+        sock, _ = await loop.sock_accept(listener)
+    with sock:
+        sock.setblocking(False)
+        server = _BioPeer(loop, sock, tls.server_context(), server_side=True)
+        await server.handshake()
+        transport, proto = await connecting
+        yield transport, proto, server
+
+
 # asyncio reads right after the handshake, before start_tls() returns: data_received then
 # sees the transport the protocol had before, and an answer written there goes out in
 # plain text.
@@ -160,25 +187,7 @@ def test_start_tls_caller_runs_before_the_first_data_received(loop, run):
 @pytest.mark.parametrize("paused", [False, True], ids=["reading", "paused"])
 def test_close_discards_data_the_peer_sends_before_its_close_notify(loop, run, paused):
     async def main():
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.setblocking(False)
-        with listener:
-            connecting = loop.create_task(
-                loop.create_connection(
-                    lambda: _Recorder(loop),
-                    *listener.getsockname(),
-                    ssl=tls.client_context(),
-                    server_hostname=tls.HOSTNAME,
-                )
-            )
-            sock, _ = await loop.sock_accept(listener)
-        with sock:
-            sock.setblocking(False)
-            server = _BioPeer(loop, sock, tls.server_context(), server_side=True)
-            await server.handshake()
-            transport, proto = await connecting
+        async with _tls_client(loop) as (transport, proto, server):
             transport.write(b"ping")
             assert await server.read() == b"ping"
             if paused:
@@ -191,28 +200,6 @@ def test_close_discards_data_the_peer_sends_before_its_close_notify(loop, run, p
         return exc, proto.eof, bytes(proto.data)
 
     assert run(main()) == (None, True, b"")
-
-
-class _BaseBuffered(asyncio.BaseProtocol):
-    """Reads into its own buffer without deriving from asyncio.BufferedProtocol."""
-
-    def __init__(self, loop):
-        self.buf = bytearray(100)
-        self.received = bytearray()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def get_buffer(self, sizehint):
-        return memoryview(self.buf)
-
-    def buffer_updated(self, nbytes):
-        self.received += self.buf[:nbytes]
-
-    def eof_received(self):
-        self.eof.set_result(None)
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
 
 
 # asyncio's SSLProtocol calls data_received, which this protocol lacks.
@@ -238,7 +225,7 @@ def test_base_protocol_with_get_buffer_reads_decrypted_data_into_its_buffer(loop
         )
         async with server:
             address = server.sockets[0].getsockname()
-            proto = _BaseBuffered(loop)
+            proto = net.BaseBuffered(loop, 100)
             if upgrade:
                 transport, _ = await loop.create_connection(lambda: proto, *address)
                 transport.write(b"start")
@@ -264,25 +251,7 @@ def test_base_protocol_with_get_buffer_reads_decrypted_data_into_its_buffer(loop
 @pytest.mark.ferroloop_only
 def test_no_data_received_after_close(loop, run):
     async def main():
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.setblocking(False)
-        with listener:
-            connecting = loop.create_task(
-                loop.create_connection(
-                    lambda: _Recorder(loop),
-                    *listener.getsockname(),
-                    ssl=tls.client_context(),
-                    server_hostname=tls.HOSTNAME,
-                )
-            )
-            sock, _ = await loop.sock_accept(listener)
-        with sock:
-            sock.setblocking(False)
-            server = _BioPeer(loop, sock, tls.server_context(), server_side=True)
-            await server.handshake()
-            transport, proto = await connecting
+        async with _tls_client(loop) as (transport, proto, server):
             transport.pause_reading()
             await server.write(b"late")
             await asyncio.sleep(0.05)  # received and held while reading is paused

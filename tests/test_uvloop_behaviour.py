@@ -15,35 +15,13 @@ import pytest
 from support import net, tls
 
 
-class _BaseBuffered(asyncio.BaseProtocol):
-    """Reads into its own buffer without deriving from asyncio.BufferedProtocol."""
-
-    def __init__(self, loop):
-        self.buf = bytearray(50)
-        self.received = bytearray()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def get_buffer(self, sizehint):
-        return memoryview(self.buf)
-
-    def buffer_updated(self, nbytes):
-        self.received += self.buf[:nbytes]
-
-    def eof_received(self):
-        self.eof.set_result(None)
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-
-
 @pytest.mark.ferroloop_only  # asyncio calls data_received, which this protocol lacks
 @pytest.mark.parametrize("kind", net.TCP4_AND_UNIX)
 def test_base_protocol_with_get_buffer_reads_into_its_buffer(loop, run, pair, kind):
     ours, peer = pair
 
     async def main():
-        transport, proto = await net.wrap(loop, kind, lambda: _BaseBuffered(loop), ours)
+        transport, proto = await net.wrap(loop, kind, lambda: net.BaseBuffered(loop, 50), ours)
         payload = bytes(range(256)) * 40  # more than one buffer's worth
         await loop.sock_sendall(peer, payload)
         peer.shutdown(socket.SHUT_WR)

@@ -33,7 +33,7 @@ pub type RawMethod = unsafe extern "C" fn(
 /// `RuntimeError` (see `panic_guard`), an error restored as the raised
 /// exception. Not `Python::attach`: that panics (an abort, in an `extern "C"`
 /// function) when the interpreter is finalizing, and a finalizer may still
-/// call `call_soon` then.
+/// call `call_soon` or a transport's `write` then.
 ///
 /// # Safety
 /// Called only from a raw method that CPython is calling, so the thread is

@@ -15,30 +15,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 use pyo3::{intern, IntoPyObjectExt};
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use super::socket::SocketTransportCore;
 use crate::py::fastcall;
 use crate::py::slot_members::SlotMembers;
-
-/// Runs `body` as the body of a raw method, as `fastcall::entry` does, but
-/// on the thread state CPython calls it with: a transport's methods are also
-/// called from finalizers while the interpreter shuts down, when
-/// `Python::attach` refuses to run.
-fn entry(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls a method only from a thread attached to the
-    // interpreter, and the token does not outlive this call.
-    let py = unsafe { Python::assume_attached() };
-    let result = catch_unwind(AssertUnwindSafe(|| body(py)))
-        .unwrap_or_else(|payload| Err(crate::panic_guard::to_error(payload.as_ref())));
-    match result {
-        Ok(ptr) => ptr,
-        Err(err) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-    }
-}
 
 /// The transport's `_core` slot, read where its member descriptor reads it
 /// (see [`SlotMembers`]): the attribute lookup by name was most of what
@@ -103,14 +82,17 @@ unsafe extern "C" fn write(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    entry(|py| {
+    let body = |py: Python<'_>| {
         // SAFETY: `slf` is the live `self` CPython passes.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         // SAFETY: CPython calls this as a METH_FASTCALL | METH_KEYWORDS method.
         let data = unsafe { data_argument(py, args, nargs, kwnames) }?;
         SocketTransportCore::write(&core_of(&slf)?, &data)?;
         Ok(py.None().into_ptr())
-    })
+    };
+    // SAFETY: CPython is calling this raw method, from an attached thread,
+    // for the whole call.
+    unsafe { fastcall::entry(body) }
 }
 
 unsafe extern "C" fn is_closing(
@@ -119,7 +101,7 @@ unsafe extern "C" fn is_closing(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    entry(|py| {
+    let body = |py: Python<'_>| {
         if nargs != 0 || !kwnames.is_null() {
             return Err(PyTypeError::new_err("SocketTransport.is_closing() takes no arguments"));
         }
@@ -127,7 +109,10 @@ unsafe extern "C" fn is_closing(
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         let closing = core_of(&slf)?.get().is_closing(py)?;
         Ok(closing.into_py_any(py)?.into_ptr())
-    })
+    };
+    // SAFETY: CPython is calling this raw method, from an attached thread,
+    // for the whole call.
+    unsafe { fastcall::entry(body) }
 }
 
 /// Puts `write` and `is_closing` on `class` (the Python socket transport).

@@ -340,3 +340,26 @@ async def stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+class BaseBuffered(asyncio.BaseProtocol):
+    """Reads into its own buffer of `size` bytes without deriving from
+    asyncio.BufferedProtocol (what uvloop and ferroloop serve as buffered)."""
+
+    def __init__(self, loop, size):
+        self.buf = bytearray(size)
+        self.received = bytearray()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buf)
+
+    def buffer_updated(self, nbytes):
+        self.received += self.buf[:nbytes]
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)

@@ -67,6 +67,10 @@ deselect=(
     # pointers), so no suppression can single them out.
     --deselect "tests/test_poll_before_block.py::test_ctrl_c_reaches_a_loop_serving_a_fast_peer"
     --deselect "tests/test_poll_before_block.py::test_the_poll_setting_takes_microseconds"
+    # asyncio's REPL runs its console in a daemon thread that CPython abandons at exit:
+    # a string its frame holds is reported as leaked, by timing, on plain `python -m
+    # asyncio` as well, with a stack that stops in PyUnicode_New.
+    --deselect "tests/test_main.py::test_asyncio_repl_runs_on_ferroloop"
 )
 
 rm -rf "$reports" && mkdir -p "$reports"

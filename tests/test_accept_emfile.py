@@ -106,7 +106,9 @@ async def _storm(loop, sock: FlakyListener, queued: int, seconds: float):
 
 
 @pytest.mark.parametrize("code", sorted((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)))
-def test_out_of_resource_pauses_then_serves_every_queued_connection(loop, run, loop_errors, code):
+def test_out_of_resource_pauses_then_serves_every_queued_connection(
+    loop, loop_kind, run, loop_errors, code
+):
     fds_before = net.open_fds()
     sock = _listener()
     sock.code = code
@@ -123,8 +125,16 @@ def test_out_of_resource_pauses_then_serves_every_queued_connection(loop, run, l
             await server.wait_closed()
 
     run(main())
-    assert loop_errors, "the resource error was never reported"
-    for context in loop_errors:
+    reports = [
+        c for c in loop_errors if c.get("message") == "socket.accept() out of system resource"
+    ]
+    assert reports, "the resource error was never reported"
+    if loop_kind == "ferroloop":
+        assert reports == loop_errors
+    # asyncio's pile of pending restarts (one per failed attempt) can surface a callback's
+    # error as well (seen in debug mode on a loaded machine); only its resource reports
+    # are compared.
+    for context in reports:
         assert set(context) == {"message", "exception", "socket"}
         assert context["message"] == "socket.accept() out of system resource"
         assert isinstance(context["exception"], OSError)

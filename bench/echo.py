@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,7 +41,7 @@ import time
 from typing import NamedTuple
 
 import serving
-from micro import cpu_model, probe, render
+from micro import machine_meta, probe, render
 from serving import HTTP_KINDS, LIMIT
 
 # What bench/servers/echo.py can run, and the limit server.
@@ -529,11 +528,7 @@ def main():
         else "not pinned"
     )
     meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpus": os.cpu_count(),
+        **machine_meta(),
         "loops": versions,
         "rounds": rounds,
         "quick": args.quick,

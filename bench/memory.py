@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from micro import cpu_model, probe, render
+from micro import cpu_model, machine_meta, probe, render
 
 LOOPS = ("asyncio", "ferroloop", "uvloop", "rloop", "rsloop", "veloxloop")
 OPTIONAL = ("rloop", "rsloop", "veloxloop")
@@ -406,11 +406,7 @@ def main():
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         meta = {
-            "date": time.strftime("%Y-%m-%d"),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_model": cpu_model(),
-            "cpus": os.cpu_count(),
+            **machine_meta(),
             "loops": versions,
             "rounds": rounds,
             "connections": connections,

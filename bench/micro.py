@@ -565,10 +565,7 @@ def main():
     header, rows, summary = summarize(samples, loops, target, unavailable)
     pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
     meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
+        **machine_meta(),
         "loops": versions,
         "rounds": rounds,
         "quick": args.quick,
@@ -576,7 +573,6 @@ def main():
         "seconds": round(clock() - t_start, 1),
         "notes": notes,
         "loadavg_start_end": load,
-        "cpus": os.cpu_count(),
     }
     print(
         f"\nPython {meta['python']} on {meta['platform']} ({meta['cpu_model']}, "
@@ -610,6 +606,17 @@ def main():
                 indent=1,
             )
     return 1 if fatal else 0
+
+
+def machine_meta():
+    """The figures every benchmark's JSON records about this machine and run."""
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def cpu_model():

@@ -14,19 +14,12 @@ use crate::py::{asyncio, call_with_loop_kw};
 #[ferroloop_macros::contained]
 #[pymethods]
 impl LoopCore {
-    /// A new `asyncio.Future` attached to this loop.
+    /// A new `asyncio.Future` attached to this loop: `Future(loop=self)`.
     ///
-    /// On the loop running in this thread, `Future()`: the future takes the
-    /// running loop, this one, as `Future(loop=self)` would, without the
-    /// keyword dict a type call builds for `loop=` (a future per awaited read
-    /// in a streams server).
+    /// Not `Future()`, even on the running loop: the future would look the
+    /// running loop up, and on 3.11 every lookup is a `getpid` system call.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let future = asyncio::future_type(py)?;
-        if asyncio::get_running_loop(py)?.call0()?.is(slf) {
-            return future.call0();
-        }
-        call_with_loop_kw(future, None, slf.as_any())
+        call_with_loop_kw(asyncio::future_type(slf.py())?, None, slf.as_any())
     }
 
     /// Wraps coroutine `coro` in a task scheduled on this loop.

@@ -148,7 +148,6 @@ pub mod asyncio {
     stdlib!(base_event_loop, "asyncio.base_events", "BaseEventLoop");
     stdlib!(buffered_protocol, "asyncio.protocols", "BufferedProtocol");
     stdlib!(protocol_type, "asyncio.protocols", "Protocol");
-    stdlib!(get_running_loop, "asyncio.events", "_get_running_loop");
 }
 
 /// A function from `ferroloop._format`, imported once.

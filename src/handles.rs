@@ -5,7 +5,7 @@
 //! runs in. Cancelling drops the callback and arguments at once (as asyncio
 //! does) so a cancelled long timer does not keep them alive until it is purged.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
@@ -14,6 +14,7 @@ use pyo3::types::{PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
+use crate::py::gc_track;
 use crate::py::{call_in_context, helpers};
 
 /// State a loop shares with its handles. It holds no Python objects, so a
@@ -25,6 +26,11 @@ pub struct LoopShared {
     /// Cancelled timers still in the heap (asyncio's `_timer_cancelled_count`).
     pub cancelled_timers: AtomicUsize,
 }
+
+/// `Handle::sheltered`: the handle itself is untracked.
+const SHELTERED: u8 = 1;
+/// `Handle::sheltered`: so is the context copy only the handle references.
+const CONTEXT_SHELTERED: u8 = 2;
 
 /// What a handle calls; `None` once cancelled.
 pub type Call = Option<(Py<PyAny>, Py<PyTuple>)>;
@@ -47,6 +53,9 @@ pub struct Handle {
     slots: GilCell<Slots>,
     /// Set by `cancel()`; a cancelled handle is skipped when its turn comes.
     cancelled: AtomicBool,
+    /// What is untracked by the collector while the handle waits in its
+    /// loop's queue (`loop_core::shelter`): `SHELTERED` bits.
+    sheltered: AtomicU8,
     /// In debug mode, the repr taken at cancel time (asyncio's `_repr`); a
     /// `str` object, one word where a `String` takes three.
     repr: GilCell<Option<Py<PyString>>>,
@@ -89,6 +98,7 @@ impl Handle {
                 context: Some(context),
             }),
             cancelled: AtomicBool::new(false),
+            sheltered: AtomicU8::new(0),
             repr: GilCell::new(None),
             source_traceback,
             shared,
@@ -113,6 +123,9 @@ impl Handle {
     /// Takes out what a run handle holds so it can be recycled; the caller
     /// drops the result once no borrow is held (a decref may run any code).
     pub fn empty(&self, py: Python<'_>) -> (Call, Option<Py<PyAny>>) {
+        if self.sheltered.swap(0, Ordering::Relaxed) & CONTEXT_SHELTERED != 0 {
+            self.track_context(py);
+        }
         let mut slots = self.slots.borrow_mut(py);
         (slots.call.take(), slots.context.take())
     }
@@ -120,6 +133,57 @@ impl Handle {
     /// Whether the handle recorded where it was created (debug mode).
     pub fn has_origin(&self) -> bool {
         self.source_traceback.is_some()
+    }
+
+    /// Untracks the handle, and the context copy only it references, as it
+    /// joins its loop's ready queue or timer heap (see `loop_core::shelter`).
+    pub(crate) fn shelter(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        if !gc_track::untrack(py, slf.as_ptr()) {
+            return;
+        }
+        let mut flags = SHELTERED;
+        if let Some(context) = this.slots.borrow(py).context.as_ref() {
+            // SAFETY: `context` is a live object the handle holds.
+            let unshared = unsafe { pyo3::ffi::Py_REFCNT(context.as_ptr()) } == 1;
+            if unshared && gc_track::untrack(py, context.as_ptr()) {
+                flags |= CONTEXT_SHELTERED;
+            }
+        }
+        this.sheltered.store(flags, Ordering::Relaxed);
+    }
+
+    /// Tracks again what [`Handle::shelter`] untracked.
+    pub(crate) fn release(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let flags = slf.get().sheltered.swap(0, Ordering::Relaxed);
+        if flags & CONTEXT_SHELTERED != 0 {
+            slf.get().track_context(py);
+        }
+        if flags & SHELTERED != 0 {
+            gc_track::track(py, slf.as_ptr());
+        }
+    }
+
+    /// Tracks the context again, before anything can drop it: CPython's
+    /// context deallocator unlinks it from the collector's lists unchecked.
+    fn track_context(&self, py: Python<'_>) {
+        if let Some(slots) = self.slots.try_borrow_unguarded() {
+            if let Some(context) = slots.context.as_ref() {
+                gc_track::track(py, context.as_ptr());
+            }
+        }
+    }
+
+    /// The context, if [`Handle::shelter`] untracked it, for the loop's
+    /// traverse (which runs without a `Python` token).
+    pub(crate) fn sheltered_context(&self) -> Option<*mut pyo3::ffi::PyObject> {
+        if self.sheltered.load(Ordering::Relaxed) & CONTEXT_SHELTERED == 0 {
+            return None;
+        }
+        let slots = self.slots.try_borrow_unguarded()?;
+        slots.context.as_ref().map(|c| c.as_ptr())
     }
 
     /// Whether `cancel()` was called.
@@ -220,9 +284,24 @@ impl Handle {
     }
 
     fn __clear__(&self) {
+        if self.sheltered.swap(0, Ordering::Relaxed) & CONTEXT_SHELTERED != 0 {
+            // SAFETY: the collector clears with the thread attached.
+            self.track_context(unsafe { Python::assume_attached() });
+        }
         // Dropped after the borrow ends, since a decref can run arbitrary code.
         let slots = self.slots.take_unguarded();
         drop(slots);
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if *self.sheltered.get_mut() & CONTEXT_SHELTERED != 0 {
+            // SAFETY: only a handle that became a Python object can be
+            // sheltered, and its contents are dropped by its `tp_dealloc`,
+            // with the thread attached.
+            self.track_context(unsafe { Python::assume_attached() });
+        }
     }
 }
 

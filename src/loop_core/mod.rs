@@ -18,6 +18,7 @@ pub(crate) mod poll_window;
 pub(crate) mod reader_api;
 pub mod readers;
 mod schedule;
+mod shelter;
 pub(crate) use schedule::install_raw_methods;
 mod spin;
 pub(crate) mod stats;
@@ -78,6 +79,24 @@ pub(crate) struct State {
     /// Run handles nobody else referenced, emptied, kept for the next
     /// `call_soon`: saves an allocation and a deallocation per callback.
     pool: Vec<Py<Handle>>,
+}
+
+impl Drop for State {
+    /// A loop dropped or cleared by the collector without `close()` tracks
+    /// its queued handles again on the way out (see `shelter`).
+    fn drop(&mut self) {
+        if self.ready.is_empty() && self.timers.len() == 0 {
+            return;
+        }
+        // SAFETY: `PyGILState_Check` has no preconditions.
+        if unsafe { pyo3::ffi::PyGILState_Check() } == 0 {
+            return;
+        }
+        // SAFETY: checked just above, this thread holds the GIL.
+        let py = unsafe { Python::assume_attached() };
+        shelter::release_all(py, &self.ready);
+        shelter::release_all(py, self.timers.iter());
+    }
 }
 
 /// The kernel objects the loop owns; dropped (closed) by `close()`.
@@ -230,6 +249,7 @@ impl LoopCore {
         for t in &gone {
             t.get().unschedule();
         }
+        shelter::release_all(py, &gone);
         self.stats.timers_dropped(gone.len());
         gone
     }
@@ -517,6 +537,7 @@ impl LoopCore {
                     .cancelled_timers
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
                 self.stats.timers_dropped(1);
+                shelter::release(timer.bind(py).as_super());
                 gone.push(timer);
             } else {
                 if fired == 0 {
@@ -586,6 +607,7 @@ impl LoopCore {
             let Some(handle) = this.state.borrow_mut(py).ready.pop_front() else {
                 break;
             };
+            shelter::release(handle.bind(py));
             let runs = !handle.get().is_cancelled();
             stats.dequeued(stats::address(handle.get()), runs);
             if !runs {
@@ -883,6 +905,8 @@ impl LoopCore {
         for t in &timers {
             t.get().unschedule();
         }
+        shelter::release_all(py, &ready);
+        shelter::release_all(py, &timers);
         let (regs, owners) = io;
         drop((ready, pool, timers, owners, sys));
         // Gives back the io references registrations held: a socket the
@@ -895,10 +919,10 @@ impl LoopCore {
             return Ok(());
         };
         for h in &st.ready {
-            visit.call(h)?;
+            shelter::visit(h, &visit)?;
         }
         for t in st.timers.iter() {
-            visit.call(t)?;
+            shelter::visit(t, &visit)?;
         }
         for h in st.io.handles() {
             visit.call(h.as_any())?;

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::types::{PyFloat, PyInt, PyTuple};
 
-use super::LoopCore;
+use super::{shelter, LoopCore};
 use crate::handles::{Handle, TimerHandle};
 use crate::panic_guard;
 use crate::py::fastcall::{self, CallbackArgs};
@@ -35,6 +35,7 @@ impl LoopCore {
         self.check_open()?;
         let handle = self.new_handle(py, callback, args, context)?;
         self.sample_enqueue(handle.get());
+        shelter::shelter(handle.bind(py));
         self.state.borrow_mut(py).ready.push_back(handle);
         Ok(())
     }
@@ -70,6 +71,7 @@ impl LoopCore {
         }
         let handle = this.new_handle(py, &call.callback, &call.args, call.context.as_ref())?;
         this.sample_enqueue(handle.get());
+        shelter::shelter(handle.bind(py));
         this.state.borrow_mut(py).ready.push_back(handle.clone_ref(py));
         if threadsafe {
             this.wake_from_thread(py);
@@ -111,6 +113,7 @@ impl LoopCore {
         let handle = this.make_handle(py, callback, args, context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when, when_obj.clone().unbind()));
         let timer = Py::new(py, init)?;
+        shelter::shelter(timer.bind(py).as_super());
         this.state.borrow_mut(py).timers.push(when, timer.clone_ref(py));
         this.stats.timer_scheduled();
         Ok(timer)

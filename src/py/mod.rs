@@ -4,6 +4,7 @@ pub mod buffer;
 pub mod dict_stamp;
 pub mod fastcall;
 pub mod filling_bytes;
+pub mod gc_track;
 pub mod slot_members;
 pub mod sockaddr;
 

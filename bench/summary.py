@@ -18,8 +18,9 @@ import statistics
 import sys
 
 from echo import compare_loops
+from memory import compare_kib, kib_figures
 from micro import GEOMEAN_BASE, loop_owned, loop_owned_metrics, summarize
-from ratios import compare, fmt_ratio
+from ratios import fmt_ratio
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # (metric, label): the micro rows the README shows.
@@ -86,30 +87,19 @@ def socket_rows(data, wanted, size=1024, connections=64):
 def memory_row(data):
     """(label, {base: comparison}) from memory.json: the base's KiB per connection over the
     target's, so above 1 the target uses less."""
-    meta = data["meta"]
+    meta, samples = data["meta"], data["samples"]
     target = meta.get("target", "ferroloop")
-
-    def figures(loop):
-        ms = data["samples"].get(loop, [])
-        ok = [(i, m) for i, m in enumerate(ms) if "failed" not in m]  # one per round
-        return [m["kib_per_conn"] for _, m in ok], [i for i, _ in ok]
-
-    if not figures(target)[0]:
+    if not kib_figures(samples, target)[0]:
         return None
-    words = ("less memory", "more memory")
-    comparisons = {}
-    for base in BASES:
-        (t, t_rounds), (b, b_rounds) = figures(target), figures(base)
-        comparisons[base] = compare(t, b, False, t_rounds, b_rounds, words)
+    comparisons = {b: compare_kib(samples, target, b, less_is_above=True) for b in BASES}
     kib = ", ".join(
-        f"{loop} {statistics.median(figures(loop)[0]):.2f}"
+        f"{loop} {statistics.median(figures):.2f}"
         for loop in (target, *BASES)
-        if figures(loop)[0]
+        if (figures := kib_figures(samples, loop)[0])
     )
     held = meta.get("connections")
     label = "memory per idle connection" + (f", {held:,} connections" if held else "")
-    label += f" (KiB: {kib})"
-    return label, comparisons
+    return label + f" (KiB: {kib})", comparisons
 
 
 def run_line(name, data):

@@ -296,7 +296,7 @@ def tally_text(verdicts, target, base="uvloop"):
     """'ferroloop vs uvloop over 36 rows: 30 faster, 4 level (within spread), 2 slower: ...'"""
     total = sum(map(len, verdicts.values()))
     counts = ", ".join(f"{len(verdicts[v])} {v}" for v in sorted(verdicts, key=VERDICTS.index))
-    text = f"{target} vs {base} over {total} rows: {counts}"
+    text = f"{target} vs {base} over {total} row{'s' if total != 1 else ''}: {counts}"
     behind = verdicts.get("slower", []) + verdicts.get(LEVEL, [])
     return text + (f"; not ahead in every round: {', '.join(behind)}." if behind else ".")
 

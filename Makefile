@@ -145,26 +145,28 @@ bench-quick: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --quick --markdown
 	$(BENCH_PY) bench/echo.py --http --quick --markdown
 
-# Micro, echo and http 5 rounds each, TLS echo 9 (its 64-connection rows vary most from round
-# to round). Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
+# Micro, echo and http 7 rounds each (the README's figures rest on at least 7), TLS echo 9
+# (its 64-connection rows vary most from round to round), memory 7 (a prerequisite: it runs
+# first). Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
 # rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
-# the README's chart. About 35 minutes on 2 CPUs.
+# the README's chart and its summary table. About 45 minutes on 2 CPUs.
 bench: bench-venv loadgen
-	$(BENCH_PY) bench/micro.py --rounds 5 --markdown --json bench/results/micro.json --readme docs/benchmarks.md
-	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
-	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/micro.py --rounds 7 --markdown --json bench/results/micro.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --rounds 7 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --http --rounds 7 --markdown --json bench/results/http.json --readme docs/benchmarks.md
 	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme docs/benchmarks.md
 	$(MAKE) bench-chart
+	$(MAKE) bench-summary
 
 bench-http: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --http --rounds 5 --markdown --json bench/results/http.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --http --rounds 7 --markdown --json bench/results/http.json --readme docs/benchmarks.md
 
 # Server memory per idle connection (bench/memory.py): a Protocol echo server holding
-# 10,000 idle loopback connections on asyncio, ferroloop, uvloop and rloop, 5 interleaved
+# 10,000 idle loopback connections on asyncio, ferroloop, uvloop and rloop, 7 interleaved
 # rounds, about a minute; `make bench` and `make bench-quick` (2,000 connections) run it.
 .PHONY: bench-memory
 bench-memory: bench-venv
-	$(BENCH_PY) bench/memory.py --markdown --json bench/results/memory.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/memory.py --rounds 7 --markdown --json bench/results/memory.json --readme docs/benchmarks.md
 
 .PHONY: bench-memory-quick
 bench-memory-quick: bench-venv
@@ -177,8 +179,15 @@ bench-quick: bench-memory-quick
 bench-chart: $(BENCH_STAMP)
 	$(BENCH_PY) bench/chart.py --out bench/results/bench.png $(wildcard $(addprefix bench/results/,micro.json echo.json http.json echo-tls.json))
 
+# The README's "How fast" table (between its bench:summary markers) from bench/results'
+# micro, echo, http and memory files: a few rows of each with their spread, and the micro
+# suite's loop-owned geomean (bench/summary.py). `make bench` runs it last.
+.PHONY: bench-summary
+bench-summary: $(BENCH_STAMP)
+	$(BENCH_PY) bench/summary.py --readme README.md
+
 bench-echo: bench-venv loadgen
-	$(BENCH_PY) bench/echo.py --rounds 5 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
+	$(BENCH_PY) bench/echo.py --rounds 7 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md
 
 bench-tls: bench-venv loadgen
 	$(BENCH_PY) bench/echo.py --tls --rounds 9 --markdown --json bench/results/echo-tls.json --readme docs/benchmarks.md

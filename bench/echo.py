@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import serving
 from micro import machine_meta, probe, render
+from ratios import LEVEL, compare, fmt_ratio
 from serving import HTTP_KINDS, LIMIT
 
 # What bench/servers/echo.py can run, and the limit server.
@@ -173,6 +174,7 @@ def run_rounds(
                     m = serving.measure(loadgen, loop, *row[:4], timing, cpus, workdir, **extra)
                     if m["status"] == "n/a":
                         unavailable[(loop, kind, transport, row.tls)] = m["reason"]
+                m["round"] = r  # pairs it with the other loops' figures of this round
                 results[row][loop].append(m)
                 if m["status"] == "ok":
                     cells.append(f"{loop} {fmt_rate(m['result']['requests_per_s'])}")
@@ -185,14 +187,33 @@ def run_rounds(
     return results
 
 
+def ok_rates(ms):
+    """([requests/s], [round]) of a loop's measurements that succeeded. A measurement made
+    before the round was recorded (older JSON) takes its position: every round appends one
+    per loop, and a skipped optional loop only stops appending."""
+    ok = [(i, m) for i, m in enumerate(ms) if m["status"] == "ok"]
+    return [m["result"]["requests_per_s"] for _, m in ok], [m.get("round", i) for i, m in ok]
+
+
+def compare_loops(per_loop, target, base):
+    """ratios.compare of the target's requests/s against the base's, paired by round."""
+    if target not in per_loop or base not in per_loop:
+        return None
+    (t, t_rounds), (b, b_rounds) = ok_rates(per_loop[target]), ok_rates(per_loop[base])
+    return compare(t, b, True, t_rounds, b_rounds)
+
+
 def summarize(results, loops, target):
     """Table rows and a JSON summary. Cells: median req/s (min-max); ratios of medians,
-    above 1 meaning the target serves more; each loop's share of the limit server's median;
-    server CPU µs per request (median)."""
+    above 1 meaning the target serves more, with the range of the per-round ratios, and
+    the verdict against uvloop; each loop's share of the limit server's median; server CPU
+    µs per request (median)."""
     bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
+    judged = [b for b in bases if b == "uvloop"]
     shares = [loop for loop in loops if loop != LIMIT] if LIMIT in loops else []
     header = ["server", "transport", "size", "conns", *loops]
-    header += [f"{target}/{b}" for b in bases] + [f"{loop}/{LIMIT}" for loop in shares]
+    header += [f"{target}/{b}" for b in bases] + [f"{target} vs {b}" for b in judged]
+    header += [f"{loop}/{LIMIT}" for loop in shares]
     header += [f"CPU µs/req {loop}" for loop in loops]
     rows, summary, reasons = [], [], {}
     for key, per_loop in results.items():
@@ -200,7 +221,7 @@ def summarize(results, loops, target):
         med, cells, cpu_cells, entry = {}, [], [], {}
         for loop in loops:
             ms = per_loop[loop]
-            rates = [m["result"]["requests_per_s"] for m in ms if m["status"] == "ok"]
+            rates = ok_rates(ms)[0]
             cpus = [
                 m["result"]["server_cpu_us_per_request"]
                 for m in ms
@@ -226,10 +247,9 @@ def summarize(results, loops, target):
                 "n/a": na,
                 "measurements": ms,
             }
-        ratios = []
-        for b in bases:
-            ok = med.get(target) and med.get(b)
-            ratios.append(f"{med[target] / med[b]:.2f}x" if ok else "-")
+        compared = {b: compare_loops(per_loop, target, b) for b in bases}
+        ratios = [fmt_ratio(compared[b]) for b in bases]
+        ratios += [(compared[b] or {}).get("verdict") or "-" for b in judged]
         for loop in shares:
             ok = med.get(loop) and med.get(LIMIT)
             ratios.append(f"{med[loop] / med[LIMIT]:.0%}" if ok else "-")
@@ -238,7 +258,8 @@ def summarize(results, loops, target):
         shape = {"server": kind, "transport": transport, "size": size, "connections": conns}
         if key.tls:
             shape |= {"tls": True, "reconnect": key.reconnect}
-        summary.append(shape | {"loops": entry})
+        kept = {b: c for b, c in compared.items() if c}
+        summary.append(shape | {"loops": entry, "ratios": kept})
     notes = [
         f"{loop} n/a ({', '.join(sorted(set(where)))}): {why}"
         for (loop, why), where in reasons.items()
@@ -256,6 +277,28 @@ def summarize(results, loops, target):
             "are saturated and the row compares loops less sharply"
         )
     return header, rows, summary, notes
+
+
+VERDICTS = ("faster", LEVEL, "slower")  # the order tally_text counts them in
+
+
+def tally(results, summary, base="uvloop"):
+    """{verdict: [row label]} of the target against `base`, over the rows that have one."""
+    out = {}
+    for key, entry in zip(results, summary, strict=True):
+        c = entry.get("ratios", {}).get(base)
+        if c and c["verdict"]:
+            out.setdefault(c["verdict"], []).append(key.label())
+    return out
+
+
+def tally_text(verdicts, target, base="uvloop"):
+    """'ferroloop vs uvloop over 36 rows: 30 faster, 4 level (within spread), 2 slower: ...'"""
+    total = sum(map(len, verdicts.values()))
+    counts = ", ".join(f"{len(verdicts[v])} {v}" for v in sorted(verdicts, key=VERDICTS.index))
+    text = f"{target} vs {base} over {total} row{'s' if total != 1 else ''}: {counts}"
+    behind = verdicts.get("slower", []) + verdicts.get(LEVEL, [])
+    return text + (f"; not ahead in every round: {', '.join(behind)}." if behind else ".")
 
 
 def negotiated(results):
@@ -530,6 +573,7 @@ def main():
     meta = {
         **machine_meta(),
         "loops": versions,
+        "target": target,
         "rounds": rounds,
         "quick": args.quick,
         "warmup_s": timing[0],
@@ -552,7 +596,11 @@ def main():
         + ". Servers' glibc malloc: "
         + ("mmap threshold 4 MiB, trim threshold 8 MiB" if args.malloc == "fixed" else "defaults")
         + ". Cells: requests/s, median over rounds (min–max); ratios of medians, above 1 means "
-        f"{target} serves more; CPU: server CPU time per request. "
+        f"{target} serves more, then in brackets the lowest and highest of the per-round ratios "
+        "(the rounds interleave, so each round's figures pair up); "
+        f"`{target} vs uvloop`: faster if every round's ratio is above 1, slower if every one is "
+        "below, else level (within spread): the difference is within the run's noise; "
+        "CPU: server CPU time per request. "
     )
     if LIMIT in loops:
         caption += (
@@ -585,9 +633,13 @@ def main():
     for note in notes:
         print("note:", note)
     text = ""
+    verdicts = tally(results, summary)
     if table_rows:
         text = render(header, table_rows, True)
         print("\n" + render(header, table_rows, args.markdown))
+        if verdicts:
+            print("\n" + tally_text(verdicts, target))
+            text += "\n\n" + tally_text(verdicts, target)
     if syscalls:
         sc_header, sc_rows = syscall_rows(syscalls, loops)
         sc_caption = (
@@ -612,7 +664,13 @@ def main():
         }
         with open(args.json, "w") as f:
             json.dump(
-                {"meta": meta, "rows": summary, "syscalls": counted, "failures": failures},
+                {
+                    "meta": meta,
+                    "rows": summary,
+                    "verdicts": verdicts,
+                    "syscalls": counted,
+                    "failures": failures,
+                },
                 f,
                 indent=1,
             )

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 
+from ratios import compare, fmt_ratio, geomean
 from servers.echo import describe  # the servers' account of a NotImplementedError
 
 clock = time.perf_counter
@@ -346,6 +347,17 @@ METRICS = {  # metric: (unit, ratio shown). Lower is better, except for sleep pr
     "udp_1k": ("µs/round trip", True),
     "subprocess": ("µs/spawn+wait", True),
 }
+# The rows with a ratio that are not a cost the loop owns: idle wake-ups are a rate the
+# benchmark's sleep(1) fixes (every loop reads 1 a second). The loop-owned geomean leaves
+# them out.
+NOT_COSTS = ("idle_wakeups",)
+# The loop-owned geomean's base, and the ratio below which a row is listed under it.
+GEOMEAN_BASE, GEOMEAN_FLOOR = "uvloop", 1.2
+
+
+def loop_owned_metrics():
+    """The rows the loop-owned geomean covers: every row with a ratio but NOT_COSTS."""
+    return [m for m, (_, ratio) in METRICS.items() if ratio and m not in NOT_COSTS]
 
 
 def new_loop(name):
@@ -445,12 +457,16 @@ def bench_of(metric):
     )
 
 
-def summarize(samples, loops, target, unavailable=None):
-    """Table rows: metric, unit, 'median (min-max)' per loop, then target/base ratios.
-    `unavailable`: {(loop, benchmark): reason}; those cells read n/a."""
+def summarize(samples, loops, target, unavailable=None, rounds_of=None):
+    """Table rows: metric, unit, 'median (min-max)' per loop, then the target's speed against
+    each base: the base's median over the target's (above 1 the target is faster, or lower),
+    with the range of the per-round ratios. `unavailable`: {(loop, benchmark): reason}; those
+    cells read n/a. `rounds_of`: {loop: {metric: [round of each sample]}}, to pair samples by
+    round (without it they pair by position). Returns header, rows, summary (per metric and
+    loop: median, min, max, n) and ratios ({metric: {base: ratios.compare(...)}})."""
     bases = [b for b in ("asyncio", "uvloop") if b in loops and b != target and target]
-    header = ["benchmark", "unit", *loops, *(f"{target}/{b}" for b in bases)]
-    rows, summary = [], {}
+    header = ["benchmark", "unit", *loops, *(f"{target}/{b} speed" for b in bases)]
+    rows, summary, ratios = [], {}, {}
     for metric, (unit, ratio) in METRICS.items():
         med = {}
         cells = [metric, unit]
@@ -471,10 +487,72 @@ def summarize(samples, loops, target, unavailable=None):
         if not med:
             continue
         for base in bases:
-            ok = ratio and med.get(target) is not None and med.get(base)
-            cells.append(f"{med[target] / med[base]:.2f}x" if ok else "-")
+            c = None
+            if ratio and target in med and base in med:
+                c = compare(
+                    samples[target][metric],
+                    samples[base][metric],
+                    False,  # times, CPU and rates: lower is better
+                    *sample_rounds(rounds_of, samples, (target, base), metric),
+                )
+            if c:
+                ratios.setdefault(metric, {})[base] = c
+            cells.append(fmt_ratio(c))
         rows.append(cells)
-    return header, rows, summary
+    return header, rows, summary, ratios
+
+
+def sample_rounds(rounds_of, samples, loops, metric):
+    """Each loop's list of rounds for `metric`, or Nones to pair by position."""
+    if rounds_of is None:
+        return [None] * len(loops)
+    got = [rounds_of.get(loop, {}).get(metric) for loop in loops]
+    ok = all(
+        r is not None and len(r) == len(samples[loop][metric])
+        for loop, r in zip(loops, got, strict=True)
+    )
+    return got if ok else [None] * len(loops)
+
+
+def loop_owned(ratios, base=GEOMEAN_BASE, floor=GEOMEAN_FLOOR):
+    """The geometric mean of the target's speed against `base` over the loop-owned rows
+    this run measured, the range of the per-round geomeans (rounds where every such row has
+    both figures), and the rows below `floor`. None without any such row."""
+    rows = {m: ratios[m][base] for m in loop_owned_metrics() if base in ratios.get(m, {})}
+    if not rows:
+        return None
+    by_round = {}
+    for c in rows.values():
+        for r, v in zip(c["rounds"], c["per_round"], strict=True):
+            by_round.setdefault(r, []).append(v)
+    per_round = [geomean(v) for v in by_round.values() if len(v) == len(rows)]
+    return {
+        "base": base,
+        "geomean": geomean(c["ratio"] for c in rows.values()),
+        "round_min": min(per_round, default=None),
+        "round_max": max(per_round, default=None),
+        "per_round": per_round,
+        "metrics": list(rows),
+        "floor": floor,
+        "below_floor": {m: c["ratio"] for m, c in rows.items() if c["ratio"] < floor},
+    }
+
+
+def loop_owned_text(lo, target):
+    """One paragraph on the loop-owned geomean, for the text and markdown output."""
+    if lo is None:
+        return f"loop-owned geomean: no row with both {target} and {GEOMEAN_BASE} figures"
+    spread = ""
+    if lo["round_min"] is not None and len(lo["per_round"]) > 1:
+        spread = f" (per-round geomeans {lo['round_min']:.2f}-{lo['round_max']:.2f})"
+    below = ", ".join(f"{m} {v:.2f}x" for m, v in lo["below_floor"].items()) or "none"
+    return (
+        f"Loop-owned costs, {target} against {lo['base']}: geometric mean of the speed ratios "
+        f"{lo['geomean']:.2f}x{spread} over {len(lo['metrics'])} rows "
+        f"({', '.join(lo['metrics'])}; not idle_wakeups, a rate the benchmark's sleep(1) "
+        f"fixes, nor the sleep-precision rows, which have no ratio). "
+        f"Rows below {lo['floor']:.1f}x {lo['base']}: {below}."
+    )
 
 
 def render(header, rows, markdown):
@@ -531,6 +609,7 @@ def main():
         print("note:", note, file=sys.stderr)
 
     samples = {loop: {} for loop in loops}
+    rounds_of = {loop: {} for loop in loops}  # the round of each sample, to pair them
     failures, fatal = [], False
     unavailable = {}  # (loop, bench): reason; not measured again
     given_up = set()  # (loop, bench) that failed on an OPTIONAL loop; not measured again
@@ -559,14 +638,17 @@ def main():
                     continue
                 for metric, value in metrics.items():
                     samples[loop].setdefault(metric, []).append(value)
+                    rounds_of[loop].setdefault(metric, []).append(r)
         print(f"round {r + 1}/{rounds} done ({clock() - t_start:.0f} s)", file=sys.stderr)
 
     load.append(os.getloadavg()[0])
-    header, rows, summary = summarize(samples, loops, target, unavailable)
+    header, rows, summary, ratios = summarize(samples, loops, target, unavailable, rounds_of)
+    lo = loop_owned(ratios) if target != GEOMEAN_BASE else None
     pin = f"pinned to CPU {cpu}" if cpu is not None else "not pinned"
     meta = {
         **machine_meta(),
         "loops": versions,
+        "target": target,
         "rounds": rounds,
         "quick": args.quick,
         "pinned_cpu": cpu,
@@ -582,9 +664,15 @@ def main():
     print("loops: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     for note in notes:
         print("note:", note)
-    print("cells: median over rounds (min-max); ratios < 1 mean the target is faster/lower\n")
+    print(
+        f"cells: median over rounds (min-max); {target}/LOOP speed: LOOP's median over "
+        f"{target}'s (above 1 {target} is faster or lower), then the lowest-highest of the "
+        "per-round ratios (rounds interleave, so round r's figures pair up)\n"
+    )
     table = render(header, rows, args.markdown)
     print(table)
+    if lo is not None or target != GEOMEAN_BASE:
+        print("\n" + loop_owned_text(lo, target))
     if args.readme:
         from readme import update_readme
 
@@ -592,16 +680,36 @@ def main():
             f"Python {meta['python']}, {meta['cpu_model']} ({meta['cpus']} CPUs), {pin}; "
             f"{rounds} interleaved rounds, {time.strftime('%Y-%m-%d')}; loops: "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
-            + ". Cells: median over rounds (min–max). Generated by `make bench`."
+            + ". Cells: median over rounds (min–max). "
+            f"`{target}/LOOP speed`: LOOP's median time over {target}'s, so above 1 {target} is "
+            "faster (for idle_cpu: burns less CPU), then in brackets the lowest and highest of "
+            "the per-round ratios (the rounds interleave, so each round's figures pair up): "
+            "where that range straddles 1, the difference is within the run's noise. "
+            f"Under the table, the loop-owned geomean: the geometric mean of the "
+            f"{target}/{GEOMEAN_BASE} speed ratios over every row with a ratio except "
+            "idle_wakeups (a rate the benchmark's sleep(1) fixes, not a cost), with the range "
+            "of the per-round geomeans, and the rows below "
+            f"{GEOMEAN_FLOOR:.1f}x {GEOMEAN_BASE}. Generated by `make bench`."
         )
-        update_readme(args.readme, "micro", caption + "\n\n" + render(header, rows, True))
+        text = caption + "\n\n" + render(header, rows, True)
+        if lo is not None or target != GEOMEAN_BASE:
+            text += "\n\n" + loop_owned_text(lo, target)
+        update_readme(args.readme, "micro", text)
     for failure in failures:
         print("failed:", failure)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(
-                {"meta": meta, "summary": summary, "samples": samples, "failures": failures},
+                {
+                    "meta": meta,
+                    "summary": summary,
+                    "ratios": ratios,
+                    "loop_owned": lo,
+                    "samples": samples,
+                    "sample_rounds": rounds_of,
+                    "failures": failures,
+                },
                 f,
                 indent=1,
             )

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 venv=.venv-valgrind
 logs=target/valgrind/logs
-tests=${VALGRIND_TESTS:-tests/test_callbacks.py tests/test_timers.py tests/test_handle_reuse.py \
+tests=${VALGRIND_TESTS:-tests/test_callbacks.py tests/test_timers.py tests/test_handle_reuse.py tests/test_gc_shelter.py \
 tests/test_exceptions.py tests/test_sock_ops.py tests/test_udp.py tests/test_readers.py}
 # Python 3.12 when installed: pyenv's 3.11 (built with -O3) reads an uninitialised digit
 # in int.from_bytes (importlib calls it for every .pyc), and memcheck then flags each use

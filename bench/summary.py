@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 
-from echo import compare_loops
+from echo import LIMIT, compare_loops, ok_rates
 from memory import compare_kib, kib_figures
 from micro import GEOMEAN_BASE, loop_owned, loop_owned_metrics, summarize
 from ratios import fmt_ratio
@@ -82,6 +82,34 @@ def socket_rows(data, wanted, size=1024, connections=64):
             per_loop = {k: v["measurements"] for k, v in found[server]["loops"].items()}
             rows.append((label, {b: compare_loops(per_loop, target, b) for b in BASES}))
     return rows
+
+
+def limit_line(data, servers=("streams", "protocol"), size=1024, connections=64):
+    """How much of the plain-Rust limit server's requests/s the target and uvloop reach on
+    the `servers`' TCP rows, from echo.json; None without limit figures."""
+    target = data["meta"].get("target", "ferroloop")
+    parts = []
+    for row in data["rows"]:
+        if (row["server"], row["transport"], row["size"], row["connections"]) not in {
+            (server, "tcp", size, connections) for server in servers
+        } or row.get("tls"):
+            continue
+        loops = row["loops"]
+        limit = ok_rates(loops.get(LIMIT, {}).get("measurements", []))[0]
+        if not limit:
+            continue
+        shares = []
+        for loop in (target, "uvloop"):
+            rates = ok_rates(loops.get(loop, {}).get("measurements", []))[0]
+            if rates:
+                shares.append(f"{loop} {statistics.median(rates) / statistics.median(limit):.0%}")
+        parts.append(f"{row['server']} {', '.join(shares)}")
+    if not parts:
+        return None
+    return (
+        f"**Share of the limit server** (plain-Rust epoll echo, no Python; TCP, "
+        f"{size // 1024} KiB, {connections} connections, medians): " + "; ".join(parts) + "."
+    )
 
 
 def memory_row(data):
@@ -152,6 +180,8 @@ def build(paths, target="ferroloop"):
         "tables are in docs/benchmarks.md."
     )
     text = caption + "\n\n" + table
+    if data.get("echo") and (line := limit_line(data["echo"])):
+        text += "\n\n" + line
     if lo:
         text += "\n\n" + geomean_line(lo, target)
     elif data.get("micro"):

@@ -149,7 +149,7 @@ bench-quick: bench-venv loadgen
 # (its 64-connection rows vary most from round to round), memory 7 (a prerequisite: it runs
 # first). Micro: every loop that imports; echo and TLS echo: asyncio, ferroloop, uvloop,
 # rloop and (plain echo) the limit server (bench/README.md says why); http: every loop. Then
-# the README's chart and its summary table. About 45 minutes on 2 CPUs.
+# the README's chart and its summary table. About 40 minutes on 2 CPUs.
 bench: bench-venv loadgen
 	$(BENCH_PY) bench/micro.py --rounds 7 --markdown --json bench/results/micro.json --readme docs/benchmarks.md
 	$(BENCH_PY) bench/echo.py --rounds 7 --markdown --syscalls --json bench/results/echo.json --readme docs/benchmarks.md

@@ -829,6 +829,34 @@ def test_extra_info_dict(loop, run, kind, tmp_path):
         assert looked_up == extra
 
 
+def test_peername_is_one_object(loop, run, kind, tmp_path):
+    """Every lookup of an accepted or a connecting transport's peer address, by
+    get_extra_info or through ``_extra``, gives the same object, before and after close."""
+    accepted = net.Factory(loop)
+
+    async def main():
+        async with await net.start_server(loop, kind, accepted, tmp_path) as server:
+            client, proto = await net.connect(
+                loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
+            )
+            server_side = await accepted.nth(0)
+            results = []
+            for t in (server_side.transport, client):
+                first = t.get_extra_info("peername")
+                results.append(
+                    (first, t.get_extra_info("peername") is first, t._extra["peername"] is first)
+                )
+            client.close()
+            await server_side.lost
+            for t, (first, _, _) in zip((server_side.transport, client), results, strict=True):
+                assert t.get_extra_info("peername") is first
+            return results
+
+    for peer, same_again, same_in_dict in run(main()):
+        assert same_again and same_in_dict
+        assert peer is not None
+
+
 def test_extra_info_socket_first_asked_after_close(loop, run, kind, tmp_path):
     """A transport whose ``socket`` entry nobody read while it was open still has it
     after closing: asyncio's TransportSocket of the closed socket."""

@@ -226,10 +226,25 @@ impl SocketTransportCore {
             return Ok(dict.bind(py).get_item(name)?.map(Bound::unbind));
         }
         name.hash()?;
-        if ExtraInfo::is_socket_key(name) {
+        if ExtraInfo::is_key(name, "socket") {
             self.make_socket_info(py)?;
         }
+        if ExtraInfo::is_key(name, "peername") {
+            self.make_peer_tuple(py)?;
+        }
         Ok(self.inner.borrow(py).extra.field(py, name))
+    }
+
+    /// Makes the peer address's tuple if it is kept as parts (see
+    /// `extra_info`), with no borrow held while it is allocated.
+    fn make_peer_tuple(&self, py: Python<'_>) -> PyResult<()> {
+        let parts = self.inner.borrow(py).extra.peer_parts(py);
+        if let Some(parts) = parts {
+            let tuple = super::extra_info::peer_tuple(py, parts)?;
+            let kept = self.inner.borrow_mut(py).extra.keep_peer(py, tuple);
+            drop(kept);
+        }
+        Ok(())
     }
 
     /// Makes the extra info's `socket` entry if it lacks it and the socket
@@ -1205,7 +1220,7 @@ impl SocketTransportCore {
                 dict.set_item(intern!(py, "peername"), peername)?;
             }
             None => {
-                let old = self.inner.borrow_mut(py).extra.set_fields(sockname, peername);
+                let old = self.inner.borrow_mut(py).extra.set_fields(py, sockname, peername);
                 drop(old);
             }
         }
@@ -1312,6 +1327,7 @@ impl SocketTransportCore {
     #[getter]
     fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         self.make_socket_info(py)?;
+        self.make_peer_tuple(py)?;
         self.inner.borrow_mut(py).extra.make_dict(py)
     }
 

@@ -767,6 +767,8 @@ def test_get_extra_info(loop, run, pair, kind):
 
 
 def test_server_side_extra_info(loop, run, kind, tmp_path):
+    """Each end's peer address is the other's local one, and it is one object whether
+    looked up again, through ``_extra`` or after close, as asyncio keeps the one it got."""
     accepted = net.Factory(loop)
 
     async def main():
@@ -775,19 +777,26 @@ def test_server_side_extra_info(loop, run, kind, tmp_path):
                 loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
             )
             server_side = await accepted.nth(0)
+            ends = (server_side.transport, transport)
+            peers = [t.get_extra_info("peername") for t in ends]
             result = (
-                server_side.transport.get_extra_info("peername"),
+                peers[0],
                 transport.get_extra_info("sockname"),
                 server_side.transport.get_extra_info("sockname"),
-                transport.get_extra_info("peername"),
+                peers[1],
             )
+            pairs = list(zip(ends, peers, strict=True))
+            same = [t.get_extra_info("peername") is p for t, p in pairs]
+            same += [t._extra["peername"] is p for t, p in pairs]
             transport.close()
             await server_side.lost
-            return result
+            same += [t.get_extra_info("peername") is p for t, p in pairs]
+            return result, same
 
-    server_peer, client_name, server_name, client_peer = run(main())
+    (server_peer, client_name, server_name, client_peer), same = run(main())
     assert server_peer == client_name
     assert client_peer == server_name
+    assert all(same)
 
 
 def test_extra_info_dict(loop, run, kind, tmp_path):
@@ -827,34 +836,6 @@ def test_extra_info_dict(loop, run, kind, tmp_path):
     for looked_up, extra in zip(before, dicts, strict=True):
         assert looked_up.pop("unhashable") == "TypeError"
         assert looked_up == extra
-
-
-def test_peername_is_one_object(loop, run, kind, tmp_path):
-    """Every lookup of an accepted or a connecting transport's peer address, by
-    get_extra_info or through ``_extra``, gives the same object, before and after close."""
-    accepted = net.Factory(loop)
-
-    async def main():
-        async with await net.start_server(loop, kind, accepted, tmp_path) as server:
-            client, proto = await net.connect(
-                loop, kind, lambda: net.RecordingProtocol(loop), net.address_of(server)
-            )
-            server_side = await accepted.nth(0)
-            results = []
-            for t in (server_side.transport, client):
-                first = t.get_extra_info("peername")
-                results.append(
-                    (first, t.get_extra_info("peername") is first, t._extra["peername"] is first)
-                )
-            client.close()
-            await server_side.lost
-            for t, (first, _, _) in zip((server_side.transport, client), results, strict=True):
-                assert t.get_extra_info("peername") is first
-            return results
-
-    for peer, same_again, same_in_dict in run(main()):
-        assert same_again and same_in_dict
-        assert peer is not None
 
 
 def test_extra_info_socket_first_asked_after_close(loop, run, kind, tmp_path):

@@ -371,9 +371,7 @@ def main():
     header += [
         f"ferroloop/{b}" for b in ("asyncio", "uvloop") if "ferroloop" in loops and b in loops
     ]
-    per_loop = {
-        loop: [m["kib_per_conn"] for m in ms if "failed" not in m] for loop, ms in samples.items()
-    }
+    per_loop = {loop: kib_figures(samples, loop)[0] for loop in samples}
     row = ["protocol, idle", f"{connections:,}", *(cell(per_loop[loop]) for loop in loops)]
     for b in header[2 + len(loops) :]:
         base = b.split("/")[1]

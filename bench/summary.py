@@ -65,10 +65,10 @@ def micro_rows(data):
     return rows, loop_owned(ratios) if target != GEOMEAN_BASE else None
 
 
-def socket_rows(data, wanted, size=1024, connections=64):
-    """[(label, {base: comparison})] of the `wanted` servers' TCP rows, from echo/http.json."""
-    target = data["meta"].get("target", "ferroloop")
-    found = {
+def tcp_rows(data, size, connections):
+    """{server: row} of the plain (not TLS) TCP rows of one size and connection count, from
+    echo/http.json."""
+    return {
         row["server"]: row
         for row in data["rows"]
         if row["transport"] == "tcp"
@@ -76,6 +76,12 @@ def socket_rows(data, wanted, size=1024, connections=64):
         and row["connections"] == connections
         and not row.get("tls")
     }
+
+
+def socket_rows(data, wanted, size=1024, connections=64):
+    """[(label, {base: comparison})] of the `wanted` servers' TCP rows, from echo/http.json."""
+    target = data["meta"].get("target", "ferroloop")
+    found = tcp_rows(data, size, connections)
     rows = []
     for server, label in wanted:
         if server in found:
@@ -88,13 +94,12 @@ def limit_line(data, servers=("streams", "protocol"), size=1024, connections=64)
     """How much of the plain-Rust limit server's requests/s the target and uvloop reach on
     the `servers`' TCP rows, from echo.json; None without limit figures."""
     target = data["meta"].get("target", "ferroloop")
+    found = tcp_rows(data, size, connections)
     parts = []
-    for row in data["rows"]:
-        if (row["server"], row["transport"], row["size"], row["connections"]) not in {
-            (server, "tcp", size, connections) for server in servers
-        } or row.get("tls"):
+    for server in servers:
+        if server not in found:
             continue
-        loops = row["loops"]
+        loops = found[server]["loops"]
         limit = ok_rates(loops.get(LIMIT, {}).get("measurements", []))[0]
         if not limit:
             continue
@@ -103,7 +108,7 @@ def limit_line(data, servers=("streams", "protocol"), size=1024, connections=64)
             rates = ok_rates(loops.get(loop, {}).get("measurements", []))[0]
             if rates:
                 shares.append(f"{loop} {statistics.median(rates) / statistics.median(limit):.0%}")
-        parts.append(f"{row['server']} {', '.join(shares)}")
+        parts.append(f"{server} {', '.join(shares)}")
     if not parts:
         return None
     return (

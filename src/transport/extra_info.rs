@@ -204,14 +204,16 @@ impl ExtraInfo {
         self.peername.parts(py)
     }
 
-    /// Keeps `tuple` as the peer address if it is still kept as parts, so
-    /// every lookup from now on answers with this same object; returns the
-    /// entry (another call may have made it meanwhile).
-    pub(super) fn keep_peer(&mut self, py: Python<'_>, tuple: Py<PyAny>) -> Option<Py<PyAny>> {
+    /// Keeps `tuple` as the peer address if it is still kept as parts (a call
+    /// made meanwhile may have kept its own), so every lookup from now on
+    /// answers with one object. Gives `tuple` back when it was not kept, for
+    /// the caller to drop once no borrow is held.
+    pub(super) fn keep_peer(&mut self, tuple: Py<PyAny>) -> Option<Py<PyAny>> {
         if let Peer::Inet(..) = self.peername {
             self.peername = Peer::Object(tuple);
+            return None;
         }
-        self.peername.object(py)
+        Some(tuple)
     }
 
     /// The dict, built from the fields the first time it is asked for.

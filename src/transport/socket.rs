@@ -241,8 +241,8 @@ impl SocketTransportCore {
         let parts = self.inner.borrow(py).extra.peer_parts(py);
         if let Some(parts) = parts {
             let tuple = super::extra_info::peer_tuple(py, parts)?;
-            let kept = self.inner.borrow_mut(py).extra.keep_peer(py, tuple);
-            drop(kept);
+            let unused = self.inner.borrow_mut(py).extra.keep_peer(tuple);
+            drop(unused);
         }
         Ok(())
     }

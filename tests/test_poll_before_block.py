@@ -3,7 +3,9 @@
 ferroloop polls for a few microseconds before it blocks when the last events came back
 quickly (src/loop_core/spin.rs). None of that may be visible: every byte arrives once and
 in order, timers never fire early, Ctrl-C still interrupts, and a loop whose peer is slow
-does not burn its CPU waiting. Each case runs on asyncio too, with the same outcome.
+does not burn its CPU waiting. Each case runs on asyncio too, with the same outcome, and
+the loop cases run twice: with every CPU, and with the loop and its peer thread pinned to
+one CPU, where ferroloop's poll yields the CPU between checks instead of spinning.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ async def ping_pong(loop, sock: socket.socket, rounds: int, seed: int = 0) -> in
     return total
 
 
+@pytest.fixture(params=["all-cpus", "one-cpu"])
+def cpus(request):
+    """Every CPU, or one: the thread that makes the loop, and every thread it starts
+    (each echo peer), run on a single CPU. Requested before `loop`, so the loop chooses
+    its poll window under that affinity."""
+    before = os.sched_getaffinity(0)
+    if request.param == "one-cpu":
+        os.sched_setaffinity(0, {min(before)})
+    try:
+        yield request.param
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def echo_pair(delay: float = 0.0) -> tuple[socket.socket, EchoPeer]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
@@ -61,7 +77,10 @@ def echo_pair(delay: float = 0.0) -> tuple[socket.socket, EchoPeer]:
 
 
 @pytest.mark.timeout(60)
-def test_a_fast_peer_gets_every_byte_once_and_in_order(loop, run):
+def test_a_fast_peer_gets_every_byte_once_and_in_order(cpus, loop, run):
+    window = getattr(loop, "_poll_window", None)
+    if cpus == "one-cpu" and window is not None and "quota" not in window[1]:
+        assert "yielding" in window[1], window  # the peer thread shares this CPU
     sock, peer = echo_pair()
     with sock:
         total = run(ping_pong(loop, sock, 3000))
@@ -70,7 +89,7 @@ def test_a_fast_peer_gets_every_byte_once_and_in_order(loop, run):
 
 
 @pytest.mark.timeout(60)
-def test_timers_do_not_fire_early_beside_a_fast_peer(loop, run):
+def test_timers_do_not_fire_early_beside_a_fast_peer(cpus, loop, run):
     sock, peer = echo_pair()
     late = []
 
@@ -94,7 +113,7 @@ def test_timers_do_not_fire_early_beside_a_fast_peer(loop, run):
 
 
 @pytest.mark.timeout(60)
-def test_a_slow_peer_does_not_keep_the_loop_busy(loop, run):
+def test_a_slow_peer_does_not_keep_the_loop_busy(cpus, loop, run):
     # First a fast exchange, which is when ferroloop polls before blocking, then a peer
     # that takes 2 ms per answer and a quiet sleep: waiting for them must cost next to no
     # CPU, on either loop.
@@ -230,24 +249,31 @@ def poll_window_in_child(cpus: str, setting: str | None = None) -> tuple[int, st
     return int(us), reason
 
 
+YIELDING = "yielding between checks: 1 CPU in this process's affinity mask"
+
+
 @pytest.mark.ferroloop_only
-def test_polling_is_off_by_default_on_one_cpu():
+def test_one_cpu_polls_yielding_by_default():
     us, reason = poll_window_in_child("one-cpu")
-    assert (us, reason) == (0, "default, off: 1 CPU in this process's affinity mask")
+    if "quota" in reason:
+        assert us == 0 and reason.startswith("default, off: cgroup CPU quota of "), reason
+    else:
+        assert (us, reason) == (20, f"default, {YIELDING}")
 
 
 @pytest.mark.ferroloop_only
-def test_the_setting_overrides_the_one_cpu_default():
-    assert poll_window_in_child("one-cpu", " 30 ") == (30, "FERROLOOP_POLL_US=30")
+def test_the_setting_sets_the_one_cpu_window_not_its_pace():
+    assert poll_window_in_child("one-cpu", " 30 ") == (30, f"FERROLOOP_POLL_US=30, {YIELDING}")
+    assert poll_window_in_child("one-cpu", "0") == (0, f"FERROLOOP_POLL_US=0, {YIELDING}")
 
 
 @pytest.mark.ferroloop_only
 def test_the_default_with_every_cpu_says_why():
     us, reason = poll_window_in_child("all")
-    if len(os.sched_getaffinity(0)) < 2:
-        assert us == 0 and "affinity" in reason, reason
-    elif "quota" in reason and us == 0:
+    if "quota" in reason and us == 0:
         assert reason.startswith("default, off: cgroup CPU quota of "), reason
+    elif len(os.sched_getaffinity(0)) < 2:
+        assert (us, reason) == (20, f"default, {YIELDING}")
     else:
         assert us == 20, reason
         assert reason.startswith(f"default: {len(os.sched_getaffinity(0))} CPUs usable, "), reason

@@ -304,7 +304,9 @@ impl LoopCore {
             // A signal caught while polling has no system call to interrupt:
             // handle it before blocking, as `poll` does.
             py.check_signals()?;
-            remaining = timeout.map(|t| t.saturating_sub(plan.until_ns));
+            // What the poll took, not what it planned: a poll that lost the
+            // CPU must not make the timeout late.
+            remaining = timeout.map(|t| t.saturating_sub(polled_ns.max(plan.until_ns)));
         }
         let start = std::time::Instant::now();
         let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));

@@ -1,25 +1,28 @@
 //! The longest poll before blocking a new loop uses (see `spin`), and why.
 //!
 //! Polling pays off when the peer runs on another CPU while this loop polls.
-//! With fewer than two CPUs to run on (affinity, or a cgroup quota below two
-//! CPUs) the poll takes the very time slice the peer needs to answer, and in
-//! a container it spends quota that throttles the whole group, so polling is
-//! off by default there. `FERROLOOP_POLL_US` overrides the default either way.
+//! With one CPU in the affinity mask the peer may need this very CPU to
+//! answer, so the poll yields it between checks (`spin::Pace::Yield`). Under
+//! a cgroup quota below two CPUs a poll spends quota that throttles the whole
+//! group, yielding or not, so polling is off by default there.
+//! `FERROLOOP_POLL_US` sets the window either way; the affinity sets the pace.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::spin::DEFAULT_MAX_NS;
+use super::spin::{Pace, DEFAULT_MAX_NS};
 use super::LoopCore;
 use crate::sys::cpus;
 
-/// Fewer usable CPUs than this turn polling off by default.
+/// Fewer CPUs than this in the affinity mask make the poll yield between
+/// checks; a cgroup quota below this many CPUs turns polling off by default.
 const MIN_CPUS: usize = 2;
 
-/// A window and the reason it was chosen.
+/// A window, its pace and the reason they were chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Window {
     pub max_ns: u64,
+    pub pace: Pace,
     pub reason: String,
 }
 
@@ -37,25 +40,40 @@ fn decide(
     affinity: impl FnOnce() -> Option<usize>,
     quota: impl FnOnce() -> Option<(f64, String)>,
 ) -> Result<Window, String> {
+    let cpus = affinity();
+    let (pace, paced) = match cpus {
+        Some(n) if n < MIN_CPUS => (
+            Pace::Yield,
+            format!(", yielding between checks: {n} CPU in this process's affinity mask"),
+        ),
+        _ => (Pace::Spin, String::new()),
+    };
     if let Some(v) = env.filter(|v| !v.trim().is_empty()) {
         return match v.trim().parse::<u64>() {
             Ok(us) if us <= 1_000 => Ok(Window {
                 max_ns: us * 1_000,
-                reason: format!("FERROLOOP_POLL_US={us}"),
+                pace,
+                reason: format!("FERROLOOP_POLL_US={us}{paced}"),
             }),
             _ => Err(format!(
                 "FERROLOOP_POLL_US must be a whole number of microseconds from 0 to 1000, got {v:?}"
             )),
         };
     }
-    let off = |reason: String| Ok(Window { max_ns: 0, reason });
-    let cpus = affinity();
-    if let Some(n) = cpus.filter(|&n| n < MIN_CPUS) {
-        return off(format!("default, off: {n} CPU in this process's affinity mask"));
-    }
     let quota = quota();
     if let Some((q, file)) = quota.as_ref().filter(|(q, _)| *q < MIN_CPUS as f64) {
-        return off(format!("default, off: cgroup CPU quota of {q:.2} CPUs ({file})"));
+        return Ok(Window {
+            max_ns: 0,
+            pace,
+            reason: format!("default, off: cgroup CPU quota of {q:.2} CPUs ({file})"),
+        });
+    }
+    if pace == Pace::Yield {
+        return Ok(Window {
+            max_ns: DEFAULT_MAX_NS,
+            pace,
+            reason: format!("default{paced}"),
+        });
     }
     let cpus = cpus.map_or("an unknown number of".to_string(), |n| n.to_string());
     let limit = quota.map_or("no cgroup CPU quota".to_string(), |(q, _)| {
@@ -63,6 +81,7 @@ fn decide(
     });
     Ok(Window {
         max_ns: DEFAULT_MAX_NS,
+        pace,
         reason: format!("default: {cpus} CPUs usable, {limit}"),
     })
 }
@@ -120,19 +139,33 @@ mod tests {
     }
 
     #[test]
-    fn off_below_two_cpus() {
+    fn yielding_with_one_cpu() {
         let w = with(None, Some(1), None).unwrap();
-        assert_eq!(w.max_ns, 0);
-        assert!(w.reason.contains("affinity"), "{}", w.reason);
-        let w = with(None, Some(8), Some(1.5)).unwrap();
-        assert_eq!(w.max_ns, 0);
-        assert!(w.reason.contains("quota"), "{}", w.reason);
+        assert_eq!((w.max_ns, w.pace), (DEFAULT_MAX_NS, Pace::Yield));
+        assert!(
+            w.reason.contains("yielding") && w.reason.contains("affinity"),
+            "{}",
+            w.reason
+        );
+        let w = with(Some("30"), Some(1), None).unwrap();
+        assert_eq!((w.max_ns, w.pace), (30_000, Pace::Yield));
+        assert!(w.reason.starts_with("FERROLOOP_POLL_US=30, yielding"), "{}", w.reason);
+    }
+
+    #[test]
+    fn off_under_a_quota_below_two_cpus() {
+        for cpus in [Some(1), Some(8), None] {
+            let w = with(None, cpus, Some(1.5)).unwrap();
+            assert_eq!(w.max_ns, 0);
+            assert!(w.reason.contains("quota"), "{}", w.reason);
+        }
     }
 
     #[test]
     fn on_with_two_cpus_or_more() {
-        assert_eq!(with(None, Some(2), None).unwrap().max_ns, DEFAULT_MAX_NS);
-        assert_eq!(with(None, Some(2), Some(2.0)).unwrap().max_ns, DEFAULT_MAX_NS);
-        assert_eq!(with(None, None, None).unwrap().max_ns, DEFAULT_MAX_NS);
+        for (cpus, quota) in [(Some(2), None), (Some(2), Some(2.0)), (None, None)] {
+            let w = with(None, cpus, quota).unwrap();
+            assert_eq!((w.max_ns, w.pace), (DEFAULT_MAX_NS, Pace::Spin));
+        }
     }
 }

@@ -30,8 +30,16 @@
 //! order, timers are never run early (the window is capped at the timeout),
 //! and the GIL is released while polling, as while blocking.
 //! `FERROLOOP_POLL_US` sets the longest window (0 turns polling off), for
-//! hosts where idle CPU matters more than latency; with fewer than two CPUs
-//! to run on, polling is off unless it says otherwise (see `poll_window`).
+//! hosts where idle CPU matters more than latency; under a cgroup quota
+//! below two CPUs polling is off unless it says otherwise (see `poll_window`).
+//!
+//! With one CPU in the affinity mask the peer may be waiting for this very
+//! CPU, so the poll yields it between checks ([`Pace::Yield`]) instead of
+//! spinning: a peer on the same CPU runs at once, one elsewhere is caught as
+//! by a spinning poll. A poll that lost the CPU for longer than the window
+//! turns polling off for thousands of waits, at either pace: something else
+//! wants the CPU, and a loop that blocks is woken for its event sooner than
+//! one queued behind that thread's time slice.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +55,21 @@ const CHECK_EVERY_NS: u64 = 4_000;
 const MIN_FIRST_NS: u64 = 5_000;
 /// After n misses in a row, 2^n waits pass before polling may resume.
 const MAX_BACKOFF: u32 = 6;
+/// A check this long past the end of the window means the poll lost the CPU.
+const LOST_CPU_NS: u64 = 50_000;
+/// A poll that lost the CPU keeps polling off for 2^this waits: each such
+/// poll costs a whole time slice of the thread it yielded to, so it may
+/// happen only rarely while that thread keeps the CPU busy.
+const LOST_BACKOFF: u32 = 12;
+
+/// What a poll does between two checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Spins: the peer runs on another CPU.
+    Spin,
+    /// Yields the CPU (`sched_yield`), for a peer that may share it.
+    Yield,
+}
 
 /// The window in force, learned from the recent waits.
 #[derive(Debug, Clone)]
@@ -62,7 +85,9 @@ pub(crate) struct Spinner {
     cooldown: u32,
     /// fds the last poll reported ready.
     last_batch: usize,
-    /// Why `max_ns` is what it is.
+    /// What a poll does between checks.
+    pace: Pace,
+    /// Why `max_ns` and `pace` are what they are.
     reason: String,
 }
 
@@ -75,6 +100,9 @@ pub(crate) enum Outcome {
     Later(u64),
     /// Nothing within the window; the loop blocks next.
     Missed,
+    /// The poll lost the CPU for longer than its window: another thread
+    /// wants this CPU (events found meanwhile are still reported).
+    Lost,
     /// The timeout ended the poll before the window did; says nothing about
     /// when events arrive.
     TimedOut,
@@ -87,6 +115,7 @@ pub(crate) struct Plan {
     pub until_ns: u64,
     /// The timeout cut the window short.
     pub capped: bool,
+    pub pace: Pace,
 }
 
 impl Spinner {
@@ -97,6 +126,7 @@ impl Spinner {
             misses: 0,
             cooldown: 0,
             last_batch: 0,
+            pace: Pace::Spin,
             reason: String::new(),
         }
     }
@@ -105,6 +135,7 @@ impl Spinner {
     pub(crate) fn from_window(w: super::poll_window::Window) -> Self {
         Spinner {
             reason: w.reason,
+            pace: w.pace,
             ..Spinner::new(w.max_ns)
         }
     }
@@ -128,6 +159,7 @@ impl Spinner {
             first_ns: self.first_ns.min(limit),
             until_ns: self.max_ns.min(limit),
             capped: limit < self.max_ns,
+            pace: self.pace,
         })
     }
 
@@ -159,6 +191,11 @@ impl Spinner {
                 self.first_ns = 0;
                 self.misses = (self.misses + 1).min(MAX_BACKOFF);
                 self.cooldown = 1 << self.misses;
+            }
+            Outcome::Lost => {
+                self.first_ns = 0;
+                self.misses = MAX_BACKOFF;
+                self.cooldown = 1 << LOST_BACKOFF;
             }
             Outcome::TimedOut => {}
         }
@@ -192,9 +229,10 @@ impl Spinner {
 
 /// Runs `plan`, calling `check` (a zero-timeout poll that returns the number
 /// of events) at `plan.first_ns` and then every few microseconds until
-/// `plan.until_ns`. Spins in between: sleeping is what this avoids. Returns
-/// the events found, the outcome, and how long it polled (up to the start of
-/// the last check: the clock it already reads, so the caller need not).
+/// `plan.until_ns`. Spins or yields in between, as `plan.pace` says: sleeping
+/// is what this avoids. Returns the events found, the outcome, and how long
+/// it polled (up to the start of the last check: the clock it already reads,
+/// so the caller need not).
 pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize, Outcome, u64) {
     let start = Instant::now();
     let until = start + Duration::from_nanos(plan.until_ns);
@@ -205,12 +243,21 @@ pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize,
         if now >= next {
             let n = check();
             let took = now.duration_since(start).as_nanos() as u64;
+            let lost_cpu = took > plan.until_ns.saturating_add(LOST_CPU_NS);
             if n > 0 {
-                let outcome = if first { Outcome::First } else { Outcome::Later(took) };
+                let outcome = if lost_cpu {
+                    Outcome::Lost
+                } else if first {
+                    Outcome::First
+                } else {
+                    Outcome::Later(took)
+                };
                 return (n, outcome, took);
             }
             if now >= until {
-                let outcome = if plan.capped {
+                let outcome = if lost_cpu {
+                    Outcome::Lost
+                } else if plan.capped {
                     Outcome::TimedOut
                 } else {
                     Outcome::Missed
@@ -220,7 +267,10 @@ pub(crate) fn poll_for<F: FnMut() -> usize>(plan: Plan, mut check: F) -> (usize,
             first = false;
             next = (now + Duration::from_nanos(CHECK_EVERY_NS)).min(until);
         }
-        std::hint::spin_loop();
+        match plan.pace {
+            Pace::Spin => std::hint::spin_loop(),
+            Pace::Yield => std::thread::yield_now(),
+        }
     }
 }
 
@@ -244,7 +294,8 @@ mod tests {
             Some(Plan {
                 first_ns: 15_000,
                 until_ns: 50_000,
-                capped: false
+                capped: false,
+                pace: Pace::Spin,
             })
         );
     }
@@ -337,7 +388,8 @@ mod tests {
             Some(Plan {
                 first_ns: 5_000,
                 until_ns: 5_000,
-                capped: true
+                capped: true,
+                pace: Pace::Spin,
             })
         );
     }
@@ -370,6 +422,7 @@ mod tests {
             first_ns: 0,
             until_ns: 1_000_000,
             capped: false,
+            pace: Pace::Spin,
         };
         assert_eq!(poll_for(plan, || 3).0, 3);
         assert_eq!(poll_for(plan, || 3).1, Outcome::First);
@@ -384,6 +437,7 @@ mod tests {
             first_ns: 1_000,
             until_ns: 10_000,
             capped: false,
+            pace: Pace::Spin,
         };
         let start = Instant::now();
         let (n, outcome, took) = poll_for(short, || 0);
@@ -391,5 +445,81 @@ mod tests {
         assert!(took >= 10_000 && start.elapsed() >= Duration::from_nanos(took));
         let capped = Plan { capped: true, ..short };
         assert_eq!(poll_for(capped, || 0).1, Outcome::TimedOut);
+    }
+
+    #[test]
+    fn a_yielding_poll_finds_what_a_spinning_one_does() {
+        let plan = Plan {
+            first_ns: 1_000,
+            until_ns: 20_000,
+            capped: false,
+            pace: Pace::Yield,
+        };
+        assert_eq!(poll_for(plan, || 2).1, Outcome::First);
+        let mut calls = 0;
+        let (n, outcome, _) = poll_for(plan, || {
+            calls += 1;
+            usize::from(calls == 2)
+        });
+        assert_eq!(n, 1);
+        assert!(matches!(outcome, Outcome::Later(_)), "{outcome:?}");
+        assert_eq!(poll_for(plan, || 0).1, Outcome::Missed);
+    }
+
+    #[test]
+    fn a_poll_that_lost_the_cpu_is_a_miss() {
+        for pace in [Pace::Spin, Pace::Yield] {
+            for capped in [false, true] {
+                let plan = Plan {
+                    first_ns: 0,
+                    until_ns: 10_000,
+                    capped,
+                    pace,
+                };
+                let mut calls = 0;
+                // The first check stands for a thread that lost its CPU for
+                // longer than the window and the allowance past it.
+                let (n, outcome, took) = poll_for(plan, || {
+                    calls += 1;
+                    if calls == 1 {
+                        std::thread::sleep(Duration::from_nanos(2 * LOST_CPU_NS));
+                        0
+                    } else {
+                        1
+                    }
+                });
+                assert_eq!((n, outcome), (1, Outcome::Lost), "{pace:?} capped={capped}");
+                assert!(took > plan.until_ns + LOST_CPU_NS);
+                calls = 0;
+                let (n, outcome, _) = poll_for(plan, || {
+                    calls += 1;
+                    if calls == 1 {
+                        std::thread::sleep(Duration::from_nanos(2 * LOST_CPU_NS));
+                    }
+                    0
+                });
+                assert_eq!((n, outcome), (0, Outcome::Lost), "{pace:?} capped={capped}");
+            }
+        }
+    }
+
+    #[test]
+    fn losing_the_cpu_keeps_polling_off_for_long() {
+        let mut s = Spinner::new(50_000);
+        s.after_block(10_000, true);
+        s.after_poll(Outcome::Lost);
+        for _ in 0..(1u32 << LOST_BACKOFF) {
+            s.after_block(10_000, true);
+            assert_eq!(s.plan(None), None);
+        }
+        s.after_block(10_000, true);
+        assert!(s.plan(None).is_some());
+        s.after_poll(Outcome::First);
+        s.after_poll(Outcome::Missed);
+        s.after_block(10_000, true);
+        s.after_block(10_000, true);
+        assert_eq!(s.plan(None), None, "a hit after it resets the count");
+        s.after_block(10_000, true);
+        assert!(s.plan(None).is_some());
     }
 }

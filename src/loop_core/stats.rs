@@ -247,7 +247,9 @@ impl LoopStats {
         self.poll_ns.add(ns);
         match outcome {
             super::spin::Outcome::TimedOut if n == 0 => self.poll_timeouts.add(1),
-            super::spin::Outcome::Missed | super::spin::Outcome::TimedOut => self.poll_misses.add(1),
+            super::spin::Outcome::Missed | super::spin::Outcome::Lost | super::spin::Outcome::TimedOut => {
+                self.poll_misses.add(1)
+            }
             super::spin::Outcome::First | super::spin::Outcome::Later(_) => self.poll_hits.add(1),
         }
     }

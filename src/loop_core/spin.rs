@@ -324,6 +324,11 @@ mod tests {
             }
         }
         s.after_block(10_000, true);
+        a_hit_resets_the_count(&mut s);
+    }
+
+    /// A hit, then a miss: the miss keeps polling off for 2 waits only.
+    fn a_hit_resets_the_count(s: &mut Spinner) {
         s.after_poll(Outcome::First);
         s.after_poll(Outcome::Missed);
         s.after_block(10_000, true);
@@ -418,56 +423,38 @@ mod tests {
 
     #[test]
     fn poll_for_reports_where_the_events_were() {
-        let plan = Plan {
-            first_ns: 0,
-            until_ns: 1_000_000,
-            capped: false,
-            pace: Pace::Spin,
-        };
-        assert_eq!(poll_for(plan, || 3).0, 3);
-        assert_eq!(poll_for(plan, || 3).1, Outcome::First);
-        let mut calls = 0;
-        let (n, outcome, took) = poll_for(plan, || {
-            calls += 1;
-            usize::from(calls == 3)
-        });
-        assert_eq!(n, 1);
-        assert!(matches!(outcome, Outcome::Later(at) if at >= 2 * CHECK_EVERY_NS && at == took));
-        let short = Plan {
-            first_ns: 1_000,
-            until_ns: 10_000,
-            capped: false,
-            pace: Pace::Spin,
-        };
-        let start = Instant::now();
-        let (n, outcome, took) = poll_for(short, || 0);
-        assert_eq!((n, outcome), (0, Outcome::Missed));
-        assert!(took >= 10_000 && start.elapsed() >= Duration::from_nanos(took));
-        let capped = Plan { capped: true, ..short };
-        assert_eq!(poll_for(capped, || 0).1, Outcome::TimedOut);
+        for pace in [Pace::Spin, Pace::Yield] {
+            let plan = Plan {
+                first_ns: 0,
+                until_ns: 1_000_000,
+                capped: false,
+                pace,
+            };
+            assert_eq!(poll_for(plan, || 3).0, 3);
+            assert_eq!(poll_for(plan, || 3).1, Outcome::First);
+            let mut calls = 0;
+            let (n, outcome, took) = poll_for(plan, || {
+                calls += 1;
+                usize::from(calls == 3)
+            });
+            assert_eq!(n, 1);
+            assert!(matches!(outcome, Outcome::Later(at) if at >= 2 * CHECK_EVERY_NS && at == took));
+            let short = Plan {
+                first_ns: 1_000,
+                until_ns: 10_000,
+                ..plan
+            };
+            let start = Instant::now();
+            let (n, outcome, took) = poll_for(short, || 0);
+            assert_eq!((n, outcome), (0, Outcome::Missed));
+            assert!(took >= 10_000 && start.elapsed() >= Duration::from_nanos(took));
+            let capped = Plan { capped: true, ..short };
+            assert_eq!(poll_for(capped, || 0).1, Outcome::TimedOut);
+        }
     }
 
     #[test]
-    fn a_yielding_poll_finds_what_a_spinning_one_does() {
-        let plan = Plan {
-            first_ns: 1_000,
-            until_ns: 20_000,
-            capped: false,
-            pace: Pace::Yield,
-        };
-        assert_eq!(poll_for(plan, || 2).1, Outcome::First);
-        let mut calls = 0;
-        let (n, outcome, _) = poll_for(plan, || {
-            calls += 1;
-            usize::from(calls == 2)
-        });
-        assert_eq!(n, 1);
-        assert!(matches!(outcome, Outcome::Later(_)), "{outcome:?}");
-        assert_eq!(poll_for(plan, || 0).1, Outcome::Missed);
-    }
-
-    #[test]
-    fn a_poll_that_lost_the_cpu_is_a_miss() {
+    fn a_poll_that_lost_the_cpu_says_so() {
         for pace in [Pace::Spin, Pace::Yield] {
             for capped in [false, true] {
                 let plan = Plan {
@@ -514,12 +501,6 @@ mod tests {
         }
         s.after_block(10_000, true);
         assert!(s.plan(None).is_some());
-        s.after_poll(Outcome::First);
-        s.after_poll(Outcome::Missed);
-        s.after_block(10_000, true);
-        s.after_block(10_000, true);
-        assert_eq!(s.plan(None), None, "a hit after it resets the count");
-        s.after_block(10_000, true);
-        assert!(s.plan(None).is_some());
+        a_hit_resets_the_count(&mut s);
     }
 }

@@ -293,7 +293,7 @@ impl LoopCore {
             // may come from a thread that needs this very CPU: never poll for
             // those.
             let outcome = if n > 0 && !from_peers(&events[..n]) {
-                spin::Outcome::Missed
+                outcome.for_own_threads()
             } else {
                 outcome
             };
@@ -304,9 +304,10 @@ impl LoopCore {
             // A signal caught while polling has no system call to interrupt:
             // handle it before blocking, as `poll` does.
             py.check_signals()?;
-            // What the poll took, not what it planned: a poll that lost the
+            // What the poll took (a poll that found nothing ran at least to
+            // its window's end), not what it planned: a poll that lost the
             // CPU must not make the timeout late.
-            remaining = timeout.map(|t| t.saturating_sub(polled_ns.max(plan.until_ns)));
+            remaining = timeout.map(|t| t.saturating_sub(polled_ns));
         }
         let start = std::time::Instant::now();
         let result = py.detach(|| crate::sys::epoll::wait_fd(epfd, events, remaining));

@@ -108,6 +108,18 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
+impl Outcome {
+    /// The outcome to learn from when the events a poll found all came from
+    /// the loop's own threads, which are never polled for: a miss, unless
+    /// the poll lost the CPU, which still keeps polling off for long.
+    pub(crate) fn for_own_threads(self) -> Outcome {
+        match self {
+            Outcome::Lost => Outcome::Lost,
+            _ => Outcome::Missed,
+        }
+    }
+}
+
 /// What [`Spinner::plan`] asks the loop to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -502,5 +514,18 @@ mod tests {
         s.after_block(10_000, true);
         assert!(s.plan(None).is_some());
         a_hit_resets_the_count(&mut s);
+    }
+
+    #[test]
+    fn a_wake_up_from_own_threads_is_a_miss_unless_the_cpu_was_lost() {
+        for outcome in [
+            Outcome::First,
+            Outcome::Later(7_000),
+            Outcome::Missed,
+            Outcome::TimedOut,
+        ] {
+            assert_eq!(outcome.for_own_threads(), Outcome::Missed, "{outcome:?}");
+        }
+        assert_eq!(Outcome::Lost.for_own_threads(), Outcome::Lost);
     }
 }
